@@ -1,0 +1,29 @@
+"""Top-level routes: the shell, each app's pages, the REST API and its schema, admin."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from console import views
+
+api_patterns = [
+    path("", include("console.api_urls")),
+    path("", include("registries.api.urls")),
+    path("", include("rules.api.urls")),
+    path("", include("clusters.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("audit/", views.audit_log, name="audit"),
+    path("instances/", include("registries.urls")),
+    path("rules/", include("rules.urls")),
+    path("clusters/", include("clusters.urls")),
+    path("api/v1/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,4 @@
+"""Web UI routes of the registries app."""
+
+app_name = "registries"
+urlpatterns: list = []

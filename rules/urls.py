@@ -1,0 +1,4 @@
+"""Web UI routes of the rules app."""
+
+app_name = "rules"
+urlpatterns: list = []
