@@ -2,5 +2,8 @@
 
 from rest_framework.routers import DefaultRouter
 
+from rules.api.views import RuleViewSet
+
 router = DefaultRouter()
+router.register("rules", RuleViewSet, basename="rule")
 urlpatterns = router.urls

@@ -1,0 +1,128 @@
+"""Rule matching: does an image address fall under an instance's acceleration rules, and why (not).
+
+Pure functions: they read the rules (one query, in rule order) and never write. Every verdict
+comes with a per-criterion breakdown in plain sentences, so the validation box and the push
+events can explain exactly which part of a rule an image failed.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from converter.reference import ImageReference
+from rules.validators import full_match
+
+if TYPE_CHECKING:
+    from registries.models import Instance
+    from rules.models import Rule
+
+HOST, NAMESPACE, REPOSITORY, TAG, ENABLED = "instance host", "namespace", "repository", "tag", "enabled"
+CRITERIA = (HOST, NAMESPACE, REPOSITORY, TAG, ENABLED)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str  # one of CRITERIA
+    passed: bool
+    detail: str  # a sentence a person can act on
+
+
+@dataclass(frozen=True)
+class RuleEvaluation:
+    rule: "Rule"
+    criteria: tuple[Criterion, ...]
+
+    @property
+    def matched(self) -> bool:
+        return all(criterion.passed for criterion in self.criteria)
+
+    @property
+    def first_failure(self) -> Criterion | None:
+        return next((criterion for criterion in self.criteria if not criterion.passed), None)
+
+    @property
+    def passed_count(self) -> int:
+        return sum(criterion.passed for criterion in self.criteria)
+
+
+@dataclass(frozen=True)
+class MatchOutcome:
+    rule: "Rule | None"  # the first enabled rule that matched, in rule order
+    evaluations: tuple[RuleEvaluation, ...]
+    closest: RuleEvaluation | None  # when nothing matched: the rule that passed the most criteria
+
+    @property
+    def matched(self) -> bool:
+        return self.rule is not None
+
+
+def _pattern(name: str, pattern: str, value: str) -> Criterion:
+    if not pattern:
+        return Criterion(name, True, f"any {name} matches (the pattern is blank); '{value}' included")
+    if full_match(pattern, value):
+        return Criterion(name, True, f"{name} '{value}' fully matches '{pattern}'")
+    return Criterion(name, False, f"{name} '{value}' does not fully match '{pattern}'")
+
+
+def _tag(rule: "Rule", reference: ImageReference) -> Criterion:
+    if reference.tag is None and reference.digest is not None:
+        if not rule.tag_pattern:
+            return Criterion(TAG, True, "any tag matches (the pattern is blank), including a digest-only address")
+        return Criterion(
+            TAG, False, f"the address has a digest but no tag, so the tag pattern '{rule.tag_pattern}' cannot match",
+        )
+    return _pattern(TAG, rule.tag_pattern, reference.tag or "latest")
+
+
+def evaluate_rule(rule: "Rule", reference: ImageReference) -> RuleEvaluation:
+    """Check one rule against an image address, criterion by criterion (none short-circuits)."""
+    instance = rule.instance
+    if reference.host == instance.host:
+        host = Criterion(HOST, True, f"host '{reference.host}' is the host of instance '{instance.name}'")
+    else:
+        host = Criterion(
+            HOST, False, f"host '{reference.host}' is not '{instance.host}', the host of instance '{instance.name}'",
+        )
+    if reference.namespace == rule.namespace:
+        namespace = Criterion(NAMESPACE, True, f"namespace '{reference.namespace}' is the rule's namespace")
+    else:
+        namespace = Criterion(
+            NAMESPACE, False, f"namespace '{reference.namespace}' is not the rule's namespace '{rule.namespace}'",
+        )
+    if not rule.enabled:
+        enabled = Criterion(ENABLED, False, f"rule '{rule.name}' is disabled")
+    elif not instance.acceleration_enabled:
+        enabled = Criterion(
+            ENABLED, False, f"rule '{rule.name}' is enabled, but acceleration is off for instance '{instance.name}'",
+        )
+    else:
+        enabled = Criterion(ENABLED, True, f"rule '{rule.name}' is enabled")
+    return RuleEvaluation(
+        rule=rule,
+        criteria=(host, namespace, _pattern(REPOSITORY, rule.repository_pattern, reference.repository),
+                  _tag(rule, reference), enabled),
+    )
+
+
+def match_image(instance: "Instance", reference: ImageReference) -> MatchOutcome:
+    """Evaluate every rule of the instance in order; the first full match wins."""
+    rules = list(instance.rules.order_by("position", "id"))
+    evaluations = tuple(evaluate_rule(rule, reference) for rule in rules)
+    winner = next((evaluation for evaluation in evaluations if evaluation.matched), None)
+    if winner is not None:
+        return MatchOutcome(rule=winner.rule, evaluations=evaluations, closest=None)
+    closest = None
+    for evaluation in evaluations:  # strict '>' keeps the earliest rule on ties
+        if closest is None or evaluation.passed_count > closest.passed_count:
+            closest = evaluation
+    return MatchOutcome(rule=None, evaluations=evaluations, closest=closest)
+
+
+def explain(outcome: MatchOutcome) -> str:
+    """One sentence for a push event: which rule matched, or the closest rule and what it failed on."""
+    if outcome.rule is not None:
+        return f"matched rule '{outcome.rule.name}'"
+    if outcome.closest is None:
+        return "the instance has no rules"
+    failure = outcome.closest.first_failure
+    name = outcome.closest.rule.name
+    return f"no enabled rule matched; closest rule '{name}' failed on {failure.name}: {failure.detail}"

@@ -1,0 +1,112 @@
+"""Field validators for acceleration rules, shared by the model, forms and serializers.
+
+Patterns use RE2 syntax (google-re2) and always match the whole name. RE2 runs in time linear in
+the input, so no pattern, however pathological, can hang the matcher; compilation is bounded in
+pattern length and in memory, and compiled patterns are cached by their text.
+"""
+
+import functools
+import posixpath
+import re
+
+import re2
+from django.core.exceptions import ValidationError
+
+MAX_PATTERN_LENGTH = 1024
+# RE2's budget for one compiled pattern; a pattern that needs more fails to compile.
+PATTERN_MAX_MEM = 8 << 20
+MAX_NAMESPACE_LENGTH = 255
+MAX_PRIORITIZED_FILES = 256
+MAX_PATH_LENGTH = 1024
+
+# One repository path component, as in the OCI distribution spec.
+_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+class PatternError(ValueError):
+    """The text is not an acceptable RE2 pattern; the message is RE2's own or a size limit."""
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = PATTERN_MAX_MEM
+    options.log_errors = False
+    return options
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str):
+    """The compiled RE2 program for `pattern` (cached); raises PatternError with the reason."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise PatternError(f"The pattern is longer than {MAX_PATTERN_LENGTH} characters.")
+    try:
+        return re2.compile(pattern, _options())
+    except re2.error as error:
+        reason = error.args[0] if error.args else "invalid pattern"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(f"Invalid RE2 pattern: {reason}.") from None
+
+
+def full_match(pattern: str, text: str) -> bool:
+    """True when `pattern` (RE2, already valid) matches all of `text`."""
+    return compile_pattern(pattern).fullmatch(text) is not None
+
+
+def validate_pattern(value: str) -> None:
+    """A blank pattern (match everything) or one that RE2 compiles within its limits."""
+    if not value:
+        return
+    try:
+        compile_pattern(value)
+    except PatternError as error:
+        raise ValidationError(str(error), code="invalid_pattern") from None
+
+
+def validate_namespace(value: str) -> None:
+    """Exactly one namespace, written as a repository path component (no pattern, no slash)."""
+    if "/" in value:
+        raise ValidationError(
+            "Give exactly one namespace, without slashes; match deeper paths with the repository pattern.",
+            code="invalid_namespace",
+        )
+    if len(value) > MAX_NAMESPACE_LENGTH:
+        raise ValidationError(f"A namespace has at most {MAX_NAMESPACE_LENGTH} characters.", code="invalid_namespace")
+    if not _NAMESPACE.fullmatch(value):
+        raise ValidationError(
+            f"'{value}' is not a namespace name: use lower-case letters and digits, separated by "
+            "'.', '_', '__' or dashes. Patterns are not allowed here.",
+            code="invalid_namespace",
+        )
+
+
+def normalize_prioritized_files(value) -> list[str]:
+    """Clean list of prioritized file paths: absolute, normalized, unique, in the given order.
+
+    `a/b`, `/a/b` and `./a/b` name the same file in a layer, so all become `/a/b`.
+    """
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Give the prioritized files as a list of paths.", code="invalid_paths")
+    paths: list[str] = []
+    for raw in value:
+        text = raw.strip()
+        if not text:
+            continue
+        if len(text) > MAX_PATH_LENGTH:
+            raise ValidationError(f"A file path has at most {MAX_PATH_LENGTH} characters.", code="invalid_paths")
+        if any(ord(character) < 32 or ord(character) == 127 for character in text):
+            raise ValidationError(f"'{text}' contains control characters.", code="invalid_paths")
+        if ".." in text.split("/"):
+            raise ValidationError(f"'{text}' contains '..'; give the path inside the image.", code="invalid_paths")
+        path = posixpath.normpath("/" + text.lstrip("/"))
+        if path == "/":
+            raise ValidationError(f"'{text}' is the root directory, not a file.", code="invalid_paths")
+        if path not in paths:
+            paths.append(path)
+    if len(paths) > MAX_PRIORITIZED_FILES:
+        raise ValidationError(f"List at most {MAX_PRIORITIZED_FILES} prioritized files.", code="invalid_paths")
+    return paths
+
+
+def validate_prioritized_files(value) -> None:
+    normalize_prioritized_files(value)

@@ -1,0 +1,164 @@
+"""Pages of the rules app: list, create/edit, detail with the validation box, and htmx actions.
+
+Views are thin: they load the object, call one verb in rules/actions.py and render a page or a
+partial. Reads need the viewer role; changes need the operator role (checked again server-side,
+whatever the page shows).
+"""
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from console.roles import Role, role_required
+from converter.reference import InvalidReference
+from registries.models import Instance
+from rules import actions
+from rules.forms import PATTERN_FIELDS, AddressForm, RuleForm
+from rules.models import Rule
+from rules.validators import PatternError, compile_pattern
+
+PAGE_SIZE = 50
+
+
+def _success(request, url: str):
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@role_required()
+def rule_list(request):
+    rules = Rule.objects.select_related("instance").order_by("instance__name", "position", "id")
+    instance = None
+    if request.GET.get("instance", "").isdigit():
+        instance = Instance.objects.filter(pk=request.GET["instance"]).first()
+        if instance is not None:
+            rules = rules.filter(instance=instance)
+    search = request.GET.get("q", "").strip()
+    if search:
+        rules = rules.filter(
+            Q(name__icontains=search) | Q(description__icontains=search) | Q(namespace__icontains=search)
+            | Q(repository_pattern__icontains=search) | Q(tag_pattern__icontains=search)
+        )
+    filters = {"instance": instance.pk if instance else None, "q": search}
+    query = urlencode({key: value for key, value in filters.items() if value})
+    context = {
+        "page": Paginator(rules, PAGE_SIZE).get_page(request.GET.get("page")),
+        "instances": Instance.objects.all(),
+        "current_instance": instance,
+        "search": search,
+        "query": query,
+        "accelerated_instances": Instance.objects.filter(acceleration_enabled=True).exists(),
+    }
+    return render(request, "rules/rule_list.html", context)
+
+
+@role_required()
+def rule_detail(request, pk: int):
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    return render(request, "rules/rule_detail.html", {"rule": rule, "address_form": AddressForm()})
+
+
+def _edit(request, rule: Rule, template_context: dict):
+    form = RuleForm(request.POST or None, instance=rule, initial=template_context.pop("initial", None))
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.save_rule(form.instance)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, f"Rule '{form.instance.name}' saved.")
+            return _success(request, form.instance.get_absolute_url())
+    template = "rules/rule_form.html#form" if request.htmx else "rules/rule_form.html"
+    return render(request, template, {"form": form, "rule": rule, **template_context})
+
+
+@role_required(read_role=Role.OPERATOR)
+def rule_create(request):
+    initial = {}
+    if request.GET.get("instance", "").isdigit():
+        initial["instance"] = request.GET["instance"]
+    has_accelerated = Instance.objects.filter(acceleration_enabled=True).exists()
+    return _edit(request, Rule(), {"initial": initial, "has_accelerated": has_accelerated})
+
+
+@role_required(read_role=Role.OPERATOR)
+def rule_edit(request, pk: int):
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    return _edit(request, rule, {"has_accelerated": True})
+
+
+@role_required(read_role=Role.OPERATOR)
+def rule_delete(request, pk: int):
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    if request.method == "POST":
+        name = rule.name
+        actions.delete_rule(rule)
+        messages.success(request, f"Rule '{name}' deleted.")
+        return _success(request, reverse("rules:list"))
+    return render(request, "rules/rule_confirm_delete.html", {"rule": rule})
+
+
+@require_POST
+@role_required()
+def rule_toggle(request, pk: int):
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    enabled = request.POST.get("enabled")
+    if enabled not in ("true", "false"):
+        return HttpResponseBadRequest("Send enabled=true or enabled=false.")
+    actions.set_rule_enabled(rule, enabled == "true")
+    if request.htmx:
+        return render(request, "rules/rule_list.html#toggle", {"rule": rule})
+    return redirect(request.POST.get("next") or reverse("rules:list"))
+
+
+@require_POST
+@role_required()
+def rule_move(request, pk: int, direction: str):
+    rule = get_object_or_404(Rule, pk=pk)
+    try:
+        actions.move_rule(rule, direction)
+    except ValidationError as error:
+        return HttpResponseBadRequest(" ".join(error.messages))
+    url = f"{reverse('rules:list')}?instance={rule.instance_id}"
+    return _success(request, url)
+
+
+@require_POST
+@role_required(write_role=Role.VIEWER)
+def rule_validate(request, pk: int):
+    """The validation box: an address in, the per-criterion breakdown out. Changes nothing."""
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    form = AddressForm(request.POST)
+    reference = evaluation = None
+    if form.is_valid():
+        try:
+            reference, evaluation = actions.validate_address(rule, form.cleaned_data["address"])
+        except InvalidReference as error:
+            form.add_error("address", str(error))
+    context = {"rule": rule, "address_form": form, "reference": reference, "evaluation": evaluation}
+    template = "rules/rule_detail.html#validation" if request.htmx else "rules/rule_detail.html"
+    return render(request, template, context)
+
+
+@require_POST
+@role_required(write_role=Role.VIEWER)
+def check_pattern(request):
+    """Live check of a pattern input as the user types: answers the error or 'valid'."""
+    field = request.POST.get("field", "")
+    if field not in PATTERN_FIELDS:
+        return HttpResponseBadRequest("Unknown pattern field.")
+    pattern = request.POST.get(field, "")
+    error = None
+    if pattern:
+        try:
+            compile_pattern(pattern)
+        except PatternError as exc:
+            error = str(exc)
+    return render(request, "rules/rule_form.html#pattern-check", {"pattern": pattern, "error": error})
