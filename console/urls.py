@@ -22,6 +22,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_log, name="audit"),
     path("instances/", include("registries.urls")),
+    path("webhooks/", include("registries.webhook_urls")),
     path("rules/", include("rules.urls")),
     path("clusters/", include("clusters.urls")),
     path("api/v1/", include(api_patterns)),

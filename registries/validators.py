@@ -37,3 +37,13 @@ def validate_ca_bundle(value: str) -> None:
         raise ValidationError("The CA bundle is not valid PEM (expected -----BEGIN CERTIFICATE----- blocks).") from None
     if not certificates:
         raise ValidationError("The CA bundle holds no certificate.")
+
+
+def validate_credentials(username: str, password: str) -> None:
+    """A username needs a password (or token) and the other way round; both blank is anonymous."""
+    if username and not password:
+        raise ValidationError(
+            {"password": "Enter the password or token for this username, or clear the username for anonymous access."}
+        )
+    if password and not username:
+        raise ValidationError({"username": "Enter the username that goes with the password or token."})

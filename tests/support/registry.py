@@ -1,6 +1,6 @@
 """pytest plugin: Debian's `docker-registry` (CNCF Distribution 2.8) on a free loopback port.
 
-`registry_factory(htpasswd=..., notify_url=..., notify_secret=...)` starts one per call and stops it
+`registry_factory(htpasswd=..., notify_url=..., notify_secret=..., delete=True)` starts one per call and stops it
 at the end of the test; `registry` is an anonymous one. Storage lives in the test's temp dir.
 """
 
@@ -42,13 +42,14 @@ def start_registry(
     htpasswd: tuple[str, str] | None = None,
     notify_url: str | None = None,
     notify_secret: str | None = None,
+    delete: bool = True,
 ) -> RunningRegistry:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": delete}},
         "http": {"addr": f"127.0.0.1:{port}", "secret": "test-registry-secret"},
     }
     if htpasswd:

@@ -1,0 +1,40 @@
+"""Django admin for registry instances and push events; secrets are never shown here either.
+
+Instances use the console's own form (write-only password, no webhook secret field); push events
+are read-only records of what registries reported.
+"""
+
+from django.contrib import admin
+
+from registries.forms import InstanceForm
+from registries.models import Instance, PushEvent
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    form = InstanceForm
+    list_display = ["name", "url", "username", "acceleration_enabled", "verify_tls", "created_at"]
+    list_filter = ["acceleration_enabled", "verify_tls"]
+    search_fields = ["name", "url", "description", "username"]
+    readonly_fields = ["acceleration_enabled", "acceleration_changed_at", "created_at", "updated_at"]
+
+    def get_fields(self, request, obj=None):
+        fields = ["name", "url", "description", "username", "password"]
+        if obj is not None and obj.password:
+            fields.append("clear_password")
+        return [*fields, "verify_tls", "ca_bundle", *self.readonly_fields]
+
+
+@admin.register(PushEvent)
+class PushEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "instance", "namespace", "repository", "tag", "outcome", "reason"]
+    list_filter = ["outcome", "reason", "source", "instance"]
+    search_fields = ["namespace", "repository", "tag", "digest", "delivery_id", "reason_detail"]
+    date_hierarchy = "received_at"
+    list_select_related = ["instance"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

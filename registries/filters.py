@@ -1,0 +1,47 @@
+"""Push event filters, shared by the Events page and `/api/v1/events/` so both filter alike."""
+
+import django_filters
+from django import forms
+from django.db.models import Q
+
+from registries.choices import PushOutcome, PushReason, PushSource
+from registries.models import Instance, PushEvent
+
+
+class PushEventFilter(django_filters.FilterSet):
+    instance = django_filters.ModelChoiceFilter(queryset=Instance.objects.all(), empty_label="All instances")
+    outcome = django_filters.ChoiceFilter(choices=PushOutcome.choices, empty_label="Any outcome")
+    reason = django_filters.ChoiceFilter(choices=PushReason.choices, empty_label="Any reason")
+    source = django_filters.ChoiceFilter(choices=PushSource.choices, empty_label="Any registry type")
+    q = django_filters.CharFilter(
+        method="search", label="Search",
+        widget=forms.TextInput(attrs={"placeholder": "namespace, repository, tag or digest", "type": "search"}),
+    )
+    namespace = django_filters.CharFilter(lookup_expr="exact")
+    repository = django_filters.CharFilter(lookup_expr="icontains")
+    digest = django_filters.CharFilter(lookup_expr="exact")
+    received_after = django_filters.DateFilter(
+        field_name="received_at", lookup_expr="date__gte", label="From",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    received_before = django_filters.DateFilter(
+        field_name="received_at", lookup_expr="date__lte", label="To",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+
+    class Meta:
+        model = PushEvent
+        fields = ["instance", "outcome", "reason", "source", "q", "namespace", "repository", "digest"]
+
+    def search(self, queryset, name, value):
+        """Words are ANDed; each may match the namespace, repository, tag or digest."""
+        for word in value.split()[:10]:
+            path_namespace, slash, path_repository = word.partition("/")
+            condition = (
+                Q(namespace__icontains=word) | Q(repository__icontains=word) | Q(tag__icontains=word)
+                | Q(digest__icontains=word)
+            )
+            if slash:
+                condition |= Q(namespace__iexact=path_namespace, repository__istartswith=path_repository)
+            queryset = queryset.filter(condition)
+        return queryset
