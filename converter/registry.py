@@ -1,0 +1,780 @@
+"""The OCI Distribution client: the only code in the product that talks to registries.
+
+Everything the console, the workers and the CLI do with a registry goes through `RegistryClient`:
+"Test connection" (`ping`), reading manifests and blobs, pushing converted images, listing tags and
+repositories for the reconciler, deleting manifests from the Images page.
+
+Behaviour worth knowing:
+
+- Auth: anonymous first; on a 401 the `WWW-Authenticate` challenge decides. `Basic` sends the
+  configured credentials; `Bearer` fetches a token from the challenge's realm (with `service` and
+  `scope`, and the credentials as Basic auth when given) and caches it per scope until it expires.
+- TLS: `verify=False` turns verification off; `ca_bundle_pem` adds PEM certificates to the system
+  store (written to a private temp file that `close()` removes). Plain-HTTP registries use an
+  `http://` base URL (`RegistryClient.for_host(..., insecure=True)` picks the scheme).
+- Every request has a timeout. Connection errors, timeouts, 5xx and 429 are retried with
+  exponential backoff and jitter (honouring a bounded `Retry-After`); other 4xx answers are not.
+- Errors are `RegistryError` subclasses whose message names the request (method and URL path,
+  never credentials or query strings) and whose `transient` flag tells the pipeline whether a
+  retry later can help.
+- Blob downloads are verified: the digest of the bytes read must match, and a short body is an
+  error, never a silently truncated layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import socket
+import ssl
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import certifi
+import requests
+import urllib3
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
+IMAGE_MEDIA_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
+INDEX_MEDIA_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+MANIFEST_MEDIA_TYPES = IMAGE_MEDIA_TYPES | INDEX_MEDIA_TYPES
+ACCEPT_MANIFESTS = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit Distribution and containerd apply
+USER_AGENT = "apparate-converter"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_READ_SIZE = 1024 * 1024
+
+
+class RegistryError(Exception):
+    """A registry request failed. `message` is a sentence naming the request; `transient` says
+    whether trying again later can help (network trouble, 5xx, 429)."""
+
+    transient_default = False
+
+    def __init__(self, message: str, status: int | None = None, transient: bool | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.transient = self.transient_default if transient is None else transient
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RegistryUnreachable(RegistryError):
+    """DNS failure, connection refused or reset, timeout."""
+
+    transient_default = True
+
+
+class RegistryTLSError(RegistryError):
+    """Certificate verification or TLS handshake failed."""
+
+
+class RegistryAuthError(RegistryError):
+    """401/403: missing or wrong credentials, token endpoint refused, not allowed."""
+
+
+class RegistryNotFound(RegistryError):
+    """404: MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN..."""
+
+
+class RegistryProtocolError(RegistryError):
+    """Not a v2 registry, an answer that breaks the protocol, or a digest mismatch."""
+
+
+class UnsupportedManifest(RegistryProtocolError):
+    """Schema 1 or an unknown manifest media type: the converter refuses to touch it."""
+
+
+class DeletionDisabled(RegistryError):
+    """The registry refuses manifest deletion (405 / UNSUPPORTED): it is switched off there."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest exactly as the registry served it: `content` is what `digest` covers."""
+
+    media_type: str
+    digest: str
+    content: bytes
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+    def json(self) -> dict:
+        return json.loads(self.content)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _explain_network_error(error: Exception, host: str, timeout: float) -> RegistryError:
+    """Turn a requests exception into a sentence a person can act on."""
+    chain, pending = [], [error]
+    while pending and len(chain) < 20:  # requests and urllib3 nest the root cause in several ways
+        cursor = pending.pop()
+        if not isinstance(cursor, BaseException) or cursor in chain:
+            continue
+        chain.append(cursor)
+        pending += [cursor.__cause__, cursor.__context__, getattr(cursor, "reason", None), *cursor.args]
+    text = " ".join(str(item) for item in chain)
+    if isinstance(error, requests.exceptions.SSLError) or any(isinstance(c, ssl.SSLError) for c in chain):
+        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+            hint = "the server does not speak TLS on this port; if it is a plain-HTTP registry use an http:// URL."
+        elif "CERTIFICATE_VERIFY_FAILED" in text.upper() or "certificate verify failed" in text:
+            reason = re.search(r"certificate verify failed: ([^()'\"]+)", text)
+            detail = f" ({reason.group(1).strip()})" if reason else ""
+            hint = (f"its certificate could not be verified{detail}. Add the registry's CA to the CA bundle, "
+                    "or turn off TLS verification.")
+        else:
+            hint = "the TLS handshake failed. Check the URL scheme, the port and the registry's TLS setup."
+        return RegistryTLSError(f"TLS connection to {host} failed: {hint}")
+    if isinstance(error, requests.exceptions.Timeout):
+        return RegistryUnreachable(f"{host} did not answer within {timeout:g} seconds.")
+    if any(isinstance(c, socket.gaierror) or type(c).__name__ == "NameResolutionError" for c in chain):
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return RegistryUnreachable(
+            f"The host name '{name}' could not be resolved: check the registry URL and the console's DNS.")
+    if any(isinstance(c, ConnectionRefusedError) for c in chain) or "Connection refused" in text:
+        return RegistryUnreachable(
+            f"Connection to {host} was refused: nothing listens on that port. Check the port and that "
+            "the registry is running.")
+    if any(isinstance(c, ConnectionResetError) for c in chain) or "reset" in text.lower():
+        return RegistryUnreachable(f"{host} closed the connection unexpectedly.")
+    return RegistryUnreachable(f"Could not connect to {host}: {type(error).__name__}.")
+
+
+def _registry_errors(response: requests.Response) -> list[dict]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _describe(response: requests.Response) -> str:
+    errors = _registry_errors(response)
+    summary = f"{response.status_code} {response.reason or ''}".strip()
+    if errors:
+        details = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors[:3])
+        summary += f" ({details})"
+    return summary
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Parse a `WWW-Authenticate` header into (scheme, params), e.g.
+    `Bearer realm="https://auth/token",service="reg",scope="repository:a/b:pull"`."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {key.lower(): quoted if quoted or not bare else bare for key, quoted, bare in re.findall(
+        r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))', rest)}
+    return scheme.lower(), params
+
+
+def _link_next(response: requests.Response) -> str | None:
+    for part in response.headers.get("Link", "").split(","):
+        match = re.match(r'\s*<([^>]+)>\s*;.*rel="?next"?', part)
+        if match:
+            return match.group(1)
+    return None
+
+
+class VerifiedBlobReader:
+    """A file-like view of a blob download: read() hashes as it goes and, at the end of the body,
+    raises `RegistryProtocolError` if the size or digest does not match what was asked for."""
+
+    def __init__(self, response: requests.Response, digest: str, size: int | None, what: str, host: str,
+                 timeout: float):
+        self._response, self.digest, self.size = response, digest, size
+        self._what, self._host, self._timeout = what, host, timeout
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+        self._done = False
+
+    def read(self, amount: int = -1) -> bytes:
+        if amount is None or amount < 0:
+            parts = []
+            while part := self.read(_READ_SIZE):
+                parts.append(part)
+            return b"".join(parts)
+        if self._done:
+            return b""
+        try:
+            data = self._response.raw.read(amount, decode_content=False)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+                requests.exceptions.RequestException, OSError) as error:
+            if isinstance(error, urllib3.exceptions.ProtocolError) and "IncompleteRead" in repr(error):
+                raise RegistryProtocolError(
+                    f"{self._what} failed: the body ended after {self.bytes_read} bytes "
+                    f"(truncated download)", transient=True) from error
+            raise _explain_network_error(error, self._host, self._timeout) from error
+        if data:
+            self.bytes_read += len(data)
+            self._hash.update(data)
+            if self.size is not None and self.bytes_read > self.size:
+                raise RegistryProtocolError(
+                    f"{self._what} failed: the body is longer than the expected {self.size} bytes.")
+            return data
+        self._done = True
+        self.close()
+        if self.size is not None and self.bytes_read != self.size:
+            raise RegistryProtocolError(
+                f"{self._what} failed: got {self.bytes_read} of {self.size} bytes (truncated download).",
+                transient=True)
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self.digest:
+            raise RegistryProtocolError(
+                f"{self._what} failed: the content's digest is {actual}, not {self.digest}. "
+                "The registry served corrupt or wrong data.")
+        return b""
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> VerifiedBlobReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RegistryClient:
+    """A client for one registry (one base URL and one set of credentials).
+
+    Repositories are passed as their API path, `namespace/repository` (`ImageReference.path`).
+    Use it as a context manager, or call `close()`, to remove the temporary CA file.
+    """
+
+    def __init__(self, base_url: str, username: str | None = None, password: str | None = None,
+                 verify: bool | str = True, ca_bundle_pem: str | None = None, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
+                 upload_chunk_size: int | None = None):
+        parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"'{base_url}' is not an http(s) registry URL.")
+        self.base_url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self.host = parts.netloc
+        self.username = username or None
+        self._password = password or ""
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.upload_chunk_size = upload_chunk_size
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+        # Proxies come from HTTP(S)_PROXY / NO_PROXY like in other registry tools; .netrc and
+        # REQUESTS_CA_BUNDLE are ignored, so only the configured credentials and CAs apply.
+        self._session.trust_env = False
+        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._ca_file: str | None = None
+        if ca_bundle_pem and verify is not False:
+            handle, self._ca_file = tempfile.mkstemp(prefix="apparate-ca-", suffix=".pem")
+            with os.fdopen(handle, "w") as bundle:
+                bundle.write(Path(certifi.where()).read_text() + "\n" + ca_bundle_pem.strip() + "\n")
+            self._finalizer = weakref.finalize(self, _remove_file, self._ca_file)
+            verify = self._ca_file
+        self._session.verify = verify
+        self._scheme: str | None = None  # "basic" | "bearer" once a challenge was seen
+        self._challenge: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    @classmethod
+    def for_host(cls, host: str, insecure: bool = False, **options) -> RegistryClient:
+        """A client for `host[:port]` as written in image addresses. `insecure` allows plain HTTP
+        and unverified TLS: HTTPS without verification is tried first, then HTTP."""
+        if not insecure:
+            return cls(f"https://{host}", **options)
+        probe = cls(f"https://{host}", verify=False, **{**options, "retries": 0})
+        try:
+            probe._send("GET", "/v2/", retries=0)
+            return probe
+        except (RegistryTLSError, RegistryUnreachable):
+            probe.close()
+        return cls(f"http://{host}", **options)
+
+    def close(self) -> None:
+        self._session.close()
+        if self._ca_file:
+            self._finalizer()
+            self._ca_file = None
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> str:
+        return urljoin(self.base_url + "/", path_or_url) if "://" in path_or_url else self.base_url + path_or_url
+
+    @staticmethod
+    def _label(method: str, url: str) -> str:
+        return f"{method} {urlsplit(url).path}"
+
+    def _sleep_before_retry(self, attempt: int, retry_after: float | None = None) -> None:
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        time.sleep(delay)
+
+    def _send(self, method: str, path_or_url: str, *, scope: str | None = None, headers: dict | None = None,
+              params: dict | None = None, body: bytes | BinaryIO | None = None, stream: bool = False,
+              retries: int | None = None, auth: bool = True) -> requests.Response:
+        """One logical request: auth challenge handling and retries of transient failures.
+        Returns the final response whatever its status; raises on network errors after retries."""
+        url = self._url(path_or_url)
+        label = self._label(method, url)
+        retries = self.retries if retries is None else retries
+        start = body.tell() if body is not None and hasattr(body, "seek") else None
+        attempt, authenticated_retry = 0, False
+        while True:
+            if start is not None:
+                body.seek(start)
+            request_headers = dict(headers or {})
+            if auth:
+                request_headers.update(self._auth_headers(scope))
+            try:
+                response = self._session.request(method, url, headers=request_headers, params=params, data=body,
+                                                 stream=stream, timeout=self.timeout, allow_redirects=True)
+            except requests.exceptions.RequestException as error:
+                failure = _explain_network_error(error, self.host, self.timeout)
+                if failure.transient and attempt < retries:
+                    self._sleep_before_retry(attempt)
+                    attempt += 1
+                    continue
+                failure.message = f"{label} failed: {failure.message}"
+                failure.args = (failure.message,)
+                raise failure from error
+            if response.status_code == 401 and auth and not authenticated_retry:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if challenge and self._learn_challenge(challenge, scope, label):
+                    response.close()
+                    authenticated_retry = True
+                    continue
+            if (response.status_code == 429 or response.status_code >= 500) and attempt < retries:
+                wait = _retry_after(response)
+                response.close()
+                self._sleep_before_retry(attempt, wait)
+                attempt += 1
+                continue
+            return response
+
+    def _auth_headers(self, scope: str | None) -> dict[str, str]:
+        if self._scheme == "basic" and self.username:
+            return {"Authorization": requests.auth._basic_auth_str(self.username, self._password)}
+        if self._scheme == "bearer":
+            key = scope or ""
+            cached = self._tokens.get(key)
+            if cached is None or cached[1] <= time.monotonic():
+                self._tokens[key] = self._fetch_token(scope)
+            return {"Authorization": f"Bearer {self._tokens[key][0]}"}
+        return {}
+
+    def _learn_challenge(self, header: str, scope: str | None, label: str) -> bool:
+        """Record a 401 challenge; True if a retry with new credentials makes sense."""
+        scheme, params = parse_challenge(header)
+        if scheme == "basic":
+            if self._scheme == "basic" or not self.username:
+                return False
+            self._scheme = "basic"
+            return True
+        if scheme == "bearer":
+            if not params.get("realm"):
+                raise RegistryProtocolError(f"{label} failed: the Bearer challenge names no token realm.")
+            self._scheme, self._challenge = "bearer", params
+            self._tokens.pop(scope or "", None)  # none yet, expired or revoked: fetch one (once, see _send)
+            return True
+        raise RegistryAuthError(f"{label} failed: unsupported authentication scheme '{scheme}'.", status=401)
+
+    def _fetch_token(self, scope: str | None) -> tuple[str, float]:
+        realm = self._challenge["realm"]
+        query = [("service", self._challenge["service"])] if self._challenge.get("service") else []
+        query += [("scope", item) for item in (scope or "").split(" ") if item]
+        if self.username:
+            query.append(("account", self.username))
+        headers = {}
+        if self.username:
+            headers["Authorization"] = requests.auth._basic_auth_str(self.username, self._password)
+        label = f"GET {urlsplit(realm).path or '/'} (token endpoint of {urlsplit(realm).netloc})"
+        response = self._send("GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers,
+                              auth=False)
+        if response.status_code in (401, 403):
+            who = f"user '{self.username}'" if self.username else "anonymous access"
+            raise RegistryAuthError(f"{label} refused {who}: {_describe(response)}.", status=response.status_code)
+        if response.status_code != 200:
+            raise RegistryError(f"{label} failed: {_describe(response)}.", status=response.status_code,
+                                transient=response.status_code >= 500 or response.status_code == 429)
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+            lifetime = float(body.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError) as error:
+            raise RegistryProtocolError(f"{label} answered something that is not a token.") from error
+        if not token:
+            raise RegistryProtocolError(f"{label} answered without a token.")
+        return token, time.monotonic() + max(lifetime - 10, lifetime / 2)
+
+    def _fail(self, response: requests.Response, what: str | None = None) -> RegistryError:
+        """The error for an unexpected answer, classified by status."""
+        label = what or self._label(response.request.method, response.url)
+        status = response.status_code
+        description = _describe(response)
+        response.close()
+        if status == 401:
+            if self.username:
+                return RegistryAuthError(
+                    f"{label} failed: the registry refused the credentials of user '{self.username}' "
+                    f"({description}).", status=status)
+            return RegistryAuthError(
+                f"{label} failed: the registry requires authentication ({description}).", status=status)
+        if status == 403:
+            return RegistryAuthError(f"{label} failed: access denied ({description}).", status=status)
+        if status == 404:
+            return RegistryNotFound(f"{label} failed: not found ({description}).", status=status)
+        if status == 429 or status >= 500:
+            return RegistryError(f"{label} failed: {description}; retries exhausted.", status=status, transient=True)
+        return RegistryError(f"{label} failed: {description}.", status=status)
+
+    # -- registry-level ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the URL is a v2 registry and the credentials are accepted (GET /v2/ with the
+        challenge flow). Raises a `RegistryError` whose message says what is wrong; one attempt only,
+        so "Test connection" answers quickly."""
+        label = f"GET {urlsplit(self.base_url).path}/v2/ on {self.host}"
+        response = self._send("GET", "/v2/", scope=None, retries=0)
+        status = response.status_code
+        if status == 200:
+            version = response.headers.get("Docker-Distribution-API-Version", "")
+            content_type = response.headers.get("Content-Type", "")
+            response.close()
+            if not version and "json" not in content_type:
+                raise RegistryProtocolError(
+                    f"{label}: {self.host} answered, but not like a registry (no Distribution API version "
+                    "header and no JSON). Check the URL.", status=status)
+            return
+        if status == 404:
+            response.close()
+            raise RegistryProtocolError(
+                f"{label} answered 404 Not Found: {self.host} is a web server but not a Docker/OCI registry "
+                "(no Distribution API at /v2/). Check the URL and port.", status=status)
+        if status == 401 and not self.username:
+            response.close()
+            raise RegistryAuthError(f"{label}: the registry requires credentials; enter a username and password.",
+                                    status=status)
+        raise self._fail(response, label)
+
+    def catalog(self, page_size: int = 1000) -> list[str]:
+        """All repository paths (`GET /v2/_catalog`, following `Link` pagination)."""
+        return self._paginate("/v2/_catalog", "repositories", "registry:catalog:*", page_size)
+
+    def tags(self, repository: str, page_size: int = 1000) -> list[str]:
+        """All tags of a repository (`GET /v2/<name>/tags/list`, following `Link` pagination)."""
+        return self._paginate(f"/v2/{repository}/tags/list", "tags", self._scope(repository), page_size)
+
+    def _paginate(self, path: str, key: str, scope: str, page_size: int) -> list[str]:
+        items: list[str] = []
+        url: str | None = path
+        params: dict | None = {"n": page_size}
+        seen: set[str] = set()
+        while url:
+            response = self._send("GET", url, scope=scope, params=params)
+            if response.status_code != 200:
+                raise self._fail(response)
+            try:
+                page = response.json().get(key) or []
+            except (ValueError, AttributeError) as error:
+                raise RegistryProtocolError(f"{self._label('GET', response.url)} answered invalid JSON.") from error
+            items.extend(page)
+            url, params = _link_next(response), None
+            if url in seen:
+                raise RegistryProtocolError(f"{self._label('GET', response.url)}: pagination loops.")
+            if url:
+                seen.add(url)
+        return items
+
+    @staticmethod
+    def _scope(repository: str, push: bool = False) -> str:
+        return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """Fetch a manifest by tag or digest. Refuses schema 1 and unknown media types with
+        `UnsupportedManifest`; verifies the content digest when asked by digest."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send("GET", path, scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
+        label = self._label("GET", self._url(path))
+        if response.status_code != 200:
+            raise self._fail(response)
+        content = response.content
+        if len(content) > MAX_MANIFEST_BYTES:
+            raise RegistryProtocolError(f"{label}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes.")
+        digest = sha256_digest(content)
+        if _DIGEST.fullmatch(reference) and digest != reference:
+            raise RegistryProtocolError(f"{label}: the manifest's digest is {digest}, not the {reference} asked for.")
+        served = response.headers.get("Docker-Content-Digest")
+        if served and served.startswith("sha256:") and served != digest:
+            raise RegistryProtocolError(f"{label}: the registry says the digest is {served}, the content is {digest}.")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            document = json.loads(content)
+        except ValueError as error:
+            raise RegistryProtocolError(f"{label}: the manifest is not valid JSON.") from error
+        if not isinstance(document, dict):
+            raise RegistryProtocolError(f"{label}: the manifest is not a JSON object.")
+        if media_type in ("", "application/json", "text/plain", "application/octet-stream"):
+            media_type = document.get("mediaType") or ""
+        if media_type in DOCKER_SCHEMA1 or document.get("schemaVersion") == 1:
+            raise UnsupportedManifest(
+                f"{label}: the image uses the Docker schema 1 manifest format, which is deprecated and not "
+                "supported. Push it again with a current client to get a schema 2 or OCI manifest.")
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            raise UnsupportedManifest(
+                f"{label}: unsupported manifest media type '{media_type or 'none'}' (expected an OCI or Docker "
+                "schema 2 image manifest or index).")
+        return Manifest(media_type=media_type, digest=digest, content=content)
+
+    def head_manifest(self, repository: str, reference: str) -> BlobInfo | None:
+        """Digest and size of a manifest by tag or digest, or None when it does not exist."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send("HEAD", path, scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response)
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if not digest:
+            return BlobInfo(self.get_manifest(repository, reference).digest, 0)
+        return BlobInfo(digest, int(response.headers.get("Content-Length") or 0))
+
+    def put_manifest(self, repository: str, reference: str, content: bytes, media_type: str) -> str:
+        """Store a manifest under a tag (or its digest); returns the digest, checked against the registry's."""
+        digest = sha256_digest(content)
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send("PUT", path, scope=self._scope(repository, push=True),
+                              headers={"Content-Type": media_type}, body=content)
+        if response.status_code not in (200, 201, 202):
+            raise self._fail(response)
+        served = response.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            raise RegistryProtocolError(
+                f"{self._label('PUT', self._url(path))}: the registry stored digest {served}, expected {digest}.")
+        return digest
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (tags pointing at it go with it)."""
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError("Manifests are deleted by digest (sha256:…), not by tag.")
+        path = f"/v2/{repository}/manifests/{digest}"
+        response = self._send("DELETE", path, scope=f"repository:{repository}:delete,pull,push")
+        if response.status_code in (200, 202):
+            return
+        codes = {e.get("code") for e in _registry_errors(response)}
+        if response.status_code == 405 or "UNSUPPORTED" in codes:
+            response.close()
+            raise DeletionDisabled(
+                f"{self._label('DELETE', self._url(path))} failed: deletion is disabled in this registry "
+                "(enable storage deletion in its configuration).", status=405)
+        raise self._fail(response)
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> BlobInfo | None:
+        """HEAD a blob: its size, or None when the repository does not have it."""
+        response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", scope=self._scope(repository))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response)
+        return BlobInfo(digest, int(response.headers.get("Content-Length") or 0))
+
+    def open_blob(self, repository: str, digest: str, size: int | None = None) -> VerifiedBlobReader:
+        """Start a streamed download; the returned reader verifies size and digest at the end."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._send("GET", path, scope=self._scope(repository), stream=True,
+                              headers={"Accept-Encoding": "identity"})
+        if response.status_code != 200:
+            raise self._fail(response)
+        length = response.headers.get("Content-Length")
+        if size is not None and length and length.isdigit() and int(length) != size:
+            response.close()
+            raise RegistryProtocolError(
+                f"{self._label('GET', self._url(path))}: the registry announces {length} bytes, the manifest "
+                f"says {size}.")
+        return VerifiedBlobReader(response, digest, size, f"GET {path}", self.host, self.timeout)
+
+    def get_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """Download a small blob (a config) into memory, verified."""
+        with self.open_blob(repository, digest, size) as reader:
+            return reader.read()
+
+    def download_blob(self, repository: str, digest: str, destination: BinaryIO, size: int | None = None,
+                      progress: Callable[[int], None] | None = None) -> int:
+        """Stream a blob into a file object, verified; returns its size."""
+        with self.open_blob(repository, digest, size) as reader:
+            while chunk := reader.read(_READ_SIZE):
+                destination.write(chunk)
+                if progress:
+                    progress(len(chunk))
+            return reader.bytes_read
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount; True if the blob is now in `repository`. When the registry
+        answers 202 instead (cannot mount), the upload session it opened is cancelled."""
+        response = self._start_upload(repository, {"mount": digest, "from": from_repository}, from_repository)
+        if response.status_code == 201:
+            response.close()
+            return True
+        location = response.headers.get("Location")
+        response.close()
+        if location:
+            with contextlib.suppress(RegistryError):
+                self._send("DELETE", location, scope=self._scope(repository, push=True), retries=0).close()
+        return False
+
+    def upload_blob(self, repository: str, source: bytes | Path, digest: str | None = None,
+                    chunk_size: int | None = None, mount_from: str | None = None) -> str:
+        """Upload a blob (bytes or a file path) unless the repository has it; returns its digest.
+
+        Tries a cross-repository mount first when `mount_from` is given. Monolithic (POST, PUT
+        ?digest=) unless `chunk_size` (or the client's `upload_chunk_size`) asks for a chunked
+        upload (POST, PATCH per chunk, PUT ?digest=). A transient failure restarts the upload."""
+        if digest is None:
+            digest = sha256_digest(source) if isinstance(source, bytes) else _file_digest(source)
+        if self.blob_exists(repository, digest):
+            return digest
+        chunk_size = chunk_size or self.upload_chunk_size
+        attempt = 0
+        while True:
+            try:
+                self._upload_once(repository, source, digest, chunk_size, mount_from)
+                return digest
+            except RegistryError as error:
+                if not error.transient or attempt >= self.retries:
+                    raise
+                self._sleep_before_retry(attempt)
+                attempt += 1
+
+    def _start_upload(self, repository: str, params: dict, mount_from: str | None = None) -> requests.Response:
+        scope = self._scope(repository, push=True)
+        if mount_from:
+            scope += " " + self._scope(mount_from)
+        response = self._send("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, params=params,
+                              headers={"Content-Length": "0"})
+        if response.status_code not in (201, 202):
+            raise self._fail(response)
+        if response.status_code == 202 and not response.headers.get("Location"):
+            raise RegistryProtocolError(
+                f"POST /v2/{repository}/blobs/uploads/: the registry opened an upload without a Location.")
+        return response
+
+    def _upload_once(self, repository: str, source: bytes | Path, digest: str, chunk_size: int | None,
+                     mount_from: str | None) -> None:
+        params = {"mount": digest, "from": mount_from} if mount_from else {}
+        response = self._start_upload(repository, params, mount_from)
+        if response.status_code == 201:
+            response.close()
+            return
+        location = response.headers["Location"]
+        response.close()
+        scope = self._scope(repository, push=True)
+        with _open_source(source) as stream:
+            size = _source_size(source)
+            if chunk_size:
+                offset = 0
+                while offset < size:
+                    piece = stream.read(chunk_size)
+                    end = offset + len(piece) - 1
+                    patch = self._send("PATCH", location, scope=scope, body=piece, retries=0, headers={
+                        "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}",
+                        "Content-Length": str(len(piece))})
+                    if patch.status_code != 202:
+                        raise self._fail(patch)
+                    location = patch.headers.get("Location") or location
+                    patch.close()
+                    offset = end + 1
+                body: bytes | BinaryIO = b""
+            else:
+                body = stream
+            put = self._send("PUT", _with_query(location, digest=digest), scope=scope, body=body, retries=0,
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Content-Length": str(0 if chunk_size else size)})
+        if put.status_code not in (201, 204):
+            raise self._fail(put)
+        served = put.headers.get("Docker-Content-Digest")
+        put.close()
+        if served and served != digest:
+            raise RegistryProtocolError(f"PUT /v2/{repository}/blobs/uploads/: stored as {served}, not {digest}.")
+
+
+def _remove_file(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _with_query(url: str, **extra: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(extra.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_SIZE):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _source_size(source: bytes | Path) -> int:
+    return len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+
+
+@contextlib.contextmanager
+def _open_source(source: bytes | Path) -> Iterator[BinaryIO]:
+    if isinstance(source, bytes):
+        yield io.BytesIO(source)
+    else:
+        with open(source, "rb") as handle:
+            yield handle

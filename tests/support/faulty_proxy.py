@@ -1,0 +1,381 @@
+"""A tiny threaded HTTP proxy in front of a real registry, for failure and auth tests.
+
+`FaultyProxy(upstream_url)` forwards every request to the upstream (keeping the Host header, so the
+registry's `Location` headers point back at the proxy) and records `(method, path, status)` for
+each one. Faults are injected per path pattern:
+
+    proxy.fail(r"/manifests/", status=500, times=2)          # 500 twice, then forward
+    proxy.fail(r"/blobs/", status=429, times=1, headers={"Retry-After": "1"})
+    proxy.fail(r"/v2/$", reset=True, times=1)                # drop the connection without answering
+
+With `bearer=(user, password)` the proxy also plays a token-auth registry front: requests without a
+valid token get `401` with a `Bearer realm=".../token",service=...,scope=...` challenge, and
+`GET /token` issues tokens (Basic credentials required when a user is configured) valid for the
+requested scopes only, the way Docker's token specification describes it.
+
+With `tls=(certfile, keyfile)` it serves HTTPS (`self_signed_certificate()` makes a CA and a
+certificate for 127.0.0.1), for custom-CA and verification tests.
+
+`StaticServer(routes)` is a real HTTP server answering canned `(status, headers, body)` per path, for
+what a real registry will not do: serve a blob whose bytes do not match its digest, cut a body
+short, serve a schema 1 manifest, or be some other web server entirely.
+
+Fixtures: `faulty_proxy(upstream, **options)` and `static_server(routes)` start one and stop it
+after the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import ipaddress
+import json
+import re
+import secrets
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+
+
+@dataclass
+class Fault:
+    pattern: re.Pattern
+    method: str | None
+    status: int
+    remaining: int
+    headers: dict[str, str]
+    reset: bool
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    status: int | None  # None when the connection was dropped
+    query: str = ""
+    authorization: str | None = None
+
+
+@dataclass
+class TokenGrant:
+    scopes: set[str]
+    expires: float
+
+
+@dataclass
+class ProxyState:
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    token_requests: list[dict] = field(default_factory=list)
+    tokens: dict[str, TokenGrant] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _required_scopes(method: str, path: str, query: dict) -> set[str] | None:
+    """The token scopes a request needs; None for the base endpoint (any valid token)."""
+    if path in ("/v2/", "/v2"):
+        return None
+    if path.startswith("/v2/_catalog"):
+        return {"registry:catalog:*"}
+    match = re.match(r"/v2/(.+?)/(manifests|blobs|tags)/", path)
+    if not match:
+        return None
+    action = "pull" if method in ("GET", "HEAD") else "push"
+    needed = {f"repository:{match.group(1)}:{action}"}
+    if method == "POST" and "from" in query:
+        needed.add(f"repository:{query['from'][0]}:pull")
+    return needed
+
+
+def _granted(scope_params: list[str]) -> set[str]:
+    granted = set()
+    for scope in scope_params:
+        for item in scope.split(" "):
+            kind, _, rest = item.partition(":")
+            name, _, actions = rest.rpartition(":")
+            for action in actions.split(","):
+                granted.add(f"{kind}:{name}:{action}")
+    return granted
+
+
+class FaultyProxy:
+    def __init__(self, upstream_url: str, bearer: tuple[str, str] | None = None, token_lifetime: int = 300,
+                 tls: tuple[Path, Path] | None = None):
+        upstream = urlsplit(upstream_url)
+        self.upstream_host, self.upstream_port = upstream.hostname, upstream.port or 80
+        self.state = ProxyState()
+        self.bearer = bearer
+        self.token_lifetime = token_lifetime
+        handler = type("Handler", (_Handler,), {"proxy": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail(self, pattern: str, status: int = 500, times: int = 1, method: str | None = None,
+             headers: dict[str, str] | None = None, reset: bool = False) -> None:
+        """Answer `status` (or drop the connection) for the next `times` requests matching `pattern`."""
+        with self.state.lock:
+            self.state.faults.append(Fault(re.compile(pattern), method, status, times, headers or {}, reset))
+
+    def requests(self, pattern: str = "", method: str | None = None) -> list[Seen]:
+        """Requests seen so far whose path matches `pattern` (and method, if given)."""
+        with self.state.lock:
+            return [s for s in self.state.seen
+                    if re.search(pattern, s.path) and (method is None or s.method == method)]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    proxy: FaultyProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _record(self, status: int | None) -> None:
+        parts = urlsplit(self.path)
+        with self.proxy.state.lock:
+            self.proxy.state.seen.append(
+                Seen(self.command, parts.path, status, parts.query, self.headers.get("Authorization")))
+
+    def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        parts = urlsplit(self.path)
+        state = self.proxy.state
+        with state.lock:
+            fault = next((f for f in state.faults if f.remaining > 0 and f.pattern.search(parts.path)
+                          and (f.method is None or f.method == self.command)), None)
+            if fault:
+                fault.remaining -= 1
+        if fault and fault.reset:
+            self._record(None)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if fault:
+            self._record(fault.status)
+            error = {"errors": [{"code": "INJECTED", "message": f"injected {fault.status}"}]}
+            self._answer(fault.status, json.dumps(error).encode(),
+                         {"Content-Type": "application/json", **fault.headers})
+            return
+        if self.proxy.bearer is not None:
+            if parts.path == "/token":
+                self._issue_token(parse_qs(parts.query))
+                return
+            if not self._authorized(parts.path, parse_qs(parts.query)):
+                return
+        self._forward(body)
+
+    def _issue_token(self, query: dict) -> None:
+        user, password = self.proxy.bearer
+        state = self.proxy.state
+        supplied = self.headers.get("Authorization", "")
+        with state.lock:
+            state.token_requests.append({"query": query, "authorization": supplied})
+        if user and supplied != "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode():
+            self._record(401)
+            self._answer(401, b'{"details":"invalid credentials"}', {"Content-Type": "application/json"})
+            return
+        token = secrets.token_hex(16)
+        with state.lock:
+            state.tokens[token] = TokenGrant(_granted(query.get("scope", [])),
+                                             time.monotonic() + self.proxy.token_lifetime)
+        self._record(200)
+        self._answer(200, json.dumps({"token": token, "expires_in": self.proxy.token_lifetime}).encode(),
+                     {"Content-Type": "application/json"})
+
+    def _authorized(self, path: str, query: dict) -> bool:
+        needed = _required_scopes(self.command, path, query)
+        supplied = self.headers.get("Authorization", "")
+        grant = None
+        if supplied.startswith("Bearer "):
+            with self.proxy.state.lock:
+                grant = self.proxy.state.tokens.get(supplied[7:])
+        if grant and grant.expires > time.monotonic() and (needed is None or needed <= grant.scopes):
+            return True
+        challenge = f'Bearer realm="{self.proxy.url}/token",service="faulty-proxy"'
+        if needed:
+            wanted = sorted(needed)[0].rsplit(":", 1)[0]
+            challenge += f',scope="{wanted}:pull,push"'
+        if grant:
+            challenge += ',error="insufficient_scope"'
+        self._record(401)
+        error = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+        self._answer(401, json.dumps(error).encode(),
+                     {"Content-Type": "application/json", "WWW-Authenticate": challenge})
+        return False
+
+    def _forward(self, body: bytes) -> None:
+        upstream = http.client.HTTPConnection(self.proxy.upstream_host, self.proxy.upstream_port, timeout=60)
+        dropped = HOP_HEADERS | ({"authorization"} if self.proxy.bearer is not None else set())
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+        if body or self.command in ("POST", "PUT", "PATCH"):
+            headers["Content-Length"] = str(len(body))
+        try:
+            upstream.request(self.command, self.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            self._record(response.status)
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in HOP_HEADERS and name.lower() != "content-length":
+                    self.send_header(name, value)
+            length = response.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        finally:
+            upstream.close()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class StaticServer:
+    """Answers `routes[path] = (status, headers, body)` (a key with a query string matches that
+    exact request first); unknown paths get 404. A `Content-Length`
+    header larger than the body makes a truncated response (the connection closes after the body)."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]):
+        self.routes = routes
+        self.seen: list[str] = []
+        handler = type("StaticHandler", (_StaticHandler,), {"server_state": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _StaticHandler(BaseHTTPRequestHandler):
+    server_state: StaticServer
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _handle(self) -> None:
+        path = urlsplit(self.path).path
+        self.server_state.seen.append(f"{self.command} {self.path}")
+        routes = self.server_state.routes
+        status, headers, body = routes.get(self.path) or routes.get(path) or (404, {}, b"404 page not found\n")
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.close_connection = True
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert file, key file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apparate test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file
+
+
+@pytest.fixture
+def static_server():
+    started: list[StaticServer] = []
+
+    def start(routes: dict[str, tuple[int, dict[str, str], bytes]]) -> StaticServer:
+        server = StaticServer(routes)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def faulty_proxy():
+    started: list[FaultyProxy] = []
+
+    def start(upstream_url: str, **options) -> FaultyProxy:
+        proxy = FaultyProxy(upstream_url, **options)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
