@@ -15,6 +15,8 @@ from django.db import models
 
 @lru_cache(maxsize=4)
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is empty: set it to one or more comma-separated Fernet keys.")
     try:
         return MultiFernet([Fernet(key.encode()) for key in keys])
     except ValueError as error:

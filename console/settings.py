@@ -161,6 +161,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Auth everywhere: the schema and Swagger UI need a logged-in user (session) or a token.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # validatorUrl null: Swagger UI would otherwise fetch a badge from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": True},
+    # Choice sets whose field names collide across apps get explicit component names.
+    "ENUM_NAME_OVERRIDES": {
+        "LabelOperationEnum": "clusters.choices.LabelOperation",
+        "SuiteOperationEnum": "clusters.choices.SuiteOperation",
+    },
 }
 
 # Celery: the embedded default is kombu's filesystem transport under var/ (no server needed).
@@ -173,6 +182,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
@@ -182,6 +192,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {}
+# Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds; the dashboard warns when none has.
+APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "60"))
+CELERY_BEAT_SCHEDULE["console-heartbeat"] = {"task": "console.tasks.heartbeat", "schedule": APPARATE_HEARTBEAT_INTERVAL}
 
 LOGGING = {
     "version": 1,
@@ -204,3 +217,52 @@ APPARATE_REGISTRY_TIMEOUT = float(os.environ.get("APPARATE_REGISTRY_TIMEOUT", "1
 # Node label that marks a Kubernetes node as able to load accelerated images.
 APPARATE_NODE_LABEL_KEY = os.environ.get("APPARATE_NODE_LABEL_KEY", "cloud.tencent.com/apparate")
 APPARATE_NODE_LABEL_VALUE = os.environ.get("APPARATE_NODE_LABEL_VALUE", "true")
+
+# --- Clusters (issue 5) -------------------------------------------------------------------
+# Node compatibility thresholds (from the product's documented requirements).
+APPARATE_MIN_KUBERNETES_VERSION = os.environ.get("APPARATE_MIN_KUBERNETES_VERSION", "1.16")
+APPARATE_MIN_CONTAINERD_VERSION = os.environ.get("APPARATE_MIN_CONTAINERD_VERSION", "1.4.3")
+APPARATE_SUPPORTED_OS = env_list("APPARATE_SUPPORTED_OS", "Ubuntu,TencentOS,CentOS")
+# OS families that need FUSE installed on the node (`yum install -y fuse`): a warning, not a refusal.
+APPARATE_FUSE_WARNING_OS = env_list("APPARATE_FUSE_WARNING_OS", "CentOS")
+# Timeout (seconds) of each Kubernetes API call.
+APPARATE_KUBE_TIMEOUT = float(os.environ.get("APPARATE_KUBE_TIMEOUT", "10"))
+# Labelling: concurrent PATCHes per cluster and attempts per node (409, 429, 5xx are retried).
+APPARATE_LABEL_CONCURRENCY = int(os.environ.get("APPARATE_LABEL_CONCURRENCY", "16"))
+APPARATE_LABEL_MAX_ATTEMPTS = int(os.environ.get("APPARATE_LABEL_MAX_ATTEMPTS", "5"))
+# Seconds between periodic node syncs of every cluster.
+APPARATE_NODE_SYNC_INTERVAL = float(os.environ.get("APPARATE_NODE_SYNC_INTERVAL", "300"))
+# Acceleration suite: namespace, node agent image and version, rollout watch timeout (seconds).
+APPARATE_SUITE_NAMESPACE = os.environ.get("APPARATE_SUITE_NAMESPACE", "apparate-system")
+APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/containerd/stargz-snapshotter")
+APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "0.15.1")
+APPARATE_SUITE_ROLLOUT_TIMEOUT = float(os.environ.get("APPARATE_SUITE_ROLLOUT_TIMEOUT", "900"))
+CELERY_BEAT_SCHEDULE["clusters-sync-nodes"] = {
+    "task": "clusters.tasks.sync_all_clusters",
+    "schedule": APPARATE_NODE_SYNC_INTERVAL,
+}
+
+# --- Conversion pipeline (issue 4) ----------------------------------------------------------
+# Attempts per job before a transient registry failure (5xx, 429, timeouts) fails it for good.
+APPARATE_JOB_MAX_ATTEMPTS = int(os.environ.get("APPARATE_JOB_MAX_ATTEMPTS", "5"))
+# Retry delay: base·2^(attempt-1) seconds, capped, with jitter.
+APPARATE_JOB_BACKOFF_BASE = float(os.environ.get("APPARATE_JOB_BACKOFF_BASE", "10"))
+APPARATE_JOB_BACKOFF_CAP = float(os.environ.get("APPARATE_JOB_BACKOFF_CAP", "600"))
+# Retries of one registry request (5xx, 429, resets) inside a job attempt, before the attempt fails.
+APPARATE_REGISTRY_RETRIES = int(os.environ.get("APPARATE_REGISTRY_RETRIES", "4"))
+# Seconds between progress writes of a running job.
+APPARATE_JOB_PROGRESS_INTERVAL = float(os.environ.get("APPARATE_JOB_PROGRESS_INTERVAL", "1"))
+# Where workers spool layers while converting (the system temp directory when blank).
+APPARATE_JOB_WORKDIR = os.environ.get("APPARATE_JOB_WORKDIR", "")
+# Seconds between reconciler passes over every instance with acceleration on.
+APPARATE_RECONCILE_INTERVAL = float(os.environ.get("APPARATE_RECONCILE_INTERVAL", "900"))
+CELERY_BEAT_SCHEDULE["rules-reconcile"] = {
+    "task": "rules.tasks.reconcile_all_task",
+    "schedule": APPARATE_RECONCILE_INTERVAL,
+}
+# Redis/SQS brokers: seconds before a message taken by a worker that vanished is delivered again.
+APPARATE_BROKER_VISIBILITY_TIMEOUT = float(os.environ.get("APPARATE_BROKER_VISIBILITY_TIMEOUT", "3600"))
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": APPARATE_BROKER_VISIBILITY_TIMEOUT}
+# Bearer token for /metrics (Prometheus); without it, the endpoint needs a logged-in viewer.
+APPARATE_METRICS_TOKEN = os.environ.get("APPARATE_METRICS_TOKEN", "")

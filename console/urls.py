@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console import views
+from rules.metrics import metrics_view
 
 api_patterns = [
     path("", include("console.api_urls")),
@@ -27,4 +28,5 @@ urlpatterns = [
     path("clusters/", include("clusters.urls")),
     path("api/v1/", include(api_patterns)),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]

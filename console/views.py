@@ -1,19 +1,35 @@
 """Pages of the console shell: dashboard and audit log."""
 
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from console import dashboard as dashboard_figures
+from console.filters import AuditEntryFilter
 from console.models import AuditEntry
 from console.roles import role_required
 
+AUDIT_PAGE_SIZE = 50
 
-@login_required
+
+@role_required()
 def dashboard(request):
-    return render(request, "console/dashboard.html")
+    return render(request, "console/dashboard.html", {"figures": dashboard_figures.gather()})
 
 
 @role_required()
 def audit_log(request):
-    page = Paginator(AuditEntry.objects.select_related("actor"), 50).get_page(request.GET.get("page"))
-    return render(request, "console/audit.html", {"page": page})
+    data = request.GET.copy()
+    data.setdefault("sort", "-timestamp")
+    entries = AuditEntryFilter(data, queryset=AuditEntry.objects.select_related("actor"))
+    page = Paginator(entries.qs, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    known = AuditEntry.objects.order_by()
+    context = {
+        "filter": entries,
+        "page": page,
+        "filtered": any(value for key, value in request.GET.items() if key not in {"page", "sort"}),
+        "actors": known.values_list("actor_name", flat=True).distinct().order_by("actor_name"),
+        "object_types": sorted(
+            f"{app_label}.{model}" for app_label, model in known.values_list("app_label", "model").distinct()
+        ),
+    }
+    return render(request, "console/audit.html", context)

@@ -17,7 +17,7 @@ def make_user(db):
     def factory(role: Role, username: str | None = None) -> User:
         user = User.objects.create_user(username or f"{role.group_name}-user", password=PASSWORD)
         if role != Role.NONE:
-            user.groups.add(Group.objects.get(name=role.group_name))
+            user.groups.add(Group.objects.get_or_create(name=role.group_name)[0])
         return user
 
     return factory

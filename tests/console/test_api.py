@@ -1,0 +1,95 @@
+"""API basics: token endpoint, read-only audit API, OpenAPI schema and the offline Swagger UI."""
+
+import io
+import re
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from console.models import AuditEntry
+from console.roles import Role
+from tests.support.users import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def test_token_endpoint_gives_a_token_that_authenticates(make_user):
+    make_user(Role.VIEWER, "script")
+    client = APIClient()
+    refused = client.post("/api/v1/auth/token/", {"username": "script", "password": "wrong"}, format="json")
+    assert refused.status_code == 400
+    response = client.post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}, format="json")
+    assert response.status_code == 200
+    key = response.json()["token"]
+    assert client.get("/api/v1/audit/").status_code in {401, 403}
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/audit/").status_code == 200
+    # The same token comes back on the next request.
+    again = APIClient().post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}, format="json")
+    assert again.json()["token"] == key
+
+
+def test_audit_api_lists_filters_and_is_read_only(api_as):
+    viewer = api_as(Role.VIEWER)
+    AuditEntry.objects.all().delete()
+    entry = AuditEntry.objects.create(actor_name="alice", source="ui", action="update", app_label="rules",
+                                      model="rule", object_id="7", object_repr="releases",
+                                      changes={"enabled": {"old": True, "new": False}})
+    AuditEntry.objects.create(actor_name="system", source="system", action="create", app_label="auth",
+                              model="group", object_id="1", object_repr="ops")
+    body = viewer.get("/api/v1/audit/").json()
+    assert body["count"] == 2
+    assert viewer.get("/api/v1/audit/?source=ui").json()["results"][0]["object_type"] == "rules.rule"
+    assert viewer.get("/api/v1/audit/?object_type=auth.group").json()["count"] == 1
+    assert viewer.get("/api/v1/audit/?search=releas").json()["count"] == 1
+    assert viewer.get("/api/v1/audit/?date_from=nonsense").status_code == 400
+    detail = viewer.get(f"/api/v1/audit/{entry.pk}/").json()
+    assert detail["changes"] == {"enabled": {"old": True, "new": False}} and detail["actor_name"] == "alice"
+
+    admin = api_as(Role.ADMIN)
+    assert viewer.delete(f"/api/v1/audit/{entry.pk}/").status_code == 403
+    assert admin.delete(f"/api/v1/audit/{entry.pk}/").status_code == 405
+    assert admin.post("/api/v1/audit/", {"actor_name": "forged"}, format="json").status_code == 405
+    assert admin.patch(f"/api/v1/audit/{entry.pk}/", {"actor_name": "x"}, format="json").status_code == 405
+    entry.refresh_from_db()
+    assert entry.actor_name == "alice" and AuditEntry.objects.filter(actor_name="forged").count() == 0
+
+
+def test_schema_generates_valid_openapi_with_console_endpoints(api_as):
+    out = io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out)
+    schema = api_as(Role.VIEWER).get("/api/v1/schema/?format=json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/v1/audit/", "/api/v1/audit/{id}/", "/api/v1/auth/token/"} <= set(schema["paths"])
+    token = schema["paths"]["/api/v1/auth/token/"]["post"]
+    assert token["summary"] == "Obtain an API token" and "Authorization: Token" in token["description"]
+    assert "tokenAuth" in schema["components"]["securitySchemes"]
+
+
+def test_schema_and_docs_need_authentication():
+    client = APIClient()
+    assert client.get("/api/v1/schema/").status_code in {401, 403}
+    assert client.get("/api/v1/docs/").status_code in {401, 403}
+
+
+def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
+    client = client_as(Role.VIEWER)
+    response = client.get("/api/v1/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page) + re.findall(r'"(/static/[^"]+)"', page)
+    assert urls, page
+    assert not [url for url in urls if re.match(r"(https?:)?//", url)], urls
+    assets = {url for url in urls if url.startswith("/static/")}
+    assert any("swagger-ui-bundle" in url for url in assets)
+    for url in assets:
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+    assert "/api/v1/schema/" in page
+    assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|testserver)", page.replace("http://www.w3.org", ""))
+
+
+def test_swagger_ui_does_not_call_the_public_validator(client_as):
+    page = client_as(Role.VIEWER).get("/api/v1/docs/").content.decode()
+    assert '"validatorUrl": null' in page
