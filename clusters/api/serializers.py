@@ -1,0 +1,148 @@
+"""REST serializers of the clusters app. Secrets (token, client key, kubeconfig) are write-only."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
+from clusters.forms import apply_kubeconfig
+from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
+from clusters.validators import validate_dns_label, validate_label_selector
+from registries.models import Instance
+
+
+class ClusterSerializer(serializers.ModelSerializer):
+    token = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=True,
+                                  style={"input_type": "password"})
+    kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+                                       help_text="Kubeconfig text; `context` picks the context.")
+    context = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=253)
+    has_token = serializers.SerializerMethodField()
+    node_count = serializers.IntegerField(read_only=True)
+    compatible_count = serializers.IntegerField(read_only=True)
+    labelled_count = serializers.IntegerField(read_only=True)
+    ready_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Cluster
+        fields = ["id", "name", "description", "auth_method", "kubeconfig", "context", "context_name", "server",
+                  "ca_data", "insecure_skip_tls_verify", "tls_server_name", "token", "has_token", "auto_label",
+                  "connection_status", "server_version", "last_checked_at", "last_error", "last_synced_at",
+                  "node_count", "compatible_count", "labelled_count", "ready_count", "created_at", "updated_at"]
+        read_only_fields = ["context_name", "connection_status", "server_version", "last_checked_at", "last_error",
+                            "last_synced_at", "created_at", "updated_at"]
+        extra_kwargs = {"server": {"required": False}}
+
+    def get_has_token(self, cluster) -> bool:
+        return bool(cluster.token or cluster.client_key)
+
+    def validate(self, attrs):
+        cluster = self.instance or Cluster()
+        method = attrs.get("auth_method", cluster.auth_method if self.instance else AuthMethod.TOKEN)
+        kubeconfig = attrs.pop("kubeconfig", "")
+        context = attrs.pop("context", "")
+        if kubeconfig:
+            probe = Cluster()
+            try:
+                apply_kubeconfig(probe, kubeconfig, context)
+            except DjangoValidationError as error:
+                raise serializers.ValidationError({"kubeconfig": error.messages}) from None
+            for name in ("auth_method", "context_name", "server", "ca_data", "insecure_skip_tls_verify",
+                         "tls_server_name", "token", "client_certificate", "client_key"):
+                attrs[name] = getattr(probe, name)
+            return attrs
+        if method == AuthMethod.KUBECONFIG and not self.instance:
+            raise serializers.ValidationError({"kubeconfig": ["Give the kubeconfig text."]})
+        if method == AuthMethod.TOKEN:
+            if not (attrs.get("server") or cluster.server):
+                raise serializers.ValidationError({"server": ["Give the API server URL."]})
+            if not attrs.get("token"):
+                if not cluster.token:
+                    raise serializers.ValidationError({"token": ["Give a bearer token."]})
+                attrs.pop("token", None)
+            attrs["client_certificate"] = attrs["client_key"] = ""
+        return attrs
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    cluster_name = serializers.CharField(source="cluster.name", read_only=True)
+
+    class Meta:
+        model = Node
+        fields = ["id", "cluster", "cluster_name", "name", "labels", "ready", "kubelet_version", "container_runtime",
+                  "runtime_version", "os_image", "kernel_version", "architecture", "labelled", "agent_ready",
+                  "compatibility", "reasons", "first_seen_at", "last_seen_at"]
+
+
+class LabelResultSerializer(serializers.ModelSerializer):
+    cluster_name = serializers.CharField(source="cluster.name", read_only=True)
+
+    class Meta:
+        model = LabelResult
+        fields = ["id", "cluster", "cluster_name", "node", "node_name", "status", "message", "attempts", "finished_at"]
+
+
+class LabelJobSerializer(serializers.ModelSerializer):
+    requested_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = LabelJob
+        fields = ["id", "operation", "force", "selection", "status", "requested_by", "total", "succeeded", "failed",
+                  "last_error", "created_at", "started_at", "finished_at"]
+
+
+class LabelRequestSerializer(serializers.Serializer):
+    """Which nodes to (un)label: node ids, all compatible nodes, or a label selector; optionally per cluster."""
+
+    operation = serializers.ChoiceField(choices=LabelOperation.choices, default=LabelOperation.LABEL)
+    force = serializers.BooleanField(default=False)
+    nodes = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100000)
+    all_compatible = serializers.BooleanField(default=False)
+    selector = serializers.CharField(required=False, allow_blank=True, max_length=500,
+                                     validators=[validate_label_selector])
+    clusters = serializers.PrimaryKeyRelatedField(queryset=Cluster.objects.all(), many=True, required=False)
+
+    def validate(self, attrs):
+        chosen = [bool(attrs.get("nodes")), attrs["all_compatible"], bool(attrs.get("selector"))]
+        if sum(chosen) != 1:
+            raise serializers.ValidationError("Give exactly one of: nodes, all_compatible, selector.")
+        return attrs
+
+
+class SuiteSerializer(serializers.ModelSerializer):
+    cluster_name = serializers.CharField(source="cluster.name", read_only=True)
+    instance_name = serializers.CharField(source="instance.name", read_only=True, default="")
+
+    class Meta:
+        model = Suite
+        fields = ["id", "cluster", "cluster_name", "instance", "instance_name", "namespace", "image", "version",
+                  "operation", "status", "preflight", "applied", "failed_object", "last_error", "desired", "ready",
+                  "updated", "node_status", "started_at", "finished_at", "updated_at"]
+
+
+class SuiteRequestSerializer(serializers.Serializer):
+    operation = serializers.ChoiceField(choices=SuiteOperation.choices)
+    instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all(), required=False, allow_null=True)
+    namespace = serializers.CharField(required=False, allow_blank=True, max_length=63, validators=[validate_dns_label])
+    version = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class DeploySerializer(serializers.ModelSerializer):
+    dry_run = serializers.BooleanField(default=False, write_only=True,
+                                       help_text="Only return the YAML and warnings; apply nothing.")
+    use_original = serializers.BooleanField(default=False, write_only=True,
+                                            help_text="Deploy the original image without pinning to labelled nodes.")
+
+    class Meta:
+        model = DeployRequest
+        fields = ["id", "cluster", "instance", "namespace", "name", "replicas", "image", "dry_run", "use_original",
+                  "accelerated", "status", "message", "created_at"]
+        read_only_fields = ["accelerated", "status", "message", "created_at"]
+        extra_kwargs = {"instance": {"required": True, "allow_null": False},
+                        "replicas": {"min_value": 1, "max_value": 1000}}
+
+    def validate(self, attrs):
+        instance, image = attrs.get("instance"), attrs.get("image", "")
+        if instance and not image.lower().startswith(f"{instance.host}/"):
+            raise serializers.ValidationError({"image": [f"The image must be in the instance's registry "
+                                                         f"({instance.host}/...)."]})
+        return attrs

@@ -1,0 +1,163 @@
+"""REST API of the clusters app (under /api/v1/): the same verbs as the pages, from clusters/actions.py.
+
+Roles: viewers read everything; registering, editing and deleting clusters (credentials) needs
+admin; connection tests, syncs, label jobs, suite operations, Helm charts and deploys need operator.
+"""
+
+from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from clusters import actions, helm
+from clusters.api.serializers import (
+    ClusterSerializer,
+    DeploySerializer,
+    LabelJobSerializer,
+    LabelRequestSerializer,
+    LabelResultSerializer,
+    NodeSerializer,
+    SuiteRequestSerializer,
+    SuiteSerializer,
+)
+from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
+from console.roles import Role, has_role
+from registries.models import Instance
+
+
+class ClusterViewSet(viewsets.ModelViewSet):
+    serializer_class = ClusterSerializer
+    write_role = Role.ADMIN
+    action_roles = {"test_connection": Role.OPERATOR, "sync": Role.OPERATOR, "suite": Role.OPERATOR,
+                    "helm_chart": Role.OPERATOR}
+    search_fields = ["name", "server", "description"]
+    ordering_fields = ["name", "node_count", "compatible_count", "labelled_count", "ready_count", "last_synced_at"]
+    ordering = ["name"]
+    filterset_fields = ["connection_status", "auth_method", "auto_label"]
+
+    def get_queryset(self):
+        return actions.annotate_counts(Cluster.objects.all())
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"], url_path="test-connection")
+    def test_connection(self, request, pk=None):
+        ok, message = actions.test_connection(self.get_object())
+        return Response({"ok": ok, "message": message}, status=status.HTTP_200_OK)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        result = actions.sync_nodes(self.get_object())
+        body = {"ok": result.ok, "message": result.message, "created": result.created, "updated": result.updated,
+                "removed": result.removed,
+                "auto_label_job": result.auto_label_job.pk if result.auto_label_job else None}
+        return Response(body, status=status.HTTP_200_OK if result.ok else status.HTTP_502_BAD_GATEWAY)
+
+    @extend_schema(request=SuiteRequestSerializer, responses=SuiteSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def suite(self, request, pk=None):
+        cluster = self.get_object()
+        if request.method == "GET":
+            suite = Suite.objects.filter(cluster=cluster).first()
+            if suite is None:
+                return Response({"status": "not_installed"})
+            return Response(SuiteSerializer(suite).data)
+        serializer = SuiteRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        existing = Suite.objects.filter(cluster=cluster).first()
+        if data["operation"] == "uninstall" and (existing is None or not existing.applied):
+            return Response({"detail": "The suite is not installed on this cluster."}, status=status.HTTP_409_CONFLICT)
+        try:
+            suite = actions.request_suite_operation(cluster, data["operation"], request.user,
+                                                    instance=data.get("instance"), namespace=data.get("namespace", ""),
+                                                    version=data.get("version", ""))
+        except actions.SuiteBusy as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except ValueError as error:
+            return Response({"instance": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(SuiteSerializer(suite).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={(200, "application/gzip"): bytes})
+    @action(detail=True, methods=["get"], url_path="helm-chart")
+    def helm_chart(self, request, pk=None):
+        cluster = self.get_object()
+        instance_id = request.query_params.get("instance", "")
+        suite = Suite.objects.filter(cluster=cluster).first()
+        instance = (Instance.objects.filter(pk=instance_id).first() if instance_id.isdigit()
+                    else suite.instance if suite else None)
+        if instance is None:
+            return Response({"instance": ["Give ?instance=<id> of the registry instance."]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        probe = suite or Suite(cluster=cluster)
+        probe.instance = instance
+        archive = helm.chart_archive(actions.suite_params(probe), include_password=has_role(request.user, Role.ADMIN))
+        response = HttpResponse(archive, content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{helm.CHART_NAME}-{helm.CHART_VERSION}.tgz"'
+        return response
+
+
+class NodeViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Node.objects.select_related("cluster")
+    serializer_class = NodeSerializer
+    filterset_fields = ["cluster", "compatibility", "labelled", "ready", "agent_ready", "architecture"]
+    search_fields = ["name", "os_image", "kubelet_version"]
+    ordering_fields = ["name", "cluster__name", "compatibility", "kubelet_version"]
+
+
+class LabelJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = LabelJob.objects.select_related("requested_by")
+    serializer_class = LabelJobSerializer
+    write_role = Role.OPERATOR
+    filterset_fields = ["status", "operation"]
+    ordering_fields = ["created_at"]
+
+    @extend_schema(request=LabelRequestSerializer, responses={202: LabelJobSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = LabelRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        nodes = actions.select_nodes(cluster_ids=[c.pk for c in data.get("clusters", [])],
+                                     node_ids=data.get("nodes"), all_compatible=data["all_compatible"],
+                                     selector=data.get("selector", ""))
+        if not nodes.exists():
+            return Response({"detail": "No node matches that selection."}, status=status.HTTP_400_BAD_REQUEST)
+        description = ("api: " + ("all compatible nodes" if data["all_compatible"] else
+                                  f"selector {data['selector']}" if data.get("selector") else
+                                  f"{len(data['nodes'])} node(s)"))
+        job = actions.request_labelling(request.user, nodes, data["operation"], data["force"], description)
+        return Response(LabelJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        job = self.get_object()
+        page = self.paginate_queryset(job.results.select_related("cluster"))
+        return self.get_paginated_response(LabelResultSerializer(page, many=True).data)
+
+
+class SuiteViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Suite.objects.select_related("cluster", "instance")
+    serializer_class = SuiteSerializer
+    filterset_fields = ["status", "cluster"]
+
+
+class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = DeployRequest.objects.select_related("cluster")
+    serializer_class = DeploySerializer
+    write_role = Role.OPERATOR
+    filterset_fields = ["cluster", "status", "namespace"]
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
+                                   data.get("replicas", 1), data["image"], use_original=data["use_original"])
+        preview = {"image": plan.image, "accelerated": plan.accelerated, "original_image": plan.original_image,
+                   "warnings": plan.warnings, "yaml": plan.yaml}
+        if data["dry_run"]:
+            return Response(preview)
+        deploy = actions.deploy(plan, request.user)
+        code = status.HTTP_201_CREATED if deploy.status == "succeeded" else status.HTTP_502_BAD_GATEWAY
+        return Response({**DeploySerializer(deploy).data, **preview}, status=code)

@@ -1,0 +1,116 @@
+"""Statuses and other choices of the clusters app, with the colour each shows in and TERMINAL sets."""
+
+from django.db import models
+
+
+class AuthMethod(models.TextChoices):
+    KUBECONFIG = "kubeconfig", "Kubeconfig"
+    TOKEN = "token", "API server URL and bearer token"
+
+
+class ConnectionStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not tested"
+    OK = "ok", "Connected"
+    UNREACHABLE = "unreachable", "Unreachable"
+    UNAUTHORIZED = "unauthorized", "Credentials refused"
+    ERROR = "error", "Error"
+
+
+class Compatibility(models.TextChoices):
+    COMPATIBLE = "compatible", "Compatible"
+    WARNING = "warning", "Compatible, with a warning"
+    INCOMPATIBLE = "incompatible", "Incompatible"
+
+
+# A node with a warning can still load accelerated images (e.g. CentOS once FUSE is installed).
+USABLE_COMPATIBILITY = {Compatibility.COMPATIBLE, Compatibility.WARNING}
+
+
+class LabelOperation(models.TextChoices):
+    LABEL = "label", "Label"
+    UNLABEL = "unlabel", "Remove label"
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partly failed"
+    FAILED = "failed", "Failed"
+
+
+JOB_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED}
+
+
+class LabelResultStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    UNCHANGED = "unchanged", "Already so"
+    REFUSED = "refused", "Refused (incompatible)"
+    DENIED = "denied", "Denied by Kubernetes RBAC"
+    NOT_FOUND = "not_found", "Node no longer exists"
+    FAILED = "failed", "Failed"
+
+
+LABEL_RESULT_TERMINAL = {s for s in LabelResultStatus if s != LabelResultStatus.PENDING}
+LABEL_RESULT_OK = {LabelResultStatus.DONE, LabelResultStatus.UNCHANGED}
+
+
+class SuiteOperation(models.TextChoices):
+    INSTALL = "install", "Install"
+    UPGRADE = "upgrade", "Upgrade"
+    UNINSTALL = "uninstall", "Uninstall"
+
+
+class SuiteStatus(models.TextChoices):
+    NOT_INSTALLED = "not_installed", "Not installed"
+    PENDING = "pending", "Pending"
+    PREFLIGHT = "preflight", "Preflight checks"
+    APPLYING = "applying", "Applying objects"
+    ROLLING_OUT = "rolling_out", "Rolling out"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    UNINSTALLING = "uninstalling", "Uninstalling"
+
+
+SUITE_TERMINAL = {SuiteStatus.NOT_INSTALLED, SuiteStatus.READY, SuiteStatus.FAILED}
+SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, SuiteStatus.UNINSTALLING}
+
+
+class DeployStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Applied"
+    FAILED = "failed", "Failed"
+
+
+COLOURS = {
+    # colour names map to CSS classes `badge-<colour>`
+    ConnectionStatus.UNKNOWN: "grey",
+    ConnectionStatus.OK: "green",
+    ConnectionStatus.UNREACHABLE: "red",
+    ConnectionStatus.UNAUTHORIZED: "red",
+    ConnectionStatus.ERROR: "red",
+    Compatibility.COMPATIBLE: "green",
+    Compatibility.WARNING: "amber",
+    Compatibility.INCOMPATIBLE: "red",
+    JobStatus.PENDING: "grey",
+    JobStatus.RUNNING: "blue",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.PARTIAL: "amber",
+    JobStatus.FAILED: "red",
+    LabelResultStatus.DONE: "green",
+    LabelResultStatus.UNCHANGED: "green",
+    LabelResultStatus.REFUSED: "amber",
+    LabelResultStatus.DENIED: "red",
+    LabelResultStatus.NOT_FOUND: "amber",
+    SuiteStatus.NOT_INSTALLED: "grey",
+    SuiteStatus.PREFLIGHT: "blue",
+    SuiteStatus.APPLYING: "blue",
+    SuiteStatus.ROLLING_OUT: "blue",
+    SuiteStatus.READY: "green",
+    SuiteStatus.UNINSTALLING: "blue",
+}
+
+
+def colour(value: str) -> str:
+    """The badge colour of any status value of this app (grey when it has none)."""
+    return COLOURS.get(value, "grey")

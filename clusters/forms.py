@@ -1,0 +1,193 @@
+"""Forms of the clusters app. Secrets are write-only: never rendered back, blank keeps the stored value."""
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+
+from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
+from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
+from clusters.models import Cluster, DeployRequest
+from clusters.validators import validate_dns_label, validate_label_selector
+from registries.models import Instance
+
+
+def apply_kubeconfig(cluster: Cluster, text: str, context: str) -> None:
+    """Copy the chosen context's server, CA and credentials onto the cluster (ValidationError if unusable)."""
+    credentials = parse_kubeconfig(text, context)
+    cluster.auth_method = AuthMethod.KUBECONFIG
+    cluster.context_name = credentials.context
+    cluster.server = credentials.server
+    cluster.ca_data = credentials.ca_data
+    cluster.insecure_skip_tls_verify = credentials.insecure_skip_tls_verify
+    cluster.tls_server_name = credentials.tls_server_name
+    cluster.token = credentials.token
+    cluster.client_certificate = credentials.client_certificate
+    cluster.client_key = credentials.client_key
+
+
+class ClusterForm(forms.ModelForm):
+    """Register or edit a cluster, from a kubeconfig (one context) or an API server URL and token."""
+
+    kubeconfig = forms.FileField(
+        required=False, help_text="A kubeconfig with inline credentials (token or client certificate). "
+        "Files produced by `kubectl config view --raw --flatten --minify` work.",
+    )
+    context = forms.CharField(required=False, max_length=253,
+                              help_text="Context to use; blank uses the file's current-context.")
+    token = forms.CharField(
+        label="Bearer token", required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="A ServiceAccount token. Stored encrypted, never shown again.",
+    )
+
+    class Meta:
+        model = Cluster
+        fields = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
+                  "insecure_skip_tls_verify", "auto_label"]
+        widgets = {"auth_method": forms.RadioSelect, "description": forms.Textarea(attrs={"rows": 2}),
+                   "ca_data": forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN CERTIFICATE-----"})}
+
+    field_order = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
+                   "insecure_skip_tls_verify", "token", "auto_label"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["server"].required = False
+        if self.instance.pk and self.instance.token:
+            self.fields["token"].help_text = "A token is stored; leave blank to keep it."
+
+    def clean(self):
+        cleaned = super().clean()
+        method = cleaned.get("auth_method")
+        cluster = self.instance
+        if method == AuthMethod.KUBECONFIG:
+            upload = cleaned.get("kubeconfig")
+            if upload is None:
+                if not (cluster.pk and cluster.auth_method == AuthMethod.KUBECONFIG):
+                    self.add_error("kubeconfig", "Upload a kubeconfig file.")
+                return cleaned
+            if upload.size > MAX_KUBECONFIG_BYTES:
+                self.add_error("kubeconfig", "The kubeconfig is larger than 512 KiB; is this the right file?")
+                return cleaned
+            try:
+                text = upload.read().decode()
+                apply_kubeconfig(cluster, text, cleaned.get("context", ""))
+            except UnicodeDecodeError:
+                self.add_error("kubeconfig", "The kubeconfig is not a text file.")
+            except ValidationError as error:
+                self.add_error("kubeconfig", error)
+            cleaned["server"], cleaned["ca_data"] = cluster.server, cluster.ca_data
+            cleaned["insecure_skip_tls_verify"] = cluster.insecure_skip_tls_verify
+            return cleaned
+        if method == AuthMethod.TOKEN:
+            if not cleaned.get("server") and "server" not in self.errors:
+                self.add_error("server", "Give the API server URL, e.g. https://10.0.0.1:6443.")
+            if not cleaned.get("token") and not (cluster.pk and cluster.token):
+                self.add_error("token", "Give a bearer token (e.g. from `kubectl create token <serviceaccount>`).")
+        return cleaned
+
+    def _post_clean(self):
+        super()._post_clean()
+        cluster = self.instance
+        if self.cleaned_data.get("auth_method") == AuthMethod.TOKEN:
+            if self.cleaned_data.get("token"):
+                cluster.token = self.cleaned_data["token"]
+            cluster.context_name = ""
+            cluster.client_certificate = cluster.client_key = ""
+            cluster.tls_server_name = ""
+
+
+class LabelForm(forms.Form):
+    """Which nodes to label or unlabel: checked ones, all compatible ones, or a label selector."""
+
+    MODES = [("selected", "The nodes I checked"), ("all_compatible", "All compatible nodes"),
+             ("selector", "Nodes matching a label selector")]
+
+    operation = forms.ChoiceField(choices=LabelOperation.choices, initial=LabelOperation.LABEL)
+    mode = forms.ChoiceField(choices=MODES, initial="selected", widget=forms.RadioSelect)
+    nodes = forms.TypedMultipleChoiceField(coerce=int, required=False, choices=[])
+    selector = forms.CharField(required=False, max_length=500, validators=[validate_label_selector],
+                               help_text="e.g. node-role.kubernetes.io/worker, topology.kubernetes.io/zone=z1")
+    clusters = forms.ModelMultipleChoiceField(queryset=Cluster.objects.all(), required=False,
+                                              help_text="Limit to these clusters (all when none is chosen).")
+    force = forms.BooleanField(required=False, label="Label incompatible nodes too")
+
+    def __init__(self, *args, node_ids=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["nodes"].choices = [(pk, pk) for pk in (node_ids or [])]
+
+    def clean(self):
+        cleaned = super().clean()
+        mode = cleaned.get("mode")
+        if mode == "selected" and not cleaned.get("nodes"):
+            self.add_error("nodes", "Check at least one node.")
+        if mode == "selector" and not cleaned.get("selector") and "selector" not in self.errors:
+            self.add_error("selector", "Give a label selector.")
+        return cleaned
+
+    def selection(self) -> dict:
+        """Arguments of actions.select_nodes plus a description for the job."""
+        data = self.cleaned_data
+        cluster_ids = [c.pk for c in data.get("clusters") or []]
+        where = f" in {', '.join(c.name for c in data['clusters'])}" if cluster_ids else ""
+        if data["mode"] == "selected":
+            return {"node_ids": data["nodes"], "cluster_ids": cluster_ids,
+                    "description": f"{len(data['nodes'])} checked node(s){where}"}
+        if data["mode"] == "all_compatible":
+            return {"all_compatible": True, "cluster_ids": cluster_ids,
+                    "description": f"all compatible nodes{where}"}
+        return {"selector": data["selector"], "cluster_ids": cluster_ids,
+                "description": f"selector {data['selector']}{where}"}
+
+
+class SuiteForm(forms.Form):
+    """Install, upgrade or uninstall the acceleration suite."""
+
+    operation = forms.ChoiceField(choices=SuiteOperation.choices)
+    instance = forms.ModelChoiceField(queryset=Instance.objects.all(), required=False, label="Registry instance",
+                                      help_text="The pull secret and agent configuration use its credentials.")
+    namespace = forms.CharField(max_length=63, required=False, validators=[validate_dns_label],
+                                help_text=f"Default {settings.APPARATE_SUITE_NAMESPACE}.")
+    version = forms.CharField(max_length=64, required=False,
+                              help_text=f"Agent version; default {settings.APPARATE_SUITE_VERSION}.")
+
+    def __init__(self, *args, suite=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.suite = suite
+
+    def clean(self):
+        cleaned = super().clean()
+        operation = cleaned.get("operation")
+        has_instance = cleaned.get("instance") or (self.suite is not None and self.suite.instance_id)
+        if operation in {SuiteOperation.INSTALL, SuiteOperation.UPGRADE} and not has_instance:
+            self.add_error("instance", "Choose the registry instance whose credentials the nodes use.")
+        if operation == SuiteOperation.UNINSTALL and (self.suite is None or not self.suite.applied):
+            self.add_error(None, "The suite is not installed on this cluster.")
+        return cleaned
+
+
+class DeployForm(forms.ModelForm):
+    """Deploy an image: cluster, instance, namespace, name, replicas, image."""
+
+    use_original = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    class Meta:
+        model = DeployRequest
+        fields = ["cluster", "instance", "namespace", "name", "replicas", "image"]
+        help_texts = {"image": "An accelerated image of the instance, e.g. registry.example.com/team/app:1.0-apparate"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["instance"].required = True
+        self.fields["replicas"].validators.append(MinValueValidator(1))
+        self.fields["replicas"].widget.attrs["min"] = 1
+
+    def clean(self):
+        cleaned = super().clean()
+        instance, image = cleaned.get("instance"), cleaned.get("image")
+        if instance and image and not image.lower().startswith(f"{instance.host}/"):
+            self.add_error("image", f"The image must be in the instance's registry ({instance.host}/...).")
+        if cleaned.get("replicas") is not None and cleaned["replicas"] > 1000:
+            self.add_error("replicas", "At most 1000 replicas.")
+        return cleaned

@@ -1,0 +1,279 @@
+"""The one module that talks to Kubernetes, through the official `kubernetes` client.
+
+`KubeSession(connection)` opens an ApiClient for a cluster's server and credentials (CA and
+client certificate go to private temporary files, as the client's own kubeconfig loader does,
+and are removed when the session closes). Objects go in and come out as plain dicts. Every
+failure is raised as `KubeError` with a `kind` a person can act on: unreachable, tls,
+unauthorized, forbidden, not_found, conflict, transient (429/5xx), invalid, error.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import urllib3
+from django.conf import settings
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+# kind -> (API prefix, plural, namespaced)
+RESOURCES = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Node": ("/api/v1", "nodes", False),
+    "Pod": ("/api/v1", "pods", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+}
+FIELD_MANAGER = "apparate"
+
+
+class KubeError(Exception):
+    """A Kubernetes call that failed, with a kind and a message a person can act on."""
+
+    def __init__(self, message: str, kind: str = "error", status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in {"conflict", "transient", "unreachable"}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a cluster's API server is and how to authenticate to it."""
+
+    server: str
+    ca_data: str = ""
+    insecure_skip_tls_verify: bool = False
+    tls_server_name: str = ""
+    token: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+
+    @classmethod
+    def of(cls, cluster) -> "Connection":
+        return cls(
+            server=cluster.server, ca_data=cluster.ca_data,
+            insecure_skip_tls_verify=cluster.insecure_skip_tls_verify, tls_server_name=cluster.tls_server_name,
+            token=cluster.token, client_certificate=cluster.client_certificate, client_key=cluster.client_key,
+        )
+
+
+def ref(obj: dict) -> str:
+    """'Kind namespace/name' (or 'Kind name') of a manifest, for messages."""
+    meta = obj.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')} {where}{meta.get('name')}"
+
+
+class KubeSession:
+    """An open connection to one cluster; use as a context manager. Thread-safe for calls."""
+
+    def __init__(self, connection: Connection, timeout: float | None = None, pool_size: int = 4):
+        self.connection = connection
+        self.timeout = timeout if timeout is not None else settings.APPARATE_KUBE_TIMEOUT
+        self._dir = tempfile.mkdtemp(prefix="apparate-kube-")
+        configuration = client.Configuration(host=connection.server.rstrip("/"))
+        configuration.verify_ssl = not connection.insecure_skip_tls_verify
+        configuration.retries = False  # our callers decide what to retry
+        configuration.connection_pool_maxsize = max(pool_size, 1)
+        configuration.proxy = None
+        if connection.tls_server_name:
+            configuration.tls_server_name = connection.tls_server_name
+        if connection.ca_data:
+            configuration.ssl_ca_cert = self._private_file("ca.crt", connection.ca_data)
+        if connection.client_certificate:
+            configuration.cert_file = self._private_file("client.crt", connection.client_certificate)
+            configuration.key_file = self._private_file("client.key", connection.client_key)
+        if connection.token:
+            configuration.api_key = {"authorization": connection.token}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
+        self.api = client.ApiClient(configuration)
+
+    def _private_file(self, name: str, content: str) -> str:
+        path = os.path.join(self._dir, name)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+        return path
+
+    def close(self) -> None:
+        self.api.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "KubeSession":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- transport -------------------------------------------------------------------------
+    def request(self, method: str, path: str, body=None, query: list | None = None,
+                content_type: str = "application/json") -> dict:
+        """One API call; the decoded JSON answer, or KubeError."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            response = self.api.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"], response_type="object", _request_timeout=self.timeout,
+                _return_http_data_only=True,
+            )
+        except ApiException as error:
+            if not error.status and str(error.reason or "").startswith("SSLError"):  # the client wraps TLS failures
+                raise KubeError(self._tls_message(str(error.reason).partition("\n")[2]), "tls") from None
+            raise _api_error(error, method, path) from None
+        except urllib3.exceptions.SSLError as error:
+            raise KubeError(self._tls_message(_reason(error)), "tls") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"Cannot reach {self.connection.server}: {_reason(error)}.", "unreachable") from None
+        if response is None:
+            return {}
+        if not isinstance(response, dict):
+            raise KubeError(f"{self.connection.server} did not answer like a Kubernetes API server.", "error")
+        return response
+
+    def _tls_message(self, detail: str) -> str:
+        return (f"TLS verification of {self.connection.server} failed ({detail.strip()[:200]}). "
+                "Check the CA certificate (or the server name it was issued for).")
+
+    # --- verbs -----------------------------------------------------------------------------
+    def version(self) -> dict:
+        return self.request("GET", "/version")
+
+    def list(self, kind: str, namespace: str = "", label_selector: str = "", page_size: int = 500) -> list[dict]:
+        """Every object of a kind (following `continue` pages)."""
+        items: list[dict] = []
+        token = ""
+        while True:
+            query = [("limit", page_size)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            answer = self.request("GET", _collection(kind, namespace), query=query)
+            items.extend(answer.get("items") or [])
+            token = (answer.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    def get(self, kind: str, name: str, namespace: str = "") -> dict:
+        return self.request("GET", f"{_collection(kind, namespace)}/{name}")
+
+    def get_or_none(self, kind: str, name: str, namespace: str = "") -> dict | None:
+        try:
+            return self.get(kind, name, namespace)
+        except KubeError as error:
+            if error.kind == "not_found":
+                return None
+            raise
+
+    def merge_patch(self, kind: str, name: str, patch: dict, namespace: str = "") -> dict:
+        return self.request(
+            "PATCH", f"{_collection(kind, namespace)}/{name}", body=patch,
+            query=[("fieldManager", FIELD_MANAGER)], content_type="application/merge-patch+json",
+        )
+
+    def patch_node_labels(self, name: str, labels: dict, resource_version: str = "") -> dict:
+        """Merge-patch a node's labels (None removes one); with a resourceVersion, 409 if stale."""
+        metadata: dict = {"labels": labels}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return self.merge_patch("Node", name, {"metadata": metadata})
+
+    def apply(self, obj: dict) -> tuple[dict, bool]:
+        """Create or replace an object; (stored object, True if it was created)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        namespace = meta.get("namespace", "")
+        collection = _collection(kind, namespace)
+        query = [("fieldManager", FIELD_MANAGER)]
+        existing = self.get_or_none(kind, meta["name"], namespace)
+        if existing is None:
+            try:
+                return self.request("POST", collection, body=obj, query=query), True
+            except KubeError as error:
+                if error.kind != "conflict":  # 409 AlreadyExists: created meanwhile, replace it
+                    raise
+                existing = self.get(kind, meta["name"], namespace)
+        body = json.loads(json.dumps(obj))
+        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        return self.request("PUT", f"{collection}/{meta['name']}", body=body, query=query), False
+
+    def delete(self, kind: str, name: str, namespace: str = "") -> bool:
+        """Delete an object (background propagation); False if it was already gone."""
+        try:
+            self.request("DELETE", f"{_collection(kind, namespace)}/{name}",
+                         body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+        except KubeError as error:
+            if error.kind == "not_found":
+                return False
+            raise
+        return True
+
+    def can_i(self, verb: str, kind: str, namespace: str = "") -> bool:
+        """SelfSubjectAccessReview: may these credentials `verb` objects of `kind`?"""
+        prefix, plural, namespaced = RESOURCES[kind]
+        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if namespaced and namespace:
+            attributes["namespace"] = namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = self.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
+        return bool((answer.get("status") or {}).get("allowed"))
+
+
+def _collection(kind: str, namespace: str = "") -> str:
+    prefix, plural, namespaced = RESOURCES[kind]
+    if namespaced and namespace:
+        return f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{prefix}/{plural}"
+
+
+def _reason(error: BaseException) -> str:
+    inner = getattr(error, "reason", None) or error
+    text = str(inner)
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "host name not found"
+    return text.split(": ", 1)[-1][:200]
+
+
+def _api_error(error: ApiException, method: str, path: str) -> KubeError:
+    status = error.status or 0
+    message = ""
+    try:
+        message = json.loads(error.body or b"{}").get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    message = message or (error.reason or "")
+    if status == 401:
+        return KubeError("The cluster refused the credentials (401 Unauthorized): the token or certificate "
+                         "has expired or been revoked. Update the cluster's credentials.", "unauthorized", status)
+    if status == 403:
+        return KubeError(f"Forbidden by Kubernetes RBAC: {message}", "forbidden", status)
+    if status == 404:
+        return KubeError(f"Not found: {message or path}", "not_found", status)
+    if status == 409:
+        return KubeError(f"Conflict: {message}", "conflict", status)
+    if status == 429 or status >= 500:
+        return KubeError(f"The API server answered {status} ({message or 'try again later'}).", "transient", status)
+    if status in {400, 422}:
+        return KubeError(f"The API server rejected the object: {message}", "invalid", status)
+    return KubeError(f"{method} {path} failed with {status}: {message}", "error", status)

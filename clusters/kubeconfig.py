@@ -1,0 +1,132 @@
+"""Reading an uploaded kubeconfig into the connection settings of one context (pure, no I/O).
+
+The file is parsed with yaml.safe_load and only inline data is accepted: a console cannot read
+files on the operator's machine or run credential plugins, so `exec`, `auth-provider` and
+file references are refused with a message that says what to do instead.
+"""
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+import yaml
+from django.core.exceptions import ValidationError
+
+from clusters.validators import validate_api_server_url
+
+MAX_KUBECONFIG_BYTES = 512 * 1024
+FLATTEN_HINT = "Export it with `kubectl config view --raw --flatten --minify --context <name>`."
+
+
+@dataclass
+class KubeconfigCredentials:
+    context: str
+    server: str
+    ca_data: str = ""
+    insecure_skip_tls_verify: bool = False
+    tls_server_name: str = ""
+    token: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+
+
+def _named(document: dict, section: str, name: str) -> dict:
+    entries = document.get(section) or []
+    if not isinstance(entries, list):
+        raise ValidationError(f"The kubeconfig's `{section}` is not a list.")
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            body = entry.get(section[:-1])
+            if not isinstance(body, dict):
+                raise ValidationError(f"The {section[:-1]} '{name}' in the kubeconfig has no settings.")
+            return body
+    raise ValidationError(f"The kubeconfig has no {section[:-1]} named '{name}'.")
+
+
+def _decode_pem(value, what: str) -> str:
+    try:
+        text = base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValidationError(f"The kubeconfig's {what} is not valid base64-encoded PEM.") from None
+    if "-----BEGIN" not in text:
+        raise ValidationError(f"The kubeconfig's {what} is not PEM data.")
+    return text
+
+
+def context_names(text: str) -> list[str]:
+    """Names of the contexts in a kubeconfig (empty when it cannot be read)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(document, dict) or not isinstance(document.get("contexts"), list):
+        return []
+    return [str(c.get("name")) for c in document["contexts"] if isinstance(c, dict) and c.get("name")]
+
+
+def parse_kubeconfig(text: str, context: str = "") -> KubeconfigCredentials:
+    """The server, CA and credentials of `context` (default: the file's current-context)."""
+    if len(text.encode()) > MAX_KUBECONFIG_BYTES:
+        raise ValidationError("The kubeconfig is larger than 512 KiB; is this the right file?")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ValidationError(f"The kubeconfig is not valid YAML{where}.") from None
+    if not isinstance(document, dict) or "contexts" not in document:
+        raise ValidationError("This is not a kubeconfig: it has no `contexts` section.")
+    names = context_names(text)
+    name = context or document.get("current-context") or ""
+    if not name:
+        raise ValidationError(f"Choose a context; the kubeconfig has: {', '.join(names) or 'none'}.")
+    if name not in names:
+        raise ValidationError(f"The kubeconfig has no context '{name}'; it has: {', '.join(names) or 'none'}.")
+    ctx = _named(document, "contexts", name)
+    cluster = _named(document, "clusters", str(ctx.get("cluster", "")))
+    user = _named(document, "users", str(ctx.get("user", ""))) if ctx.get("user") else {}
+
+    server = str(cluster.get("server") or "")
+    if not server:
+        raise ValidationError(f"The cluster of context '{name}' has no server URL.")
+    try:
+        validate_api_server_url(server)
+    except ValidationError as error:
+        raise ValidationError(f"The server URL '{server}' is not usable: {error.messages[0]}") from None
+    if cluster.get("certificate-authority"):
+        raise ValidationError(f"The cluster's CA is a file reference on your machine. {FLATTEN_HINT}")
+    if user.get("exec"):
+        command = (user["exec"] or {}).get("command", "a program") if isinstance(user["exec"], dict) else "a program"
+        raise ValidationError(
+            f"The user of context '{name}' gets its credentials by running {command} (an exec plugin), "
+            "which the console cannot do. Use a ServiceAccount token instead "
+            "(`kubectl create token <serviceaccount>`), or register with the API server URL and a token."
+        )
+    if user.get("auth-provider"):
+        raise ValidationError(
+            f"The user of context '{name}' uses an auth-provider plugin, which the console cannot run. "
+            "Use a ServiceAccount token instead."
+        )
+    for key in ("tokenFile", "client-certificate", "client-key"):
+        if user.get(key):
+            raise ValidationError(f"The user's `{key}` is a file reference on your machine. {FLATTEN_HINT}")
+    if user.get("username") or user.get("password"):
+        raise ValidationError("Basic authentication is not supported; use a bearer token or a client certificate.")
+
+    credentials = KubeconfigCredentials(
+        context=name,
+        server=server,
+        insecure_skip_tls_verify=bool(cluster.get("insecure-skip-tls-verify", False)),
+        tls_server_name=str(cluster.get("tls-server-name") or ""),
+        token=str(user.get("token") or ""),
+    )
+    if cluster.get("certificate-authority-data"):
+        credentials.ca_data = _decode_pem(cluster["certificate-authority-data"], "certificate-authority-data")
+    if user.get("client-certificate-data") or user.get("client-key-data"):
+        if not (user.get("client-certificate-data") and user.get("client-key-data")):
+            raise ValidationError("The user has a client certificate without its key (or a key without a certificate).")
+        credentials.client_certificate = _decode_pem(user["client-certificate-data"], "client-certificate-data")
+        credentials.client_key = _decode_pem(user["client-key-data"], "client-key-data")
+    if not credentials.token and not credentials.client_certificate:
+        raise ValidationError(f"The user of context '{name}' has no token and no client certificate.")
+    return credentials

@@ -1,0 +1,135 @@
+"""Field validators of the clusters app, shared by the models, forms and serializers."""
+
+import re
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from django.core.exceptions import ValidationError
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# name[:tag][@digest] with an optional registry host[:port] and path components.
+IMAGE_REFERENCE = re.compile(
+    r"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?$"
+)
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+
+
+def validate_api_server_url(value: str) -> None:
+    """A Kubernetes API server URL: http(s)://host[:port][/path], no credentials or query."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        raise ValidationError(f"Not a valid URL: {error}.") from None
+    if parts.scheme not in {"http", "https"}:
+        raise ValidationError("Use an https:// URL, e.g. https://10.0.0.1:6443.")
+    if not parts.hostname:
+        raise ValidationError("The URL has no host name.")
+    if parts.username or parts.password:
+        raise ValidationError("Put the token in the token field, not in the URL.")
+    if parts.query or parts.fragment:
+        raise ValidationError("The API server URL cannot have a query string or fragment.")
+    if port == 0:
+        raise ValidationError("Port 0 is not a valid port.")
+
+
+def validate_pem_certificates(value: str) -> None:
+    """One or more PEM certificates (blank allowed)."""
+    if not value.strip():
+        return
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        raise ValidationError("Not valid PEM (expected -----BEGIN CERTIFICATE----- blocks).") from None
+    if not certificates:
+        raise ValidationError("No certificate found.")
+
+
+def validate_dns_label(value: str) -> None:
+    """A Kubernetes namespace or object name made of one DNS label (RFC 1123, at most 63 chars)."""
+    if len(value) > 63 or not DNS_LABEL.match(value):
+        raise ValidationError(
+            "Use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit."
+        )
+
+
+def validate_dns_subdomain(value: str) -> None:
+    """A Kubernetes object name (RFC 1123 subdomain, at most 253 chars)."""
+    if len(value) > 253 or not DNS_SUBDOMAIN.match(value):
+        raise ValidationError(
+            "Use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit."
+        )
+
+
+def validate_image_reference(value: str) -> None:
+    """A container image reference such as registry.example.com/team/app:1.0."""
+    if len(value) > 512 or not IMAGE_REFERENCE.match(value):
+        raise ValidationError("Not an image reference; expected host/namespace/repository:tag.")
+
+
+def parse_label_selector(value: str) -> list[tuple[str, str, list[str]]]:
+    """Parse a Kubernetes equality/set label selector into (key, operator, values) terms.
+
+    Supported: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated.
+    """
+    terms = []
+    for raw in re.split(r",(?![^()]*\))", value.strip()):
+        term = raw.strip()
+        if not term:
+            raise ValidationError("Empty term in the label selector.")
+        match = re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^()]*)\)", term)
+        if match:
+            key, operator, values = match[1], match[2], [v.strip() for v in match[3].split(",")]
+        elif term.startswith("!"):
+            key, operator, values = term[1:].strip(), "!", []
+        elif "!=" in term:
+            key, _, val = term.partition("!=")
+            operator, values = "!=", [val.strip()]
+        elif "=" in term:
+            key, _, val = term.partition("==") if "==" in term else term.partition("=")
+            operator, values = "=", [val.strip()]
+        else:
+            key, operator, values = term, "exists", []
+        key = key.strip()
+        _validate_label_key(key)
+        for val in values:
+            if len(val) > 63 or not LABEL_VALUE.match(val):
+                raise ValidationError(f"'{val}' is not a valid label value.")
+        terms.append((key, operator, values))
+    return terms
+
+
+def _validate_label_key(key: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        raise ValidationError(f"'{key}' is not a valid label key (bad prefix).")
+    if not name or len(name) > 63 or not LABEL_NAME.match(name):
+        raise ValidationError(f"'{key}' is not a valid label key.")
+
+
+def validate_label_selector(value: str) -> None:
+    parse_label_selector(value)
+
+
+def selector_matches(terms: list[tuple[str, str, list[str]]], labels: dict) -> bool:
+    """True when the labels satisfy every term, with Kubernetes semantics."""
+    for key, operator, values in terms:
+        present = key in labels
+        if operator == "=" and labels.get(key) != values[0]:
+            return False
+        if operator == "!=" and present and labels[key] == values[0]:
+            return False
+        if operator == "in" and labels.get(key) not in values:
+            return False
+        if operator == "notin" and present and labels[key] in values:
+            return False
+        if operator == "exists" and not present:
+            return False
+        if operator == "!" and present:
+            return False
+    return True

@@ -1,0 +1,278 @@
+"""Pages of the clusters app: clusters, nodes, label jobs, the acceleration suite and deploys.
+
+Views are thin: load the object, call one verb in clusters/actions.py, render a page, a partial or
+a redirect. They never call Kubernetes themselves. Reads need the viewer role; registering,
+editing or deleting a cluster (its credentials) needs admin; connection tests, syncs, labelling,
+suite operations and deploys need operator. The Helm chart carries the registry password only
+for admins (operators get it with the password left blank).
+"""
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from clusters import actions, helm
+from clusters.choices import JOB_TERMINAL, SUITE_TERMINAL, Compatibility, LabelResultStatus
+from clusters.forms import ClusterForm, DeployForm, LabelForm, SuiteForm
+from clusters.models import Cluster, LabelJob, Node, Suite
+from console.roles import Role, has_role, role_required
+from registries.models import Instance
+
+PAGE_SIZE = 25
+NODE_PAGE_SIZE = 100
+HTMX_STOP_POLLING = 286
+CLUSTER_SORTS = {"name": "name", "nodes": "node_count", "compatible": "compatible_count",
+                 "labelled": "labelled_count", "ready": "ready_count", "synced": "last_synced_at"}
+NODE_SORTS = {"name": "name", "cluster": "cluster__name", "compatibility": "compatibility",
+              "kubelet": "kubelet_version", "runtime": "runtime_version", "os": "os_image"}
+admin_writes = role_required(read_role=Role.ADMIN, write_role=Role.ADMIN)
+operator_writes = role_required(read_role=Role.OPERATOR, write_role=Role.OPERATOR)
+
+
+def _success(request, url: str):
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _sorted(queryset, request, sorts: dict, default: str):
+    key = request.GET.get("sort") or default
+    field = sorts.get(key.lstrip("-"), sorts[default])
+    return queryset.order_by(f"-{field}" if key.startswith("-") else field, "pk")
+
+
+def _label_context() -> dict:
+    return {"label_key": settings.APPARATE_NODE_LABEL_KEY, "label_value": settings.APPARATE_NODE_LABEL_VALUE}
+
+
+def _filtered_nodes(request, nodes):
+    search = request.GET.get("q", "").strip()
+    if search:
+        nodes = nodes.filter(Q(name__icontains=search) | Q(os_image__icontains=search))
+    verdict = request.GET.get("compatibility", "")
+    if verdict in Compatibility.values:
+        nodes = nodes.filter(compatibility=verdict)
+    labelled = request.GET.get("labelled", "")
+    if labelled in {"yes", "no"}:
+        nodes = nodes.filter(labelled=labelled == "yes")
+    return _sorted(nodes, request, NODE_SORTS, "name")
+
+
+# --- clusters -----------------------------------------------------------------------------
+@role_required()
+def cluster_list(request):
+    clusters = actions.annotate_counts(Cluster.objects.all())
+    search = request.GET.get("q", "").strip()
+    if search:
+        clusters = clusters.filter(Q(name__icontains=search) | Q(server__icontains=search))
+    page = Paginator(_sorted(clusters, request, CLUSTER_SORTS, "name"), PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "search": search, "total": Cluster.objects.count()}
+    template = "clusters/cluster_list.html#results" if request.htmx else "clusters/cluster_list.html"
+    return render(request, template, context)
+
+
+@admin_writes
+def cluster_create(request):
+    return _cluster_form(request, Cluster())
+
+
+@admin_writes
+def cluster_edit(request, pk):
+    return _cluster_form(request, get_object_or_404(Cluster, pk=pk))
+
+
+def _cluster_form(request, cluster: Cluster):
+    form = ClusterForm(request.POST or None, request.FILES or None, instance=cluster)
+    if request.method == "POST" and form.is_valid():
+        cluster = form.save()
+        messages.success(request, f"Cluster {cluster.name} saved. Test the connection, then sync its nodes.")
+        return _success(request, reverse("clusters:detail", args=[cluster.pk]))
+    template = "clusters/cluster_form.html#form" if request.htmx else "clusters/cluster_form.html"
+    return render(request, template, {"form": form, "cluster": cluster if cluster.pk else None})
+
+
+@admin_writes
+def cluster_delete(request, pk):
+    cluster = get_object_or_404(Cluster, pk=pk)
+    if request.method == "POST":
+        name = cluster.name
+        cluster.delete()
+        messages.success(request, f"Cluster {name} removed from the console (nothing was changed in the cluster).")
+        return _success(request, reverse("clusters:list"))
+    return render(request, "clusters/cluster_confirm_delete.html", {"cluster": cluster})
+
+
+@role_required()
+def cluster_detail(request, pk):
+    cluster = get_object_or_404(actions.annotate_counts(Cluster.objects.all()), pk=pk)
+    nodes = _filtered_nodes(request, Node.objects.filter(cluster=cluster).select_related("cluster"))
+    page = Paginator(nodes, NODE_PAGE_SIZE).get_page(request.GET.get("page"))
+    suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
+    context = {
+        "cluster": cluster, "page": page, "suite": suite,
+        "suite_form": SuiteForm(suite=suite, initial={"instance": suite.instance_id if suite else None}),
+        "jobs": LabelJob.objects.filter(results__cluster=cluster).distinct()[:5],
+        "deploys": cluster.deploys.all()[:5],
+        "compatibility_choices": Compatibility.choices,
+        "suite_terminal": SUITE_TERMINAL, **_label_context(),
+    }
+    template = "clusters/cluster_detail.html#nodes" if request.htmx else "clusters/cluster_detail.html"
+    return render(request, template, context)
+
+
+@operator_writes
+@require_POST
+def cluster_test(request, pk):
+    cluster = get_object_or_404(Cluster, pk=pk)
+    ok, message = actions.test_connection(cluster)
+    return render(request, "clusters/cluster_detail.html#connection",
+                  {"cluster": cluster, "result": {"ok": ok, "message": message}})
+
+
+@operator_writes
+@require_POST
+def cluster_sync(request, pk):
+    cluster = get_object_or_404(Cluster, pk=pk)
+    result = actions.sync_nodes(cluster)
+    (messages.success if result.ok else messages.error)(request, f"Sync of {cluster.name}: {result.message}")
+    if result.auto_label_job:
+        messages.info(request, f"The auto-label policy started label job #{result.auto_label_job.pk}.")
+    return _success(request, reverse("clusters:detail", args=[cluster.pk]))
+
+
+# --- nodes and labelling ------------------------------------------------------------------
+@role_required()
+def node_list(request):
+    nodes = Node.objects.select_related("cluster")
+    cluster_ids = [int(c) for c in request.GET.getlist("cluster") if c.isdigit()]
+    if cluster_ids:
+        nodes = nodes.filter(cluster_id__in=cluster_ids)
+    page = Paginator(_filtered_nodes(request, nodes), NODE_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "clusters": Cluster.objects.all(), "selected_clusters": cluster_ids,
+               "compatibility_choices": Compatibility.choices, **_label_context()}
+    template = "clusters/node_list.html#nodes" if request.htmx else "clusters/node_list.html"
+    return render(request, template, context)
+
+
+@operator_writes
+@require_POST
+def label_create(request):
+    form = LabelForm(request.POST, node_ids=[int(n) for n in request.POST.getlist("nodes") if n.isdigit()])
+    back = request.POST.get("next") or reverse("clusters:nodes")
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return _success(request, back if back.startswith("/") else reverse("clusters:nodes"))
+    selection = form.selection()
+    description = selection.pop("description")
+    nodes = actions.select_nodes(**selection)
+    if not nodes.exists():
+        messages.warning(request, "No node matches that selection; nothing was labelled.")
+        return _success(request, back if back.startswith("/") else reverse("clusters:nodes"))
+    job = actions.request_labelling(request.user, nodes, form.cleaned_data["operation"],
+                                    form.cleaned_data["force"], description)
+    return _success(request, reverse("clusters:job", args=[job.pk]))
+
+
+@role_required()
+def job_list(request):
+    page = Paginator(LabelJob.objects.select_related("requested_by"), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "clusters/job_list.html", {"page": page})
+
+
+@role_required()
+def job_detail(request, pk):
+    job = get_object_or_404(LabelJob.objects.select_related("requested_by"), pk=pk)
+    results = job.results.select_related("cluster")
+    status = request.GET.get("status", "")
+    if status:
+        results = results.filter(status=status)
+    page = Paginator(results, NODE_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"job": job, "page": page, "terminal": job.status in JOB_TERMINAL,
+               "result_statuses": LabelResultStatus.choices}
+    if request.htmx and request.GET.get("progress"):
+        response = render(request, "clusters/job_detail.html#progress", context)
+        if job.status in JOB_TERMINAL:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render(request, "clusters/job_detail.html", context)
+
+
+# --- suite ---------------------------------------------------------------------------------
+@operator_writes
+@require_POST
+def suite_operate(request, pk):
+    cluster = get_object_or_404(Cluster, pk=pk)
+    suite = Suite.objects.filter(cluster=cluster).first()
+    form = SuiteForm(request.POST, suite=suite)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            actions.request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
+                                            namespace=data["namespace"], version=data["version"])
+        except (actions.SuiteBusy, ValueError) as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"Suite {data['operation']} started on {cluster.name}.")
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+    return _success(request, reverse("clusters:detail", args=[cluster.pk]) + "#suite")
+
+
+@role_required()
+def suite_status(request, pk):
+    """The suite panel; htmx polls it every second and gets 286 once the status is terminal."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
+    response = render(request, "clusters/cluster_detail.html#suite-status",
+                      {"cluster": cluster, "suite": suite, "suite_terminal": SUITE_TERMINAL})
+    if suite is None or suite.status in SUITE_TERMINAL:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@role_required(read_role=Role.OPERATOR)
+def helm_chart(request, pk):
+    cluster = get_object_or_404(Cluster, pk=pk)
+    suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
+    instance_id = request.GET.get("instance") or (suite.instance_id if suite else None)
+    instance = Instance.objects.filter(pk=instance_id).first() if str(instance_id or "").isdigit() else None
+    if instance is None:
+        messages.error(request, "Choose a registry instance for the chart's pull secret.")
+        return redirect(reverse("clusters:detail", args=[cluster.pk]) + "#suite")
+    probe = suite or Suite(cluster=cluster)
+    probe.instance = instance
+    params = actions.suite_params(probe)
+    archive = helm.chart_archive(params, include_password=has_role(request.user, Role.ADMIN))
+    response = HttpResponse(archive, content_type="application/gzip")
+    response["Content-Disposition"] = f'attachment; filename="{helm.CHART_NAME}-{helm.CHART_VERSION}.tgz"'
+    return response
+
+
+# --- deploy --------------------------------------------------------------------------------
+@operator_writes
+def deploy(request):
+    """Step 1 (POST without `confirm`): show the YAML and warnings. Step 2 (`confirm`): apply."""
+    initial = {"cluster": request.GET.get("cluster"), "namespace": "default", "replicas": 1}
+    form = DeployForm(request.POST or None, initial=initial)
+    context = {"form": form}
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
+                                   data["replicas"], data["image"], use_original=data["use_original"])
+        if "confirm" in request.POST:
+            result = actions.deploy(plan, request.user)
+            (messages.success if result.status == "succeeded" else messages.error)(request, result.message)
+            if result.status == "succeeded":
+                return _success(request, reverse("clusters:detail", args=[data["cluster"].pk]))
+        context["plan"] = plan
+    template = "clusters/deploy.html#form" if request.htmx else "clusters/deploy.html"
+    return render(request, template, context)
+

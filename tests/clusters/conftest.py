@@ -1,0 +1,32 @@
+"""Fixtures of the clusters tests: clusters registered against running API emulators."""
+
+import pytest
+
+from clusters.choices import AuthMethod
+from clusters.models import Cluster
+from registries.models import Instance
+
+
+def add_fleet(emulator) -> None:
+    """Four nodes: two compatible, one CentOS (FUSE warning), one on Docker (incompatible)."""
+    emulator.add_node("node-a")
+    emulator.add_node("node-b", os_image="TencentOS Server 3.1 (Final)", runtime="containerd://1.4.3-tke.1")
+    emulator.add_node("node-centos", os_image="CentOS Linux 7 (Core)")
+    emulator.add_node("node-docker", runtime="docker://20.10.7")
+
+
+@pytest.fixture
+def register():
+    """register(emulator, name=...) → a Cluster row pointing at the emulator with its token."""
+
+    def factory(emulator, name: str = "prod", **extra) -> Cluster:
+        fields = {"server": emulator.url, "token": emulator.token, "auth_method": AuthMethod.TOKEN, **extra}
+        return Cluster.objects.create(name=name, **fields)
+
+    return factory
+
+
+@pytest.fixture
+def instance(db) -> Instance:
+    return Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot",
+                                   password="s3cret&<pass>")

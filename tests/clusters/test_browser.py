@@ -1,0 +1,59 @@
+"""End to end in chromium: register a cluster, see why a node is incompatible, label two nodes,
+install the suite and watch its rollout. Label jobs, the install and the rollout watch run in a
+real Celery worker process (tests/support/worker.py) that reaches the emulator over HTTP."""
+
+import pytest
+from playwright.sync_api import expect
+
+from console.roles import Role
+from registries.models import Instance
+from tests.clusters.conftest import add_fleet
+from tests.support.browser import login
+from tests.support.users import PASSWORD
+
+LABEL = "cloud.tencent.com/apparate"
+
+
+@pytest.mark.browser
+def test_register_label_and_install_suite(page, live_server, kube_emulator, make_user, celery_worker):
+    add_fleet(kube_emulator)
+    kube_emulator.rollout_step = 1  # one more agent pod gets ready per status read
+    Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot", password="pw")
+    make_user(Role.ADMIN, "alice")
+    login(page, live_server.url, "alice", PASSWORD)
+
+    page.goto(f"{live_server.url}/clusters/")
+    page.get_by_role("link", name="Register a cluster").first.click()
+    page.get_by_label("Name").fill("emulated")
+    page.get_by_label("API server URL and bearer token").check()
+    page.locator("#id_server").fill(kube_emulator.url)
+    page.get_by_role("textbox", name="Bearer token").fill(kube_emulator.token)
+    page.get_by_role("button", name="Register cluster").click()
+    expect(page.get_by_role("heading", name="emulated")).to_be_visible()
+
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.locator("#connection")).to_contain_text("Connected: Kubernetes v1.28.4")
+    page.get_by_role("button", name="Sync nodes").click()
+    docker_row = page.locator("tr[data-node=node-docker]")
+    expect(docker_row.locator(".compatibility")).to_contain_text("Incompatible")
+    expect(docker_row).to_contain_text("Container runtime docker is not supported")
+
+    page.get_by_label("Select node-a").check()
+    page.get_by_label("Select node-b").check()
+    page.locator("#label-form").get_by_role("button", name="Apply").click()
+    expect(page.locator("#job-progress")).to_contain_text("2 of 2 done")
+    expect(page.locator("#job-progress")).to_contain_text("Succeeded")
+    assert {n for n in kube_emulator.names("nodes") if LABEL in kube_emulator.node(n)["metadata"]["labels"]} == {
+        "node-a", "node-b"}
+
+    page.goto(f"{live_server.url}/clusters/")
+    page.get_by_role("link", name="emulated").click()
+    page.locator("#suite-form").get_by_label("Registry instance").select_option(label="tcr")
+    page.locator("#suite-form").get_by_role("button", name="Run").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Run").click()
+    status = page.locator("#suite-status")
+    expect(status).to_contain_text("1 of 2 ready", timeout=20_000)  # the live rollout shows progress
+    expect(status).to_contain_text("2 of 2 ready", timeout=20_000)
+    expect(status).to_contain_text("Ready")
+    expect(status).to_contain_text("node-b")
+    assert kube_emulator.names("daemonsets", "apparate-system") == ["apparate-agent"]

@@ -1,0 +1,295 @@
+"""Pages and REST API: roles, forms with errors, htmx polling, and viewers changing nothing."""
+
+import base64
+import io
+import tarfile
+
+import pytest
+import yaml
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from clusters import actions
+from clusters.choices import SuiteOperation, SuiteStatus
+from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
+from console.models import AuditEntry
+from console.roles import Role
+from tests.clusters.conftest import add_fleet
+
+pytestmark = pytest.mark.django_db
+
+
+def chart_values(archive: bytes) -> dict:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as chart:
+        return yaml.safe_load(chart.extractfile("apparate/values.yaml").read())
+
+
+def kubeconfig_file(emulator, user=None) -> io.BytesIO:
+    text = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "c", "cluster": {"server": emulator.url}}],
+        "users": [{"name": "u", "user": user or {"token": emulator.token}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "c", "user": "u"}}],
+    })
+    upload = io.BytesIO(text.encode())
+    upload.name = "config"
+    return upload
+
+
+def test_admin_registers_cluster_from_kubeconfig_and_token_is_write_only(kube_emulator, client_as):
+    client = client_as(Role.ADMIN)
+    response = client.post(reverse("clusters:create"), {
+        "name": "emu", "auth_method": "kubeconfig", "kubeconfig": kubeconfig_file(kube_emulator)})
+    assert response.status_code == 302, response.content
+    cluster = Cluster.objects.get(name="emu")
+    assert cluster.server == kube_emulator.url and cluster.token == kube_emulator.token
+    assert cluster.context_name == "emu"
+    page = client.get(reverse("clusters:edit", args=[cluster.pk])).content.decode()
+    assert kube_emulator.token not in page
+    entry = AuditEntry.objects.get(model="cluster", action="create")
+    assert kube_emulator.token not in str(entry.changes)
+
+    # Editing without a token keeps the stored one.
+    response = client.post(reverse("clusters:edit", args=[cluster.pk]), {
+        "name": "emu", "auth_method": "token", "server": kube_emulator.url, "auto_label": "on"})
+    assert response.status_code == 302
+    cluster.refresh_from_db()
+    assert cluster.token == kube_emulator.token and cluster.auto_label
+
+
+def test_bad_kubeconfig_rerenders_with_the_error(kube_emulator, client_as):
+    client = client_as(Role.ADMIN)
+    response = client.post(reverse("clusters:create"), {
+        "name": "emu", "auth_method": "kubeconfig",
+        "kubeconfig": kubeconfig_file(kube_emulator, {"exec": {"command": "gke-gcloud-auth-plugin"}})})
+    assert response.status_code == 200
+    assert "exec plugin" in response.content.decode() and not Cluster.objects.exists()
+    response = client.post(reverse("clusters:create"), {"name": "emu", "auth_method": "token", "server": "nope"})
+    assert response.status_code == 200 and "Use an https:// URL" in response.content.decode()
+    assert "Give a bearer token" in response.content.decode()
+
+
+def test_operator_cannot_register_a_cluster(client_as, kube_emulator):
+    response = client_as(Role.OPERATOR).post(reverse("clusters:create"), {
+        "name": "emu", "auth_method": "token", "server": kube_emulator.url, "token": "x"})
+    assert response.status_code == 403 and not Cluster.objects.exists()
+
+
+def test_cluster_pages_show_counts_nodes_and_reasons(kube_emulator, register, client_as):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    client = client_as(Role.OPERATOR)
+    response = client.post(reverse("clusters:sync", args=[cluster.pk]))
+    assert response.status_code == 302
+    listing = client.get(reverse("clusters:list")).content.decode()
+    assert '<td class="num">4</td>' in listing and '<td class="num">3</td>' in listing
+    detail = client.get(reverse("clusters:detail", args=[cluster.pk])).content.decode()
+    assert "node-docker" in detail and "Container runtime docker://20.10.7 is not supported" not in detail
+    assert "Container runtime docker is not supported" in detail and "FUSE" in detail
+    filtered = client.get(reverse("clusters:detail", args=[cluster.pk]), {"compatibility": "incompatible"},
+                          HTTP_HX_REQUEST="true").content.decode()
+    assert "node-docker" in filtered and "node-a" not in filtered
+    tested = client.post(reverse("clusters:test", args=[cluster.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert "Connected: Kubernetes v1.28.4" in tested
+
+
+def test_labelling_from_the_page_and_job_progress_polling(kube_emulator, register, client_as,
+                                                          django_capture_on_commit_callbacks):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    actions.sync_nodes(cluster)
+    client = client_as(Role.OPERATOR)
+    ids = list(Node.objects.filter(name__in=["node-a", "node-docker"]).values_list("pk", flat=True))
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(reverse("clusters:label"), {"operation": "label", "mode": "selected", "nodes": ids})
+    job = LabelJob.objects.get()
+    assert response.status_code == 302 and response.url == reverse("clusters:job", args=[job.pk])
+    assert len(callbacks) == 1
+    progress = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
+    assert progress.status_code == 200 and 'hx-trigger="every 1s"' in progress.content.decode()
+    actions.run_label_job(job.pk)
+    done = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "every 1s" not in done.content.decode()
+    page = client.get(reverse("clusters:job", args=[job.pk])).content.decode()
+    assert "Refused (incompatible)" in page and "Done" in page
+
+    response = client.post(reverse("clusters:label"), {"operation": "label", "mode": "selector", "selector": "a b"})
+    assert response.status_code == 302 and LabelJob.objects.count() == 1
+
+
+def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, instance):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    actions.sync_nodes(cluster)
+    node = Node.objects.get(name="node-a")
+    before = kube_emulator.revision
+    web, api = client_as(Role.VIEWER), api_as(Role.VIEWER)
+    audit_before = AuditEntry.objects.count()
+    for url, data in [
+        (reverse("clusters:create"), {"name": "x", "auth_method": "token", "server": "https://k", "token": "t"}),
+        (reverse("clusters:edit", args=[cluster.pk]), {"name": "renamed"}),
+        (reverse("clusters:delete", args=[cluster.pk]), {}),
+        (reverse("clusters:test", args=[cluster.pk]), {}),
+        (reverse("clusters:sync", args=[cluster.pk]), {}),
+        (reverse("clusters:label"), {"operation": "label", "mode": "selected", "nodes": [node.pk]}),
+        (reverse("clusters:suite", args=[cluster.pk]), {"operation": "install", "instance": instance.pk}),
+        (reverse("clusters:deploy"), {"cluster": cluster.pk, "instance": instance.pk, "namespace": "default",
+                                      "name": "x", "replicas": 1, "image": "registry.example.com/a:1", "confirm": 1}),
+    ]:
+        assert web.post(url, data).status_code == 403, url
+    for method, url, data in [
+        ("post", "/api/v1/clusters/", {"name": "x", "server": "https://k", "token": "t"}),
+        ("patch", f"/api/v1/clusters/{cluster.pk}/", {"name": "renamed"}),
+        ("delete", f"/api/v1/clusters/{cluster.pk}/", None),
+        ("post", f"/api/v1/clusters/{cluster.pk}/sync/", None),
+        ("post", f"/api/v1/clusters/{cluster.pk}/suite/", {"operation": "install", "instance": instance.pk}),
+        ("post", "/api/v1/label-jobs/", {"nodes": [node.pk]}),
+        ("post", "/api/v1/deploys/", {"cluster": cluster.pk, "instance": instance.pk, "namespace": "default",
+                                      "name": "x", "image": "registry.example.com/a:1"}),
+    ]:
+        assert getattr(api, method)(url, data, format="json").status_code == 403, url
+    assert web.get(reverse("clusters:helm-chart", args=[cluster.pk])).status_code == 403
+    cluster.refresh_from_db()
+    assert cluster.name == "prod" and Cluster.objects.count() == 1
+    assert not LabelJob.objects.exists() and not Suite.objects.exists() and not DeployRequest.objects.exists()
+    assert kube_emulator.revision == before and AuditEntry.objects.count() == audit_before
+    assert web.get(reverse("clusters:detail", args=[cluster.pk])).status_code == 200
+    assert api.get("/api/v1/nodes/").json()["count"] == 4
+
+
+def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instance,
+                                                   django_capture_on_commit_callbacks):
+    add_fleet(kube_emulator)
+    kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
+    admin, operator = api_as(Role.ADMIN), api_as(Role.OPERATOR)
+    response = operator.post("/api/v1/clusters/", {"name": "emu", "server": kube_emulator.url, "token": "t"},
+                             format="json")
+    assert response.status_code == 403
+    response = admin.post("/api/v1/clusters/", {"name": "emu", "server": kube_emulator.url,
+                                                "token": kube_emulator.token}, format="json")
+    assert response.status_code == 201 and "token" not in response.json() and response.json()["has_token"]
+    cluster_id = response.json()["id"]
+    bad = admin.post("/api/v1/clusters/", {"name": "bad", "kubeconfig": "{oops"}, format="json")
+    assert bad.status_code == 400 and "not valid YAML" in str(bad.json()["kubeconfig"])
+
+    assert operator.post(f"/api/v1/clusters/{cluster_id}/test-connection/").json()["ok"]
+    assert operator.post(f"/api/v1/clusters/{cluster_id}/sync/").json()["created"] == 4
+    listing = operator.get("/api/v1/clusters/").json()["results"][0]
+    assert (listing["node_count"], listing["compatible_count"], listing["labelled_count"]) == (4, 3, 0)
+    incompatible = operator.get("/api/v1/nodes/", {"compatibility": "incompatible"}).json()["results"]
+    assert [n["name"] for n in incompatible] == ["node-docker"] and incompatible[0]["reasons"]
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job = operator.post("/api/v1/label-jobs/", {"all_compatible": True, "clusters": [cluster_id]}, format="json")
+    assert job.status_code == 202 and job.json()["total"] == 3
+    actions.run_label_job(job.json()["id"])
+    results = operator.get(f"/api/v1/label-jobs/{job.json()['id']}/results/").json()["results"]
+    assert {r["status"] for r in results} == {"done"}
+    assert operator.post("/api/v1/label-jobs/", {"nodes": [1], "selector": "a"}, format="json").status_code == 400
+
+    with django_capture_on_commit_callbacks(execute=False):
+        suite = operator.post(f"/api/v1/clusters/{cluster_id}/suite/",
+                              {"operation": SuiteOperation.INSTALL, "instance": instance.pk}, format="json")
+    assert suite.status_code == 202 and suite.json()["status"] == "pending"
+    actions.run_suite_operation(suite.json()["id"])
+    assert operator.get(f"/api/v1/suites/{suite.json()['id']}/").json()["status"] == SuiteStatus.ROLLING_OUT
+    actions.refresh_rollout(Suite.objects.get())
+    assert operator.get(f"/api/v1/clusters/{cluster_id}/suite/").json()["ready"] == 3
+
+    chart = operator.get(f"/api/v1/clusters/{cluster_id}/helm-chart/")
+    values = chart_values(chart.content)
+    assert values["imagePullSecretsCrs"]["dockerPassword"] == ""  # operators don't get the password
+    chart = admin.get(f"/api/v1/clusters/{cluster_id}/helm-chart/")
+    values = chart_values(chart.content)
+    assert values["imagePullSecretsCrs"]["dockerPassword"] == "s3cret&<pass>"
+
+    body = {"cluster": cluster_id, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 2,
+            "image": "registry.example.com/team/shop:1.0-apparate"}
+    preview = operator.post("/api/v1/deploys/", {**body, "dry_run": True}, format="json").json()
+    assert preview["warnings"] == [] and "nodeSelector" in preview["yaml"] and not DeployRequest.objects.exists()
+    created = operator.post("/api/v1/deploys/", body, format="json")
+    assert created.status_code == 201 and created.json()["status"] == "succeeded"
+    assert kube_emulator.get_object("deployments", "shop", "web")["spec"]["replicas"] == 2
+    wrong = operator.post("/api/v1/deploys/", {**body, "image": "docker.io/library/nginx:1"}, format="json")
+    assert wrong.status_code == 400 and "instance's registry" in str(wrong.json())
+
+
+def test_deploy_page_previews_then_applies(kube_emulator, register, client_as, instance):
+    add_fleet(kube_emulator)
+    kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
+    cluster = register(kube_emulator)
+    client = client_as(Role.OPERATOR)
+    form = {"cluster": cluster.pk, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 1,
+            "image": "registry.example.com/team/shop:1.0-apparate"}
+    preview = client.post(reverse("clusters:deploy"), form).content.decode()
+    assert "No node of this cluster carries the acceleration label" in preview
+    assert "Use the original image instead" in preview and "cloud.tencent.com/apparate" in preview
+    assert kube_emulator.get_object("deployments", "shop", "web") is None
+    original = client.post(reverse("clusters:deploy"), {**form, "use_original": "on", "confirm": "1"})
+    assert original.status_code == 302
+    deployment = kube_emulator.get_object("deployments", "shop", "web")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/team/shop:1.0"
+    assert "nodeSelector" not in deployment["spec"]["template"]["spec"]
+    bad = client.post(reverse("clusters:deploy"), {**form, "name": "Bad Name", "replicas": 0})
+    assert bad.status_code == 200 and "Ensure this value is greater than or equal to 1" in bad.content.decode()
+
+
+def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, instance, admin_user):
+    add_fleet(kube_emulator)
+    kube_emulator.patch("nodes", "", "node-a", {"metadata": {"labels": {"cloud.tencent.com/apparate": "true"}}})
+    cluster = register(kube_emulator)
+    client = client_as(Role.VIEWER)
+    assert client.get(reverse("clusters:suite-status", args=[cluster.pk])).status_code == 286
+    suite = actions.request_suite_operation(cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
+    actions.run_suite_operation(suite.pk)
+    polling = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
+    assert polling.status_code == 200 and "every 1s" in polling.content.decode()
+    actions.refresh_rollout(Suite.objects.get())
+    done = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "1 of 1 ready" in done.content.decode()
+
+
+def test_secrets_never_in_api_answers(kube_emulator, register, api_as):
+    cluster = register(kube_emulator)
+    body = api_as(Role.ADMIN).get(f"/api/v1/clusters/{cluster.pk}/").content.decode()
+    assert kube_emulator.token not in body
+    assert base64.b64encode(kube_emulator.token.encode()).decode() not in body
+
+
+def test_labelling_across_clusters_from_the_node_list(kube_emulator_factory, register, client_as):
+    first, second = kube_emulator_factory(), kube_emulator_factory()
+    add_fleet(first)
+    second.add_node("other-a", labels={"zone": "z1"})
+    second.add_node("other-b", labels={"zone": "z2"})
+    for emulator, name in [(first, "one"), (second, "two")]:
+        actions.sync_nodes(register(emulator, name=name))
+    client = client_as(Role.OPERATOR)
+    page = client.get(reverse("clusters:nodes")).content.decode()
+    assert "other-a" in page and "node-docker" in page
+    response = client.post(reverse("clusters:label"), {"operation": "label", "mode": "all_compatible"})
+    job = LabelJob.objects.get()
+    assert response.status_code == 302 and job.total == 5
+    actions.run_label_job(job.pk)
+    assert "cloud.tencent.com/apparate" in second.node("other-b")["metadata"]["labels"]
+    client.post(reverse("clusters:label"), {"operation": "unlabel", "mode": "selector", "selector": "zone=z1"})
+    unlabel = LabelJob.objects.exclude(pk=job.pk).get()
+    assert unlabel.total == 1
+    actions.run_label_job(unlabel.pk)
+    assert "cloud.tencent.com/apparate" not in second.node("other-a")["metadata"]["labels"]
+
+
+def test_admin_removes_a_cluster_and_admin_site_lists_every_model(kube_emulator, register, client_as):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    actions.sync_nodes(cluster)
+    client = client_as(Role.ADMIN)
+    User.objects.filter(username="web-admin").update(is_staff=True, is_superuser=True)  # Django admin needs staff
+    for model in ["cluster", "node", "labeljob", "labelresult", "suite", "deployrequest"]:
+        response = client.get(f"/admin/clusters/{model}/", {"q": "node"})
+        assert response.status_code == 200, model
+    page = client.get(f"/admin/clusters/cluster/{cluster.pk}/change/").content.decode()
+    assert kube_emulator.token not in page
+    assert client.get(reverse("clusters:delete", args=[cluster.pk])).status_code == 200
+    response = client.post(reverse("clusters:delete", args=[cluster.pk]))
+    assert response.status_code == 302 and not Cluster.objects.exists() and not Node.objects.exists()
+    assert kube_emulator.names("nodes")  # nothing changed in the cluster itself
