@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from console.actions import worker_status
@@ -37,6 +37,7 @@ class Figures:
     rules: dict | None = None
     events: dict | None = None
     clusters: dict | None = None
+    jobs: dict | None = None
     worker: dict = field(default_factory=dict)
     checklist: list[Step] = field(default_factory=list)
 
@@ -124,6 +125,25 @@ def _clusters(figures: Figures) -> None:
         figures.clusters |= Node.objects.aggregate(nodes=Count("pk"), labelled=Count("pk", filter=labelled))
 
 
+def _jobs(figures: Figures) -> None:
+    """Jobs by state, images accelerated, storage the twins add, and the latest failures."""
+    ConversionJob = _model("rules.ConversionJob")
+    if ConversionJob is None:
+        return
+    from rules.choices import JOB_COLOURS, JobStatus
+
+    counts = dict(ConversionJob.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    succeeded = ConversionJob.objects.filter(status=JobStatus.SUCCEEDED)
+    figures.jobs = {
+        "by_state": [{"value": value, "label": label, "count": counts.get(value, 0),
+                      "colour": JOB_COLOURS.get(value, "grey")} for value, label in JobStatus.choices],
+        "accelerated": succeeded.count(),
+        "storage_added": succeeded.aggregate(total=Sum("result_size"))["total"] or 0,
+        "recent_failures": list(ConversionJob.objects.filter(status=JobStatus.FAILED).select_related("instance")
+                                .order_by("-finished_at", "-id")[:RECENT_SKIPPED_LIMIT]),
+    }
+
+
 def _checklist(figures: Figures) -> list[Step]:
     steps = []
     if figures.instances is not None:
@@ -150,5 +170,6 @@ def gather(now=None) -> Figures:
     _rules(figures)
     _events(figures, now or timezone.now())
     _clusters(figures)
+    _jobs(figures)
     figures.checklist = _checklist(figures)
     return figures

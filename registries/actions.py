@@ -24,6 +24,7 @@ from converter.registry import (
 from registries.choices import PushOutcome, PushReason
 from registries.models import Instance, PushEvent, new_webhook_secret
 from registries.webhooks import PushRecord, is_image_manifest, is_signature_tag
+from rules.actions import request_conversion_for_event
 from rules.matching import match_image
 
 CONFIRM_REQUIRED = (
@@ -245,7 +246,7 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
         outcome, reason, detail, rule = _decide(locked, push)
         try:
             with transaction.atomic():
-                return PushEvent.objects.create(
+                event = PushEvent.objects.create(
                     instance=locked, outcome=outcome, reason=reason, reason_detail=detail, matched_rule=rule, **fields
                 )
         except IntegrityError:
@@ -254,6 +255,9 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
                 reason_detail=f"{push.path}@{push.digest} was already requested for conversion by a concurrent "
                 "delivery; the same content is converted once.", **fields,
             )
+        if event.outcome == PushOutcome.CONVERSION_REQUESTED:
+            request_conversion_for_event(event)  # the job (event.jobs) is enqueued after commit
+        return event
 
 
 def delete_instance(instance: Instance) -> dict[str, int]:

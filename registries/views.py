@@ -7,11 +7,13 @@ to operators too. The webhook intake is the one view without a login: the instan
 authenticates it.
 """
 
+import re
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, F, Max, Q
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -19,7 +21,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from console.roles import Role, role_required
-from registries import actions
+from registries import actions, catalogue
 from registries.choices import ACCELERATION_COLOURS
 from registries.filters import PushEventFilter
 from registries.forms import ConfirmForm, InstanceForm
@@ -242,3 +244,44 @@ def webhook_intake(request, instance_id: str):
         },
         status=202,
     )
+
+
+# --- Images ------------------------------------------------------------------------------------
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+")
+
+
+@role_required()
+def image_list(request):
+    """Per instance: repositories and tags beside their accelerated twins, read live from the registry."""
+    instances = list(Instance.objects.all())
+    instance = next((i for i in instances if str(i.pk) == request.GET.get("instance")), instances[0] if instances
+                    else None)
+    namespace = request.GET.get("namespace", "").strip()[:255]
+    repository = request.GET.get("repository", "").strip()[:255]
+    context = {"instances": instances, "instance": instance, "namespace": namespace, "repository": repository,
+               "suffix": settings.APPARATE_ACCELERATED_SUFFIX,
+               "catalogue": catalogue.list_images(instance, namespace, repository) if instance else None}
+    return render(request, "registries/image_list.html", context)
+
+
+@role_required(read_role=Role.OPERATOR)
+def image_delete(request, pk: int):
+    """Delete one image by digest after a confirmation; the other image of the pair stays."""
+    instance = get_object_or_404(Instance, pk=pk)
+    source = request.POST if request.method == "POST" else request.GET
+    path, digest, tag = source.get("path", ""), source.get("digest", ""), source.get("tag", "")[:128]
+    if not _PATH.fullmatch(path) or not _DIGEST.fullmatch(digest):
+        return HttpResponseBadRequest("Give the repository path (namespace/repository) and a sha256 digest.")
+    back = f"{reverse('registries:images')}?instance={instance.pk}&namespace={path.partition('/')[0]}"
+    if request.method == "POST":
+        try:
+            catalogue.delete_image(instance, path, digest)
+        except catalogue.DeleteRefused as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"Deleted {path}@{digest} ({tag or 'untagged'}).")
+        return _success(request, back)
+    return render(request, "registries/image_confirm_delete.html",
+                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})

@@ -1,11 +1,43 @@
 """Domain verbs of the rules app; the UI views, the API and the admin all go through these."""
 
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+import contextlib
+import logging
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
-from converter.reference import ImageReference, parse_reference
-from rules.matching import RuleEvaluation, evaluate_rule
-from rules.models import Rule
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from converter.errors import ConversionError
+from converter.estargz import LayerOptions
+from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
+from converter.reference import ImageReference, InvalidReference, parse_reference
+from converter.registry import (
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryNotFound,
+    RegistryProtocolError,
+    RegistryTLSError,
+)
+from registries.models import Instance
+from rules import reconciler
+from rules.choices import DEFAULT_CHUNK_SIZE, TERMINAL, Compression, JobStatus, JobTrigger
+from rules.layer_cache import DatabaseLayerCache
+from rules.matching import RuleEvaluation, evaluate_rule, match_image
+from rules.models import MAX_LOG_LINES, ConversionJob, Rule, options_key, options_of
+from rules.reconciler import Scan
+
+logger = logging.getLogger("apparate.jobs")
+# ISA-L level of the "fast" compression profile (0-3; 1 trades a few % of size for speed).
+FAST_LEVEL = 1
+# First key of the PostgreSQL advisory locks that mark a job as being run by a live worker.
+ADVISORY_LOCK_CLASS = 0x41505052  # "APPR"
 
 UP, DOWN = "up", "down"
 
@@ -61,3 +93,475 @@ def validate_address(rule: Rule, address: str) -> tuple[ImageReference, RuleEval
     """Check an image address against one rule; raises InvalidReference if it does not parse."""
     reference = parse_reference(address)
     return reference, evaluate_rule(rule, reference)
+
+
+# --- Conversion jobs ---------------------------------------------------------------------------
+
+class RetryLater(Exception):
+    """A transient failure: the task should run again after `countdown` seconds."""
+
+    def __init__(self, countdown: float):
+        super().__init__(f"retry in {countdown:.1f}s")
+        self.countdown = countdown
+
+
+class JobActionRefused(ValidationError):
+    """An action that does not apply to the job in its current state (e.g. cancelling a running job)."""
+
+
+def client_for(instance: Instance, **options) -> RegistryClient:
+    """A converter registry client for the instance, with its credentials and TLS settings."""
+    return RegistryClient(
+        instance.base_url, username=instance.username or None, password=instance.password or None,
+        verify=instance.verify_tls, ca_bundle_pem=instance.ca_bundle or None,
+        timeout=settings.APPARATE_REGISTRY_TIMEOUT, **{"retries": settings.APPARATE_REGISTRY_RETRIES, **options},
+    )
+
+
+def _as_reference(instance: Instance, reference: ImageReference | str) -> ImageReference:
+    """A full address, or `namespace/repository:tag` taken as an image of the instance."""
+    if not isinstance(reference, str):
+        return reference
+    text = reference.strip()
+    if text.startswith(instance.host + "/"):
+        return parse_reference(text)
+    try:
+        return parse_reference(f"{instance.host}/{text}")
+    except InvalidReference:
+        return parse_reference(text)
+
+
+def _enqueue(job: ConversionJob) -> None:
+    from rules.tasks import convert_image_task  # the task module imports this one
+
+    job_id = job.pk
+    transaction.on_commit(lambda: convert_image_task.delay(job_id))
+
+
+def request_conversion(
+    instance: Instance, reference: ImageReference | str, digest: str | None = None, *, rule: Rule | None = None,
+    event=None, requested_by=None, trigger: str = JobTrigger.WEBHOOK,
+) -> tuple[ConversionJob, bool]:
+    """Get or create the conversion job of one source image and enqueue it after commit.
+
+    `reference` is `host/namespace/repository:tag` (or `namespace/repository:tag` on the instance);
+    `digest` is the source manifest digest (taken from the reference when it has one). The job is
+    unique per (instance, repository, digest, format, options): a duplicate delivery, a re-push of
+    the same digest or a second matching rule returns the existing job with `created=False` and
+    enqueues nothing. `rule` (the first enabled matching rule) decides the options; without one
+    the defaults apply.
+    """
+    reference = _as_reference(instance, reference)
+    digest = digest or reference.digest
+    if not digest:
+        raise ValidationError("A conversion needs the source manifest digest.")
+    if not reference.tag:
+        raise ValidationError("A conversion needs a tag: the accelerated image is named <tag>"
+                              f"{settings.APPARATE_ACCELERATED_SUFFIX}.")
+    options = options_of(rule)
+    with transaction.atomic():
+        job, created = ConversionJob.objects.get_or_create(
+            instance=instance, namespace=reference.namespace, repository=reference.repository,
+            source_digest=digest, format=options["format"], options_key=options_key(options),
+            defaults={"source_tag": reference.tag, "rule": rule, "event": event, "options": options,
+                      "requested_by": requested_by, "trigger": trigger},
+        )
+        if created:
+            _log(job, f"Requested ({JobTrigger(trigger).label.lower()}) for {job.source}@{digest}"
+                 + (f" by rule '{rule.name}'." if rule else " with default options."))
+            job.save(update_fields=["log"])
+            _enqueue(job)
+            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk, trigger,
+                        instance.pk, job.source, digest)
+    return job, created
+
+
+def request_conversion_for_event(event) -> ConversionJob:
+    """The job of a push event whose outcome is "conversion requested" (the webhook's one call)."""
+    job, _ = request_conversion(
+        event.instance, f"{event.instance.host}/{event.path}:{event.tag}", event.digest, rule=event.matched_rule,
+        event=event, trigger=JobTrigger.WEBHOOK,
+    )
+    return job
+
+
+def convert_now(instance: Instance, reference: ImageReference | str, requested_by=None) -> tuple[ConversionJob, bool]:
+    """Convert any tag of the instance now, with or without a rule.
+
+    The tag's current digest is read from the registry. The first enabled matching rule gives the
+    options (so this meets the webhook's job for the same image); otherwise the defaults apply. A
+    job that already exists is returned, and put back in the queue if it had failed or was cancelled.
+    """
+    reference = _as_reference(instance, reference)
+    if reference.host != instance.host:
+        raise ValidationError(f"'{reference}' is not on instance '{instance.name}' ({instance.host}).")
+    suffix = settings.APPARATE_ACCELERATED_SUFFIX
+    if reference.tag and reference.tag.endswith(suffix):
+        raise ValidationError(f"The tag '{reference.tag}' ends with '{suffix}': it is already an accelerated image.")
+    digest = reference.digest
+    if not digest:
+        with client_for(instance) as client:
+            try:
+                found = client.head_manifest(reference.path, reference.tag or "latest")
+            except RegistryError as error:
+                raise ValidationError(f"Could not read {reference} from the registry: {error.message}") from None
+        if found is None:
+            raise ValidationError(f"{reference} does not exist in the registry.")
+        digest = found.digest
+    outcome = match_image(instance, reference) if instance.acceleration_enabled else None
+    rule = outcome.rule if outcome else None
+    job, created = request_conversion(instance, reference.with_tag(reference.tag or "latest"), digest, rule=rule,
+                                      requested_by=requested_by, trigger=JobTrigger.MANUAL)
+    if not created and job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        job = retry_job(job)
+    return job, created
+
+
+def retry_job(job: ConversionJob) -> ConversionJob:
+    """Put a failed (or cancelled, or skipped) job back in the queue with a fresh attempt budget."""
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED):
+            raise JobActionRefused(f"Job #{locked.pk} is {locked.get_status_display().lower()}; only failed, "
+                                   "cancelled or skipped jobs can be retried.")
+        locked.status = JobStatus.QUEUED
+        locked.attempts = locked.retries = 0
+        locked.reason = ""
+        locked.finished_at = None
+        _log(locked, "Retry requested; queued again.")
+        locked.save()
+        _enqueue(locked)
+    logger.info("job=%s action=retry", locked.pk)
+    return locked
+
+
+def cancel_job(job: ConversionJob) -> ConversionJob:
+    """Cancel a queued job; a running or finished job cannot be cancelled."""
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status != JobStatus.QUEUED:
+            raise JobActionRefused(f"Job #{locked.pk} is {locked.get_status_display().lower()}; only queued jobs "
+                                   "can be cancelled.")
+        locked.status = JobStatus.CANCELLED
+        locked.finished_at = timezone.now()
+        locked.reason = "Cancelled by an operator before it started."
+        _log(locked, "Cancelled.")
+        locked.save()
+    logger.info("job=%s action=cancel", locked.pk)
+    return locked
+
+
+def _log(job: ConversionJob, message: str, level: str = "info") -> None:
+    """Append one line to the job's bounded log (the caller saves)."""
+    job.log = [*job.log, {"at": timezone.now().isoformat(timespec="seconds"), "level": level,
+                          "message": message}][-MAX_LOG_LINES:]
+
+
+def _layer_options(options: dict) -> LayerOptions:
+    fast = options.get("compression") == Compression.FAST
+    return LayerOptions(
+        chunk_size=int(options.get("chunk_size") or DEFAULT_CHUNK_SIZE),
+        prioritized_files=tuple(options.get("prioritized_files") or ()),
+        compressor="isal" if fast else "zlib-ng", level=FAST_LEVEL if fast else 9,
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: base·2^(n-1), capped, times a random factor in [0.5, 1]."""
+    delay = min(settings.APPARATE_JOB_BACKOFF_CAP, settings.APPARATE_JOB_BACKOFF_BASE * 2 ** max(0, attempt - 1))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+
+class _Progress:
+    """Collects converter progress in memory and writes it to the job at most once per interval.
+
+    Only the thread that runs the conversion writes (the converter may report from pool threads),
+    and only while the job is still running, so a late write cannot undo a state change.
+    """
+
+    def __init__(self, job: ConversionJob):
+        self.job_id = job.pk
+        self.layers: dict[tuple[str, int], dict] = {}
+        self.lock = threading.Lock()
+        self.owner = threading.get_ident()
+        self.last_flush = 0.0
+
+    def __call__(self, event: LayerProgress) -> None:
+        with self.lock:
+            self.layers[(event.platform, event.layer_index)] = {
+                "platform": event.platform, "index": event.layer_index, "count": event.layer_count,
+                "source_digest": event.source_digest, "total": event.total, "bytes_in": event.bytes_in,
+                "bytes_out": event.bytes_out, "phase": event.phase,
+            }
+        if threading.get_ident() == self.owner and (
+                event.phase in ("done", "reused")
+                or time.monotonic() - self.last_flush >= settings.APPARATE_JOB_PROGRESS_INTERVAL):
+            self.flush()
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return [self.layers[key] for key in sorted(self.layers)]
+
+    def flush(self) -> None:
+        layers = self.snapshot()
+        self.last_flush = time.monotonic()
+        ConversionJob.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
+            layers=layers, bytes_in=sum(layer["bytes_in"] for layer in layers),
+            bytes_out=sum(layer["bytes_out"] for layer in layers),
+            bytes_total=sum(layer["total"] for layer in layers), updated_at=timezone.now(),
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(job_id: int):
+    """Yield True when this process may run the job now: a PostgreSQL session lock held by the
+    running worker. A worker that dies loses its session and with it the lock, so a redelivered
+    task can take over; a duplicate message for a job that a live worker runs yields False."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_LOCK_CLASS, job_id])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_LOCK_CLASS, job_id])
+
+
+def _start(job_id: int) -> ConversionJob | None:
+    """Mark the job running (one more attempt), or return None when there is nothing to do."""
+    with transaction.atomic():
+        job = ConversionJob.objects.select_for_update().select_related("instance").filter(pk=job_id).first()
+        if job is None or job.status in TERMINAL:
+            return None
+        if not job.instance.acceleration_enabled and job.trigger != JobTrigger.MANUAL:
+            job.status = JobStatus.SKIPPED
+            job.reason = (f"Acceleration was turned off for instance '{job.instance.name}' before the job ran. "
+                          "Turn it on and retry the job to convert the image.")
+            job.finished_at = timezone.now()
+            _log(job, job.reason, "warning")
+            job.save()
+            return None
+        if job.status == JobStatus.RUNNING:
+            _log(job, "The previous run stopped without finishing (worker lost); starting again.", "warning")
+        job.status = JobStatus.RUNNING
+        job.attempts += 1
+        job.started_at = job.started_at or timezone.now()
+        job.layers, job.bytes_in, job.bytes_out, job.bytes_total = [], 0, 0, 0
+        _log(job, f"Attempt {job.attempts} started.")
+        job.save()
+    logger.info("job=%s action=start attempt=%s image=%s digest=%s", job.pk, job.attempts, job.source,
+                job.source_digest)
+    return job
+
+
+def run_conversion(job_id: int) -> ConversionJob | None:
+    """Run one conversion job: the guarded, idempotent body of the Celery task.
+
+    Does nothing for a missing or finished job, or one a live worker is running. Otherwise converts
+    `<tag>@digest` into `<tag><suffix>` with the job's options, reusing the instance's layer cache,
+    writing progress at most once per APPARATE_JOB_PROGRESS_INTERVAL, and finishes the job:
+    succeeded; skipped (suffixed tag, already accelerated); failed with an actionable reason
+    (permanent errors, or transient ones after APPARATE_JOB_MAX_ATTEMPTS attempts). A transient
+    failure with attempts left puts the job back to queued and raises RetryLater.
+    """
+    with _exclusive(job_id) as mine:
+        if not mine:
+            logger.info("job=%s action=skip-duplicate reason=running-elsewhere", job_id)
+            return None
+        job = _start(job_id)
+        if job is None:
+            return None
+        source = ImageReference(job.instance.host, job.namespace, job.repository, tag=job.source_tag,
+                                digest=job.source_digest)
+        progress = _Progress(job)
+        started = time.monotonic()
+        try:
+            with client_for(job.instance) as client:
+                result = convert_image(
+                    client, source, destination=source.with_tag(job.source_tag + settings.APPARATE_ACCELERATED_SUFFIX),
+                    options=_layer_options(job.options), cache=DatabaseLayerCache(job.instance), progress=progress,
+                    suffix=settings.APPARATE_ACCELERATED_SUFFIX, workdir=settings.APPARATE_JOB_WORKDIR or None,
+                )
+        except (SuffixedTagRefused, AlreadyAccelerated) as error:
+            return _finish(job_id, progress, JobStatus.SKIPPED, str(error), str(error))
+        except RegistryError as error:
+            return _registry_failure(job_id, progress, error)
+        except ConversionError as error:
+            return _finish(job_id, progress, JobStatus.FAILED, str(error), _conversion_reason(error))
+        except Exception as error:
+            logger.exception("job=%s action=crash", job_id)
+            return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
+                           "The conversion stopped on an unexpected error (see the worker log); retry the job.")
+        return _succeed(job_id, progress, result, time.monotonic() - started)
+
+
+def _succeed(job_id: int, progress: _Progress, result, seconds: float) -> ConversionJob:
+    layers = progress.snapshot()
+    with transaction.atomic():
+        job = ConversionJob.objects.select_for_update().get(pk=job_id)
+        job.status = JobStatus.SUCCEEDED
+        job.finished_at = timezone.now()
+        job.layers = layers
+        job.bytes_in = sum(layer["bytes_in"] for layer in layers)
+        job.bytes_out = sum(layer["bytes_out"] for layer in layers)
+        job.bytes_total = sum(layer["total"] for layer in layers)
+        job.result_tag = result.destination.rsplit(":", 1)[-1]
+        job.result_digest = result.digest
+        job.result_size = result.size + sum(
+            layer.size for platform in result.platforms for layer in platform.layers)
+        job.reason = ""
+        _log(job, f"Pushed {result.destination} ({result.digest}): {result.layers_converted} layer(s) converted, "
+                  f"{result.layers_reused} reused, in {seconds:.1f}s.")
+        job.save()
+    logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s", job_id, result.digest,
+                seconds, result.layers_converted, result.layers_reused)
+    return job
+
+
+def _finish(job_id: int, progress: _Progress, status: str, error: str, reason: str) -> ConversionJob:
+    with transaction.atomic():
+        job = ConversionJob.objects.select_for_update().get(pk=job_id)
+        job.status = status
+        job.finished_at = timezone.now()
+        job.layers = progress.snapshot()
+        job.last_error = error
+        job.reason = reason
+        _log(job, reason, "error" if status == JobStatus.FAILED else "warning")
+        job.save()
+    logger.warning("job=%s action=%s error=%s", job_id, status, error)
+    return job
+
+
+_REGISTRY_HINTS = [
+    (RegistryAuthError, "The registry refused the instance's credentials or denied access. Check the username "
+                        "and password/token on the instance (they need pull and push rights), then retry."),
+    (RegistryNotFound, "The source image (or one of its blobs) is not in the registry any more; it may have been "
+                       "deleted or re-tagged. Push it again to convert it."),
+    (RegistryTLSError, "TLS verification of the registry failed. Add its CA to the instance's custom CA bundle, "
+                       "then retry."),
+    (RegistryProtocolError, "The registry answered in a way the converter does not accept (see the error)."),
+]
+
+
+def _registry_failure(job_id: int, progress: _Progress, error: RegistryError) -> ConversionJob:
+    job = ConversionJob.objects.get(pk=job_id)
+    if error.transient and job.attempts < settings.APPARATE_JOB_MAX_ATTEMPTS:
+        countdown = _backoff(job.attempts)
+        with transaction.atomic():
+            locked = ConversionJob.objects.select_for_update().get(pk=job_id)
+            locked.status = JobStatus.QUEUED
+            locked.retries += 1
+            locked.last_error = error.message
+            locked.layers = progress.snapshot()
+            _log(locked, f"Attempt {locked.attempts} failed: {error.message} Retrying in {countdown:.0f}s.", "warning")
+            locked.save()
+        logger.warning("job=%s action=retry-later attempt=%s countdown=%.1f error=%s", job_id, job.attempts,
+                       countdown, error.message)
+        raise RetryLater(countdown)
+    if error.transient:
+        reason = (f"The registry kept failing after {job.attempts} attempts ({error.message}). Check that it is "
+                  "up and healthy, then retry the job.")
+    else:
+        hint = next((text for kind, text in _REGISTRY_HINTS if isinstance(error, kind)), "The registry refused a "
+                    "request; see the error. Retrying will not help until that is fixed.")
+        reason = f"{error.message} {hint}"
+    return _finish(job_id, progress, JobStatus.FAILED, error.message, reason)
+
+
+def _conversion_reason(error: ConversionError) -> str:
+    if isinstance(error, ImageRefused):
+        return f"{error} This image cannot be converted as it is."
+    return (f"{error} The image's layers could not be converted; rebuild the image with standard tar layers "
+            "(and check its prioritized files), then push it again.")
+
+
+# --- Reconciler and backfill -------------------------------------------------------------------
+
+@dataclass
+class ReconcileReport:
+    """What a reconciler pass or a backfill did, for logs, the rule page and the API."""
+
+    repositories: int = 0
+    tags: int = 0
+    with_twin: int = 0
+    with_job: int = 0
+    requested: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _request_candidates(instance: Instance, client: RegistryClient, found: Scan, trigger: str,
+                        requested_by=None) -> ReconcileReport:
+    report = ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, 0, list(found.errors))
+    for candidate in found.candidates:
+        try:
+            head = client.head_manifest(candidate.reference.path, candidate.reference.tag)
+        except RegistryError as error:
+            report.errors.append(error.message)
+            continue
+        if head is None:  # deleted since the tag list was read
+            continue
+        _, created = request_conversion(instance, candidate.reference, head.digest, rule=candidate.rule,
+                                        requested_by=requested_by, trigger=trigger)
+        report.requested += created
+    return report
+
+
+def _requeue_stale(instance: Instance) -> int:
+    """Enqueue again the jobs queued for longer than a reconciler interval (a message lost with a
+    broker restart, say). Harmless when the message still exists: the task is guarded."""
+    cutoff = timezone.now() - timedelta(seconds=settings.APPARATE_RECONCILE_INTERVAL)
+    stale = list(ConversionJob.objects.filter(instance=instance, status=JobStatus.QUEUED, updated_at__lt=cutoff))
+    for job in stale:
+        _enqueue(job)
+        logger.info("job=%s action=requeue-stale", job.pk)
+    return len(stale)
+
+
+def reconcile_instance(instance: Instance) -> ReconcileReport:
+    """One reconciler pass over an instance: request the conversion of every tag that an enabled
+    rule matches and that has neither an accelerated twin nor a job (pushes whose webhook was lost,
+    images older than their rule), and re-enqueue jobs stuck in the queue. Registry failures are
+    reported, not raised; the next pass retries."""
+    _requeue_stale(instance)
+    with client_for(instance) as client:
+        try:
+            found = reconciler.scan(instance, client)
+            report = _request_candidates(instance, client, found, JobTrigger.RECONCILER)
+        except RegistryError as error:
+            report = ReconcileReport(errors=[error.message])
+    logger.info("reconcile instance=%s repositories=%s tags=%s requested=%s errors=%s", instance.pk,
+                report.repositories, report.tags, report.requested, len(report.errors))
+    return report
+
+
+def _backfill_scan(rule: Rule, client: RegistryClient) -> Scan:
+    if not rule.is_active:
+        raise ValidationError(f"Rule '{rule.name}' is not active (disabled, or acceleration is off for its "
+                              "instance); enable it first.")
+    try:
+        return reconciler.scan(rule.instance, client, only_rule=rule)
+    except RegistryError as error:
+        raise ValidationError(f"Could not list the registry's images: {error.message}") from None
+
+
+def preview_backfill(rule: Rule) -> ReconcileReport:
+    """How many existing tags "Convert existing images" would convert for this rule (nothing is written)."""
+    with client_for(rule.instance) as client:
+        found = _backfill_scan(rule, client)
+    return ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, len(found.candidates))
+
+
+def backfill_rule(rule: Rule, requested_by=None) -> ReconcileReport:
+    """Convert the existing images this rule matches that have no accelerated twin and no job yet."""
+    with client_for(rule.instance) as client:
+        report = _request_candidates(rule.instance, client, _backfill_scan(rule, client), JobTrigger.BACKFILL,
+                                     requested_by)
+    logger.info("backfill rule=%s requested=%s", rule.pk, report.requested)
+    return report

@@ -77,3 +77,14 @@ class AddressForm(forms.Form):
         label="Image address", max_length=4096,
         widget=forms.TextInput(attrs={"placeholder": "registry.example.com/team/app:1.0", "spellcheck": "false"}),
     )
+
+
+class ConvertNowForm(forms.Form):
+    """"Convert now": any tag of an instance, given as namespace/repository:tag or a full address."""
+
+    instance = forms.ModelChoiceField(queryset=Instance.objects.all())
+    image = forms.CharField(
+        max_length=4096, label="Image",
+        widget=forms.TextInput(attrs={"placeholder": "team/app:1.0", "spellcheck": "false"}),
+        help_text="namespace/repository:tag on the instance (or the full address). Works without a rule.",
+    )

@@ -1,5 +1,6 @@
 """REST API of the rules app: CRUD, reordering and the validation box."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -8,8 +9,15 @@ from rest_framework.response import Response
 from console.roles import Role
 from converter.reference import InvalidReference
 from rules import actions
-from rules.api.serializers import AddressSerializer, MoveSerializer, RuleSerializer, ValidationResultSerializer
-from rules.models import Rule
+from rules.api.serializers import (
+    AddressSerializer,
+    ConvertNowSerializer,
+    JobSerializer,
+    MoveSerializer,
+    RuleSerializer,
+    ValidationResultSerializer,
+)
+from rules.models import ConversionJob, Rule
 
 
 class RuleViewSet(viewsets.ModelViewSet):
@@ -57,3 +65,52 @@ class RuleViewSet(viewsets.ModelViewSet):
             "first_failure": evaluation.first_failure,
         }
         return Response(ValidationResultSerializer(result).data, status=status.HTTP_200_OK)
+
+
+class JobViewSet(viewsets.ReadOnlyModelViewSet):
+    """Conversion jobs: list and read need the viewer role; retry, cancel and convert-now need operator."""
+
+    queryset = ConversionJob.objects.select_related("instance")
+    serializer_class = JobSerializer
+    write_role = Role.OPERATOR
+    filterset_fields = ["instance", "status", "namespace", "repository", "source_tag", "source_digest", "rule",
+                        "trigger"]
+    search_fields = ["namespace", "repository", "source_tag", "source_digest"]
+    ordering_fields = ["created_at", "finished_at", "status", "repository"]
+    ordering = ["-created_at", "-id"]
+
+    def _answer(self, job, code=status.HTTP_200_OK):
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Queue a failed, cancelled or skipped job again (409 for other states)."""
+        try:
+            return self._answer(actions.retry_job(self.get_object()))
+        except actions.JobActionRefused as error:
+            return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued job (409 for other states)."""
+        try:
+            return self._answer(actions.cancel_job(self.get_object()))
+        except actions.JobActionRefused as error:
+            return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
+
+    @extend_schema(request=ConvertNowSerializer, responses=JobSerializer)
+    @action(detail=False, methods=["post"], url_path="convert-now")
+    def convert_now(self, request):
+        """Convert any tag of an instance now: 201 with a new job, 200 with the existing one."""
+        payload = ConvertNowSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            job, created = actions.convert_now(payload.validated_data["instance"], payload.validated_data["image"],
+                                               requested_by=request.user)
+        except InvalidReference as error:
+            raise serializers.ValidationError({"image": [str(error)]}) from None
+        except DjangoValidationError as error:
+            raise serializers.ValidationError({"image": error.messages}) from None
+        return self._answer(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -1,0 +1,193 @@
+"""Conversion jobs: uniqueness, the guarded task body, failures, skips, actions and the layer cache,
+against a real docker-registry and PostgreSQL (the task body runs in-process here; the real worker
+is exercised in test_worker.py)."""
+
+import json
+import threading
+
+import pytest
+import requests
+from django.db import connection
+
+from converter.image import TOC_DIGEST_ANNOTATION
+from rules import actions
+from rules.choices import TERMINAL, JobStatus, JobTrigger
+from rules.models import ConversionJob, LayerCacheEntry, options_key, options_of
+
+OCI = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+
+
+def manifest(reg, path, reference):
+    response = requests.get(f"{reg.url}/v2/{path}/manifests/{reference}", headers={"Accept": OCI}, timeout=10)
+    return response
+
+
+def test_duplicate_requests_and_rules_make_one_job(instance, make_rule, reg, push,
+                                                   django_capture_on_commit_callbacks):
+    digest = push("team/app:1.0")
+    first = make_rule("first", repository_pattern="app", chunk_size=1 << 20)
+    make_rule("second")
+    make_rule("third", tag_pattern=r"\d+\.\d+")
+    with django_capture_on_commit_callbacks() as callbacks:
+        results = [actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=first)
+                   for _ in range(20)]
+    assert [created for _, created in results] == [True] + [False] * 19
+    assert len({job.pk for job, _ in results}) == 1
+    assert len(callbacks) == 1  # enqueued once, after commit
+    job = ConversionJob.objects.get()
+    assert job.options["chunk_size"] == 1 << 20 and job.rule == first and job.status == JobStatus.QUEUED
+    # the same content pushed under another tag is the same conversion
+    again, created = actions.request_conversion(instance, f"{reg.host}/team/app:latest", digest, rule=first)
+    assert not created and again.pk == job.pk
+    # other options are another conversion
+    _, created = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=None)
+    assert created and ConversionJob.objects.count() == 2
+
+
+def test_unique_constraint_holds_under_concurrent_requests(transactional_db, instance, make_rule, reg):
+    rule = make_rule("all")
+    digest = "sha256:" + "ab" * 32
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def request():
+        barrier.wait()
+        try:
+            outcomes.append(actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=rule)[1])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert ConversionJob.objects.count() == 1
+
+
+def test_run_conversion_pushes_twin_and_is_idempotent(instance, make_rule, reg, push):
+    digest = push("team/app:1.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=make_rule())
+    assert manifest(reg, "team/app", "1.0-apparate").status_code == 404
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.reason
+    assert job.attempts == 1 and job.result_tag == "1.0-apparate" and job.percent == 100
+    twin = manifest(reg, "team/app", "1.0-apparate")
+    assert twin.status_code == 200 and twin.headers["Docker-Content-Digest"] == job.result_digest
+    assert all(TOC_DIGEST_ANNOTATION in layer["annotations"] for layer in twin.json()["layers"])
+    assert len(job.layers) == 2 and all(layer["phase"] == "done" for layer in job.layers)
+    assert job.bytes_in > 0 and job.bytes_out > 0 and job.started_at <= job.finished_at
+    assert any("Pushed" in line["message"] for line in job.log)
+    # a second run (duplicate or redelivered message) changes nothing
+    before = (job.updated_at, job.attempts)
+    assert actions.run_conversion(job.pk) is None
+    job.refresh_from_db()
+    assert (job.updated_at, job.attempts) == before
+    assert actions.run_conversion(999999) is None  # a job that is gone
+
+
+def test_suffixed_tag_and_accelerated_image_are_skipped(instance, make_rule, reg, push):
+    rule = make_rule()
+    digest = push("team/app:2.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:2.0", digest, rule=rule)
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    twin_digest = job.result_digest
+    # the twin, converted again under a plain tag, is refused as already accelerated
+    requests.put(f"{reg.url}/v2/team/app/manifests/copy", data=manifest(reg, "team/app", twin_digest).content,
+                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, timeout=10).raise_for_status()
+    copy, _ = actions.request_conversion(instance, f"{reg.host}/team/app:copy", twin_digest, rule=rule)
+    actions.run_conversion(copy.pk)
+    copy.refresh_from_db()
+    assert copy.status == JobStatus.SKIPPED and "already accelerated" in copy.reason
+    assert manifest(reg, "team/app", "copy-apparate").status_code == 404
+    plain_digest = push("team/app:9-apparate")  # an ordinary image under a suffixed tag
+    suffixed, _ = actions.request_conversion(instance, f"{reg.host}/team/app:9-apparate", plain_digest, rule=rule)
+    actions.run_conversion(suffixed.pk)
+    suffixed.refresh_from_db()
+    assert suffixed.status == JobStatus.SKIPPED and "-apparate" in suffixed.reason
+
+
+def test_missing_image_fails_at_once_with_reason(instance, make_rule, reg):
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/ghost:1.0", "sha256:" + "cd" * 32,
+                                        rule=make_rule())
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.attempts == 1 and job.retries == 0
+    assert "not in the registry any more" in job.reason and "not found" in job.last_error
+
+
+def test_acceleration_turned_off_skips_queued_jobs(instance, make_rule, reg, push):
+    digest = push("team/app:3.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:3.0", digest, rule=make_rule())
+    instance.acceleration_enabled = False
+    instance.save()
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SKIPPED and "turned off" in job.reason
+    assert manifest(reg, "team/app", "3.0-apparate").status_code == 404
+
+
+def test_cancel_only_queued_and_retry_only_finished(instance, make_rule, reg, push,
+                                                    django_capture_on_commit_callbacks):
+    digest = push("team/app:4.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:4.0", digest, rule=make_rule())
+    with pytest.raises(actions.JobActionRefused):
+        actions.retry_job(job)
+    actions.cancel_job(job)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.status in TERMINAL
+    assert actions.run_conversion(job.pk) is None  # a cancelled job never runs
+    assert manifest(reg, "team/app", "4.0-apparate").status_code == 404
+    with pytest.raises(actions.JobActionRefused):
+        actions.cancel_job(job)
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions.retry_job(job)
+    assert len(callbacks) == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.attempts == 0
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+
+
+def test_convert_now_without_rule_uses_defaults_and_requeues_failed(instance, reg, push,
+                                                                    django_capture_on_commit_callbacks):
+    digest = push("other/tool:edge")
+    with django_capture_on_commit_callbacks() as callbacks:
+        job, created = actions.convert_now(instance, "other/tool:edge")
+    assert created and len(callbacks) == 1
+    assert job.source_digest == digest and job.rule is None and job.trigger == JobTrigger.MANUAL
+    assert job.options_key == options_key(options_of(None))
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    again, created = actions.convert_now(instance, f"{reg.host}/other/tool:edge")
+    assert not created and again.pk == job.pk and again.status == JobStatus.QUEUED
+    with pytest.raises(actions.ValidationError, match="does not exist"):
+        actions.convert_now(instance, "other/tool:missing")
+    with pytest.raises(actions.ValidationError, match="already an accelerated image"):
+        actions.convert_now(instance, "other/tool:edge-apparate")
+
+
+def test_layer_cache_reuses_layers_across_repositories(instance, make_rule, reg, push):
+    rule = make_rule()
+    digest_a = push("team/one:1", seed=42)
+    digest_b = push("team/two:1", seed=42)  # same layers in another repository
+    assert digest_a == digest_b
+    first, _ = actions.request_conversion(instance, f"{reg.host}/team/one:1", digest_a, rule=rule)
+    actions.run_conversion(first.pk)
+    assert LayerCacheEntry.objects.filter(instance=instance, repository="team/one").count() == 2
+    second, _ = actions.request_conversion(instance, f"{reg.host}/team/two:1", digest_b, rule=rule)
+    actions.run_conversion(second.pk)
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert second.status == JobStatus.SUCCEEDED
+    assert [layer["phase"] for layer in second.layers] == ["done", "done"]
+    assert any("0 layer(s) converted, 2 reused" in line["message"] for line in second.log)
+    assert second.result_digest == first.result_digest
+    assert sum(LayerCacheEntry.objects.values_list("hits", flat=True)) == 2
+    twin = manifest(reg, "team/two", "1-apparate").json()
+    for layer in twin["layers"]:  # mounted, so the blob is really in the second repository
+        assert requests.head(f"{reg.url}/v2/team/two/blobs/{layer['digest']}", timeout=10).status_code == 200
+    assert json.loads(json.dumps(second.options)) == second.options

@@ -1,0 +1,39 @@
+"""Webhook → job: a matched push creates exactly one job however often it is delivered and however
+many rules match; the event records which rule decided, and the job points back at the event."""
+
+from registries.choices import PushOutcome
+from registries.models import PushEvent
+from rules.models import ConversionJob
+from tests.registries.conftest import envelope, manifest_event
+
+
+def test_twenty_deliveries_and_three_rules_make_one_job(instance, make_rule, client,
+                                                        django_capture_on_commit_callbacks):
+    first = make_rule("first", repository_pattern="app", chunk_size=1 << 20)
+    make_rule("second")
+    make_rule("third", tag_pattern=r"\d+\.\d+")
+    event = manifest_event("team/app", "1.0", event_id="delivery-1")
+    with django_capture_on_commit_callbacks() as callbacks:
+        for number in range(20):
+            # the same delivery resent, and the same digest under new delivery ids
+            body = envelope(event if number % 2 else {**event, "id": f"delivery-{number}"})
+            response = client.post(f"/webhooks/registry/{instance.pk}/", data=body,
+                                   content_type="application/vnd.docker.distribution.events.v1+json",
+                                   HTTP_AUTHORIZATION=instance.webhook_secret)
+            assert response.status_code < 300
+    job = ConversionJob.objects.get()
+    assert len(callbacks) == 1  # enqueued once
+    requested = PushEvent.objects.get(outcome=PushOutcome.CONVERSION_REQUESTED)
+    assert requested.matched_rule == first and job.rule == first and job.event == requested
+    assert job.options["chunk_size"] == 1 << 20
+    assert (job.path, job.source_tag, job.source_digest) == ("team/app", "1.0", event["target"]["digest"])
+    assert PushEvent.objects.count() == 20
+
+
+def test_unmatched_push_creates_no_job(instance, make_rule, client):
+    make_rule("only-web", repository_pattern="web")
+    client.post(f"/webhooks/registry/{instance.pk}/", data=envelope(manifest_event("team/app", "1.0")),
+                content_type="application/vnd.docker.distribution.events.v1+json",
+                HTTP_AUTHORIZATION=instance.webhook_secret)
+    assert PushEvent.objects.get().outcome == PushOutcome.SKIPPED
+    assert not ConversionJob.objects.exists()
