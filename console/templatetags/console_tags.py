@@ -4,40 +4,41 @@ Load with `{% load console_tags %}`.
 """
 
 from django import template
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
 
-def _section(request) -> str | None:
-    """The menu section of the current page: the app namespace, or the url name for shell pages."""
-    match = getattr(request, "resolver_match", None)
-    if match is None:
-        return None
-    return match.namespace or match.url_name
+# The main menu: (URL name, label), in display order.
+MAIN_MENU = (
+    ("dashboard", "Dashboard"),
+    ("registries:list", "Instances"),
+    ("rules:list", "Rules"),
+    ("registries:images", "Images"),
+    ("rules:jobs", "Jobs"),
+    ("clusters:list", "Clusters"),
+    ("audit", "Audit"),
+)
 
 
 @register.simple_tag(takes_context=True)
-def menu_link(context, url_name: str, label: str, section: str, disabled_title: str = "") -> str:
-    """A main-menu entry; `aria-current="page"` on the active section.
-
-    If `url_name` does not resolve (an app not built yet) or `disabled_title` is given, the entry
-    renders as a visibly disabled label instead of a link, so the menu never breaks a page.
-    """
-    href = None
-    if not disabled_title:
-        try:
-            href = reverse(url_name)
-        except NoReverseMatch:
-            disabled_title = "Not available yet."
-    if href is None:
-        return format_html(
-            '<span class="menu-item disabled" aria-disabled="true" title="{}">{}</span>', disabled_title, label
-        )
-    if _section(context.get("request")) == section:
-        return format_html('<a class="menu-item active" href="{}" aria-current="page">{}</a>', href, label)
-    return format_html('<a class="menu-item" href="{}">{}</a>', href, label)
+def main_menu(context) -> str:
+    """The main-menu links; the entry whose path is the longest prefix of the page's path is
+    marked active (`/rules/jobs/5/` belongs to Jobs, not Rules; `/` only to the dashboard)."""
+    request = context.get("request")
+    path = request.path if request is not None else ""
+    entries = [(reverse(name), label) for name, label in MAIN_MENU]
+    prefixes = [href for href, _ in entries if path == href or (href != "/" and path.startswith(href))]
+    active = max(prefixes, key=len, default=None)
+    links = [
+        format_html('<a class="menu-item active" href="{}" aria-current="page">{}</a>', href, label)
+        if href == active
+        else format_html('<a class="menu-item" href="{}">{}</a>', href, label)
+        for href, label in entries
+    ]
+    return mark_safe("\n".join(links))  # noqa: S308 - each link is built by format_html
 
 
 @register.simple_tag(takes_context=True)

@@ -34,6 +34,16 @@ def test_layout_menu_marks_the_active_section_and_links_pipeline_pages(client_as
     assert "https://" not in page.split("<body")[0]  # no CDN assets in <head>
 
 
+@pytest.mark.parametrize(
+    ("path", "active"),
+    [("/", "Dashboard"), ("/instances/", "Instances"), ("/instances/images/", "Images"),
+     ("/rules/", "Rules"), ("/rules/jobs/", "Jobs"), ("/instances/events/", "Instances")],
+)
+def test_menu_marks_the_section_with_the_longest_matching_path(client_as, path, active):
+    page = html(client_as(Role.VIEWER).get(path))
+    assert re.findall(r'<a class="menu-item active" href="[^"]+" aria-current="page">([^<]+)</a>', page) == [active]
+
+
 def test_static_assets_are_served(client):
     for path in ("/static/console/app.css", "/static/console/app.js", "/static/django_htmx/htmx.min.js"):
         response = client.get(path)
