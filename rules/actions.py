@@ -514,10 +514,14 @@ def _request_candidates(instance: Instance, client: RegistryClient, found: Scan,
 
 
 def _requeue_stale(instance: Instance) -> int:
-    """Enqueue again the jobs queued for longer than a reconciler interval (a message lost with a
-    broker restart, say). Harmless when the message still exists: the task is guarded."""
+    """Enqueue again the jobs that have not moved for a reconciler interval: queued ones (a message
+    lost with a broker restart, say) and running ones (a worker that died on a broker that does not
+    redeliver, like the filesystem broker of `make run`; a running job writes progress every
+    second). Harmless when the job is in fact alive: the task is guarded and, on PostgreSQL, a
+    job held by a live worker is left alone."""
     cutoff = timezone.now() - timedelta(seconds=settings.APPARATE_RECONCILE_INTERVAL)
-    stale = list(ConversionJob.objects.filter(instance=instance, status=JobStatus.QUEUED, updated_at__lt=cutoff))
+    stale = list(ConversionJob.objects.filter(
+        instance=instance, status__in=[JobStatus.QUEUED, JobStatus.RUNNING], updated_at__lt=cutoff))
     for job in stale:
         _enqueue(job)
         logger.info("job=%s action=requeue-stale", job.pk)

@@ -74,11 +74,15 @@ def test_backfill_preview_and_convert_existing_images(instance, make_rule, push,
         actions.preview_backfill(rule)
 
 
-def test_reconciler_requeues_jobs_stuck_in_the_queue(instance, reg, settings, django_capture_on_commit_callbacks):
+def test_reconciler_requeues_jobs_stuck_in_the_queue_or_abandoned_while_running(
+    instance, reg, settings, django_capture_on_commit_callbacks
+):
     stuck, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1", "sha256:" + "5" * 64)
+    abandoned, _ = actions.request_conversion(instance, f"{reg.host}/team/app:3", "sha256:" + "7" * 64)
     actions.request_conversion(instance, f"{reg.host}/team/app:2", "sha256:" + "6" * 64)  # queued just now
-    ConversionJob.objects.filter(pk=stuck.pk).update(
-        updated_at=timezone.now() - timedelta(seconds=settings.APPARATE_RECONCILE_INTERVAL + 60))
+    long_ago = timezone.now() - timedelta(seconds=settings.APPARATE_RECONCILE_INTERVAL + 60)
+    ConversionJob.objects.filter(pk=stuck.pk).update(updated_at=long_ago)
+    ConversionJob.objects.filter(pk=abandoned.pk).update(status=JobStatus.RUNNING, updated_at=long_ago)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert actions._requeue_stale(instance) == 1
-    assert len(callbacks) == 1
+        assert actions._requeue_stale(instance) == 2
+    assert len(callbacks) == 2
