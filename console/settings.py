@@ -5,6 +5,7 @@ transport), so `make run` works on a fresh machine. Production sets DATABASE_URL
 CELERY_BROKER_URL, SECRET_KEY, FIELD_ENCRYPTION_KEY and ALLOWED_HOSTS (see README).
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -24,14 +25,24 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-_local = load_or_create_local_secrets(VAR_DIR / "local-secrets.json")
+# The local secrets file is only read (and created) when a key is not given in the environment.
+_local = (
+    {}
+    if os.environ.get("SECRET_KEY") and os.environ.get("FIELD_ENCRYPTION_KEY")
+    else load_or_create_local_secrets(VAR_DIR / "local-secrets.json")
+)
 SECRET_KEY = os.environ.get("SECRET_KEY") or _local["SECRET_KEY"]
 # Fernet keys, comma-separated: the first encrypts, all decrypt (key rotation).
-FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", _local["FIELD_ENCRYPTION_KEY"])
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", _local.get("FIELD_ENCRYPTION_KEY", ""))
 
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Behind a TLS-terminating reverse proxy: trust its X-Forwarded-Proto and X-Forwarded-Host, so
+# absolute URLs (webhook URLs, redirects) use the public scheme and host. Only when the proxy sets them.
+if env_bool("USE_X_FORWARDED_HEADERS"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
 # Base URL the console is reached at, used to print webhook URLs (e.g. https://apparate.example).
 APPARATE_PUBLIC_URL = os.environ.get("APPARATE_PUBLIC_URL", "").rstrip("/")
 
@@ -129,8 +140,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
-# WhiteNoise serves from the app folders until `collectstatic` fills STATIC_ROOT; it must exist.
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# WhiteNoise serves from the app folders until `collectstatic` fills STATIC_ROOT; it must exist
+# (a read-only deployment creates it with collectstatic at build time).
+with contextlib.suppress(OSError):
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES")
@@ -214,7 +227,7 @@ LOGGING = {
 APPARATE_ACCELERATED_SUFFIX = os.environ.get("APPARATE_ACCELERATED_SUFFIX", "-apparate")
 # Largest webhook body accepted (bytes); larger answers 413.
 APPARATE_WEBHOOK_MAX_BYTES = int(os.environ.get("APPARATE_WEBHOOK_MAX_BYTES", str(1 << 20)))
-# Timeout (seconds) for outbound registry calls made by the console (e.g. "Test connection").
+# Timeout (seconds) of each registry request, from the console ("Test connection") and the workers.
 APPARATE_REGISTRY_TIMEOUT = float(os.environ.get("APPARATE_REGISTRY_TIMEOUT", "10"))
 # Node label that marks a Kubernetes node as able to load accelerated images.
 APPARATE_NODE_LABEL_KEY = os.environ.get("APPARATE_NODE_LABEL_KEY", "cloud.tencent.com/apparate")

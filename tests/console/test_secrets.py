@@ -1,8 +1,12 @@
 """Local secrets file, EncryptedTextField (at rest, rotation, wrong key) and bootstrap_admin."""
 
 import io
+import json
+import os
 import re
 import stat
+import subprocess
+import sys
 
 import pytest
 from cryptography.fernet import Fernet
@@ -94,3 +98,33 @@ def test_bootstrap_admin_creates_once_and_prints_the_password_once():
     assert password not in again.getvalue() and "password:" not in again.getvalue()
     assert User.objects.count() == 1
     assert authenticate(username="admin", password=password) == admin
+
+
+def _settings_in_subprocess(tmp_path, **env) -> dict:
+    """Import console.settings in a fresh interpreter with the given environment; return some values."""
+    code = (
+        "import json, console.settings as s; print(json.dumps({'secret': s.SECRET_KEY, "
+        "'keys': s.FIELD_ENCRYPTION_KEYS, 'proxy': getattr(s, 'SECURE_PROXY_SSL_HEADER', None), "
+        "'forwarded_host': getattr(s, 'USE_X_FORWARDED_HOST', False)}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "FIELD_ENCRYPTION_KEY"}}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, "APPARATE_VAR_DIR": str(tmp_path), **env},
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    return json.loads(result.stdout)
+
+
+def test_keys_from_the_environment_leave_no_local_secrets_file(tmp_path):
+    key = Fernet.generate_key().decode()
+    values = _settings_in_subprocess(tmp_path, SECRET_KEY="s" * 50, FIELD_ENCRYPTION_KEY=key)
+    assert values["secret"] == "s" * 50 and values["keys"] == [key]
+    assert not (tmp_path / "local-secrets.json").exists()
+    assert values["proxy"] is None and values["forwarded_host"] is False
+
+
+def test_missing_keys_come_from_a_generated_local_file_and_proxy_headers_are_opt_in(tmp_path):
+    values = _settings_in_subprocess(tmp_path, USE_X_FORWARDED_HEADERS="true")
+    local = load_or_create_local_secrets(tmp_path / "local-secrets.json")
+    assert values["secret"] == local["SECRET_KEY"] and values["keys"] == [local["FIELD_ENCRYPTION_KEY"]]
+    assert values["proxy"] == ["HTTP_X_FORWARDED_PROTO", "https"] and values["forwarded_host"] is True
