@@ -24,7 +24,7 @@ from converter.registry import (
 from registries.choices import PushOutcome, PushReason
 from registries.models import Instance, PushEvent, new_webhook_secret
 from registries.webhooks import PushRecord, is_image_manifest, is_signature_tag
-from rules.actions import request_conversion_for_event
+from rules.actions import add_twin_tag_for_event, request_conversion_for_event
 from rules.matching import match_image
 
 CONFIRM_REQUIRED = (
@@ -220,9 +220,11 @@ def _decide(instance: Instance, push: PushRecord) -> tuple[str, str, str, object
         ).order_by("id").first()
     )
     if converted is not None:
+        also = "" if converted.tag == push.tag else (
+            f" Its accelerated image is also tagged '{push.tag}{suffix}'.")
         return skipped, PushReason.ALREADY_SEEN, (
             f"{push.path}@{push.digest} was already requested for conversion (event #{converted.pk}, tag "
-            f"'{converted.tag}'); the same content is converted once."
+            f"'{converted.tag}'); the same content is converted once.{also}"
         ), outcome.rule
     return PushOutcome.CONVERSION_REQUESTED, PushReason.RULE_MATCHED, (
         f"Rule '{outcome.rule.name}' matched; conversion requested. The accelerated image will be "
@@ -257,6 +259,8 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
             )
         if event.outcome == PushOutcome.CONVERSION_REQUESTED:
             request_conversion_for_event(event)  # the job (event.jobs) is enqueued after commit
+        elif rule is not None:  # known content under another tag: that tag gets its own twin
+            add_twin_tag_for_event(event)
         return event
 
 

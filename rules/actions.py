@@ -138,6 +138,56 @@ def _enqueue(job: ConversionJob) -> None:
     transaction.on_commit(lambda: convert_image_task.delay(job_id))
 
 
+def add_twin_tag(job: ConversionJob, tag: str) -> bool:
+    """Give another tag of the job's source content its own accelerated twin `<tag><suffix>`.
+
+    The content is converted once; each further tag pushed with the same digest (`1.0` and
+    `latest`, say) gets the same accelerated manifest under its own twin name. A succeeded job is
+    tagged right away (a small task); a job still to run tags every twin when it succeeds.
+    Returns False when the tag was known already.
+    """
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+        if tag == locked.source_tag or tag in locked.twin_tags:
+            return False
+        locked.twin_tags = [*locked.twin_tags, tag]
+        _log(locked, f"Tag '{tag}' has the same content; {tag}{settings.APPARATE_ACCELERATED_SUFFIX} will point at "
+                     "the accelerated image.")
+        locked.save(update_fields=["twin_tags", "log", "updated_at"])
+        if locked.status == JobStatus.SUCCEEDED:
+            _enqueue_twin_tags(locked)
+    job.twin_tags = locked.twin_tags
+    return True
+
+
+def _enqueue_twin_tags(job: ConversionJob) -> None:
+    """Tag the accelerated image for the job's twin tags in a task that retries registry failures."""
+    from rules.tasks import push_twin_tags_task  # the task module imports this one
+
+    job_id = job.pk
+    transaction.on_commit(lambda: push_twin_tags_task.delay(job_id))
+
+
+def push_twin_tags(job_id: int) -> list[str]:
+    """Tag the accelerated image of a succeeded job once more for each twin tag (idempotent PUTs of
+    the manifest that is already there); returns the twin tags written."""
+    job = ConversionJob.objects.select_related("instance").filter(pk=job_id, status=JobStatus.SUCCEEDED).first()
+    if job is None or not job.twin_tags or not job.result_digest:
+        return []
+    path = f"{job.namespace}/{job.repository}"
+    written = [tag + settings.APPARATE_ACCELERATED_SUFFIX for tag in job.twin_tags]
+    with client_for(job.instance) as client:
+        manifest = client.get_manifest(path, job.result_digest)
+        for twin in written:
+            client.put_manifest(path, twin, manifest.content, manifest.media_type)
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job_id)
+        _log(locked, f"Tagged the accelerated image as {', '.join(written)}.")
+        locked.save(update_fields=["log", "updated_at"])
+    logger.info("job=%s action=twin-tags tags=%s", job_id, ",".join(written))
+    return written
+
+
 def request_conversion(
     instance: Instance, reference: ImageReference | str, digest: str | None = None, *, rule: Rule | None = None,
     event=None, requested_by=None, trigger: str = JobTrigger.WEBHOOK,
@@ -173,7 +223,19 @@ def request_conversion(
             _enqueue(job)
             logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk, trigger,
                         instance.pk, job.source, digest)
+        else:
+            add_twin_tag(job, reference.tag)
     return job, created
+
+
+def add_twin_tag_for_event(event) -> ConversionJob | None:
+    """A push of content already requested under another tag: give this tag its twin as well."""
+    job = ConversionJob.objects.filter(
+        instance=event.instance, namespace=event.namespace, repository=event.repository, source_digest=event.digest,
+    ).order_by("id").first()
+    if job is not None:
+        add_twin_tag(job, event.tag)
+    return job
 
 
 def request_conversion_for_event(event) -> ConversionJob:
@@ -396,7 +458,10 @@ def run_conversion(job_id: int) -> ConversionJob | None:
             logger.exception("job=%s action=crash", job_id)
             return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
                            "The conversion stopped on an unexpected error (see the worker log); retry the job.")
-        return _succeed(job_id, progress, result, time.monotonic() - started)
+        job = _succeed(job_id, progress, result, time.monotonic() - started)
+    if job.twin_tags:
+        _enqueue_twin_tags(job)
+    return job
 
 
 def _succeed(job_id: int, progress: _Progress, result, seconds: float) -> ConversionJob:

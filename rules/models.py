@@ -190,6 +190,10 @@ class ConversionJob(models.Model):
     bytes_total = models.BigIntegerField(default=0, help_text="Compressed size of the source layers seen so far.")
     layers = models.JSONField(default=list, blank=True, help_text="Per-layer progress, in image order.")
     log = models.JSONField(default=list, blank=True, help_text=f"The last {MAX_LOG_LINES} log lines.")
+    twin_tags = models.JSONField(
+        default=list, blank=True,
+        help_text="Further source tags of the same content; each gets its own <tag><suffix> pointing at the result.",
+    )
     result_tag = models.CharField(max_length=128, blank=True)
     result_digest = models.CharField(max_length=135, blank=True)
     result_size = models.BigIntegerField(null=True, blank=True, help_text="Total size of the accelerated image.")

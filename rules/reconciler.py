@@ -61,8 +61,11 @@ def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Sca
             continue
         result.repositories += 1
         present = set(tags)
-        jobs = set(ConversionJob.objects.filter(instance=instance, namespace=namespace, repository=repository)
-                   .values_list("source_tag", flat=True))
+        jobs = set()  # tags that have a job: its source tag and its twin tags (same content)
+        for source_tag, twin_tags in ConversionJob.objects.filter(
+            instance=instance, namespace=namespace, repository=repository,
+        ).values_list("source_tag", "twin_tags"):
+            jobs.update((source_tag, *twin_tags))
         for tag in tags:
             if tag.endswith(suffix):
                 continue

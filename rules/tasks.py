@@ -7,6 +7,7 @@ the work is done or a live worker is on it.
 
 from celery import shared_task
 
+from converter.registry import RegistryError
 from registries.models import Instance
 from rules import actions
 
@@ -18,6 +19,13 @@ def convert_image_task(self, job_id: int) -> None:
         actions.run_conversion(job_id)
     except actions.RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, autoretry_for=(RegistryError,),
+             retry_backoff=True, retry_jitter=True, max_retries=5)
+def push_twin_tags_task(job_id: int) -> list[str]:
+    """Tag a succeeded job's accelerated image for the further tags of the same content."""
+    return actions.push_twin_tags(job_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -191,3 +191,37 @@ def test_layer_cache_reuses_layers_across_repositories(instance, make_rule, reg,
     for layer in twin["layers"]:  # mounted, so the blob is really in the second repository
         assert requests.head(f"{reg.url}/v2/team/two/blobs/{layer['digest']}", timeout=10).status_code == 200
     assert json.loads(json.dumps(second.options)) == second.options
+
+
+def test_further_tags_of_the_same_content_get_their_own_twin(instance, make_rule, reg, push,
+                                                             django_capture_on_commit_callbacks):
+    rule = make_rule()
+    digest = push("team/app:1.0", seed=41)
+    push("team/app:latest", seed=41)  # the same content under a second tag, before the conversion ran
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=rule)
+    again, created = actions.request_conversion(instance, f"{reg.host}/team/app:latest", digest, rule=rule)
+    assert not created and again.pk == job.pk
+    job.refresh_from_db()
+    assert job.twin_tags == ["latest"]
+    assert actions.add_twin_tag(job, "latest") is False and actions.add_twin_tag(job, "1.0") is False
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions.run_conversion(job.pk)
+    assert len(callbacks) == 1  # the twin-tag task, enqueued on success
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.reason
+    assert manifest(reg, "team/app", "latest-apparate").status_code == 404
+    assert actions.push_twin_tags(job.pk) == ["latest-apparate"]  # the task's body
+    for tag in ("1.0-apparate", "latest-apparate"):
+        assert manifest(reg, "team/app", tag).headers["Docker-Content-Digest"] == job.result_digest
+
+    # a tag added after success is tagged right away, with no second conversion
+    push("team/app:stable", seed=41)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert actions.add_twin_tag(job, "stable") is True
+    assert len(callbacks) == 1
+    assert actions.push_twin_tags(job.pk) == ["latest-apparate", "stable-apparate"]
+    assert manifest(reg, "team/app", "stable-apparate").headers["Docker-Content-Digest"] == job.result_digest
+    job.refresh_from_db()
+    assert job.attempts == 1 and ConversionJob.objects.count() == 1
+    assert any("stable-apparate" in line["message"] for line in job.log)

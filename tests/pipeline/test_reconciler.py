@@ -4,6 +4,7 @@ accelerated twin nor a job are requested once; everything else is left alone."""
 from datetime import timedelta
 
 import pytest
+import requests
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -86,3 +87,23 @@ def test_reconciler_requeues_jobs_stuck_in_the_queue_or_abandoned_while_running(
     with django_capture_on_commit_callbacks() as callbacks:
         assert actions._requeue_stale(instance) == 2
     assert len(callbacks) == 2
+
+
+def test_reconciler_gives_a_second_tag_of_converted_content_its_twin(instance, make_rule, reg, push,
+                                                                      django_capture_on_commit_callbacks):
+    make_rule()
+    digest = push("team/app:1.0", seed=77)
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest)
+    actions.run_conversion(job.pk)
+    push("team/app:latest", seed=77)  # same content, pushed while the webhook was down
+    with django_capture_on_commit_callbacks() as callbacks:
+        report = actions.reconcile_instance(instance)
+    assert report.requested == 0 and ConversionJob.objects.count() == 1 and len(callbacks) == 1
+    job.refresh_from_db()
+    assert job.twin_tags == ["latest"]
+    actions.push_twin_tags(job.pk)  # what the enqueued task runs
+    assert requests.head(f"{reg.url}/v2/team/app/manifests/latest-apparate", timeout=10,
+                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).status_code == 200
+    # the next pass finds both twins and requests nothing
+    again = actions.reconcile_instance(instance)
+    assert again.with_twin == 2 and again.requested == 0

@@ -37,3 +37,18 @@ def test_unmatched_push_creates_no_job(instance, make_rule, client):
                 HTTP_AUTHORIZATION=instance.webhook_secret)
     assert PushEvent.objects.get().outcome == PushOutcome.SKIPPED
     assert not ConversionJob.objects.exists()
+
+
+def test_known_content_pushed_under_a_new_tag_is_already_seen_and_gets_a_twin_tag(instance, make_rule, client):
+    make_rule("all")
+    first = manifest_event("team/app", "1.0", event_id="d-1")
+    second = {**first, "id": "d-2", "target": {**first["target"], "tag": "latest"}}
+    for event in (first, second):
+        client.post(f"/webhooks/registry/{instance.pk}/", data=envelope(event),
+                    content_type="application/vnd.docker.distribution.events.v1+json",
+                    HTTP_AUTHORIZATION=instance.webhook_secret)
+    job = ConversionJob.objects.get()
+    assert job.source_tag == "1.0" and job.twin_tags == ["latest"]
+    seen = PushEvent.objects.get(tag="latest")
+    assert seen.outcome == PushOutcome.SKIPPED and seen.reason == "already_seen"
+    assert "also tagged 'latest-apparate'" in seen.reason_detail

@@ -339,7 +339,7 @@ def _deliver_concurrently(instance: Instance, bodies: list[bytes]) -> list[int]:
     return statuses
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_twenty_identical_concurrent_deliveries_request_one_conversion(make_rule):
     instance = Instance.objects.create(name="race", url="http://registry.example:5000", acceleration_enabled=True)
     make_rule(instance)
@@ -352,7 +352,7 @@ def test_twenty_identical_concurrent_deliveries_request_one_conversion(make_rule
     assert events.filter(outcome="skipped", reason="already_seen").count() == 19
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_deliveries_of_one_digest_under_different_ids_request_one_conversion(make_rule):
     instance = Instance.objects.create(name="race2", url="http://registry.example:5000", acceleration_enabled=True)
     make_rule(instance)

@@ -8,7 +8,7 @@ from registries.models import Instance, PushEvent
 from rules.models import Rule
 from tests.support.images import Platform, push_image
 
-pytestmark = [pytest.mark.registry, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.registry, pytest.mark.django_db(transaction=True)]
 
 
 def wait_for_events(instance: Instance, count: int, timeout: float = 90) -> list[PushEvent]:

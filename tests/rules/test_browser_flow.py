@@ -18,7 +18,7 @@ PASSWORD = "e2e-admin-password-7"
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_register_accelerate_add_rule_and_validate(page, live_server, registry):
     User.objects.create_superuser("admin", password=PASSWORD)
     login(page, live_server.url, "admin", PASSWORD)
