@@ -16,9 +16,16 @@ binaries, so synthetic text would misrepresent the size comparison.
 - go reference:   containerd's estargz.Build at gzip.BestCompression (GOMAXPROCS = cores), when
                   Go and the Debian package are installed (built offline in GOPATH mode)
 
-MB/s are megabytes (10^6) of uncompressed layer per second of wall time.
+CPU s is user + system time of the whole child process (all threads, including interpreter
+startup), a measure of the work done that other load on the machine barely changes; on an idle
+machine a run's wall time is at least its CPU time divided by the cores it can use.
 
-    .venv/bin/python bench/converter.py [--size-mb 256] [--level 9] [--no-go]
+MB/s are megabytes (10^6) of uncompressed layer (the input tar) per second of wall time. With
+--repeat N every run is repeated N times, interleaved (one round of all runs, then the next), and
+the median time is reported, so load from other processes hits all runs alike. Peak RSS is the
+largest of the repetitions, measured for the child process alone (wait4).
+
+    .venv/bin/python bench/converter.py [--size-mb 256] [--level 9] [--repeat 3] [--no-go]
 """
 
 import argparse
@@ -27,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -181,6 +189,7 @@ def measure(command: list[str], env: dict | None = None) -> dict:
         out.seek(0)
         report = json.loads(out.read())
     report["peak_rss_mb"] = usage.ru_maxrss / 1024
+    report["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # the whole child, so also startup
     return report
 
 
@@ -201,10 +210,16 @@ def build_go_reference(directory: str) -> str | None:
     return binary
 
 
+OURS, BASE = "estargz (zlib-ng)", "baseline (zlib-ng)"
+FAST, BASE_FAST = "estargz fast (isal 2)", "baseline fast (isal 2)"
+GO = "go reference (level 9)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=256, help="uncompressed layer size (default 256)")
     parser.add_argument("--level", type=int, default=9, help="zlib-ng level for estargz and baseline (default 9)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of runs; the median time is reported")
     parser.add_argument("--no-go", action="store_true", help="skip the Go reference converter")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "IN", "OUT", "LEVEL"), help=argparse.SUPPRESS)
     parser.add_argument("--generate", metavar="DIR", help=argparse.SUPPRESS)
@@ -224,38 +239,58 @@ def main() -> None:
                                     "--generate", directory], check=True, capture_output=True, text=True)
         layer, tar_size, files = json.loads(generated.stdout)
         gz_size = os.path.getsize(layer)
+        load_before = os.getloadavg()[0]
         print(f"layer: {tar_size / 1e6:.1f} MB tar, {files} files, {gz_size / 1e6:.1f} MB as tar+gzip level 6; "
-              f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}\n", flush=True)
+              f"{os.cpu_count()} CPUs; load average {load_before:.2f}\n", flush=True)
         output = os.path.join(directory, "out")
-        runs = {}
-        for name, mode in (("estargz (zlib-ng)", "estargz"), ("baseline (zlib-ng)", "baseline"),
-                           ("estargz fast (isal 2)", "estargz-fast"), ("baseline fast (isal 2)", "baseline-fast")):
-            runs[name] = measure([sys.executable, os.path.abspath(__file__), "--child", mode, layer, output,
-                                  str(args.level)])
-            print(f"  measured {name}", flush=True)
+        commands = {}
+        for name, mode in ((OURS, "estargz"), (BASE, "baseline"), (FAST, "estargz-fast"), (BASE_FAST, "baseline-fast")):
+            commands[name] = ([sys.executable, os.path.abspath(__file__), "--child", mode, layer, output,
+                               str(args.level)], None)
         binary = None if args.no_go else build_go_reference(directory)
         if binary:
             env = {**os.environ, "GOMAXPROCS": str(os.cpu_count()), "TMPDIR": directory}
-            runs["go reference (level 9)"] = measure([binary, layer, output], env)
-            print("  measured go reference", flush=True)
+            commands[GO] = ([binary, layer, output], env)
+        samples: dict[str, list[dict]] = {name: [] for name in commands}
+        for round_ in range(args.repeat):
+            for name, (command, env) in commands.items():
+                samples[name].append(measure(command, env))
+            print(f"  round {round_ + 1}/{args.repeat}: "
+                  + ", ".join(f"{name.split(' (')[0]} {samples[name][-1]['seconds']:.2f}s" for name in commands),
+                  flush=True)
+        load_after = os.getloadavg()[0]
 
-    print(f"\n{'run':<24}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}{'output MB':>11}{'out/in':>8}")
+    runs = {name: {"seconds": statistics.median(run["seconds"] for run in rounds),
+                   "peak_rss_mb": max(run["peak_rss_mb"] for run in rounds),
+                   "cpu_seconds": statistics.median(run["cpu_seconds"] for run in rounds),
+                   "output_size": rounds[-1]["output_size"]}
+            for name, rounds in samples.items()}
+    go = runs.get(GO)
+
+    def mb_s(run: dict) -> float:
+        return tar_size / run["seconds"] / 1e6
+
+    print(f"\nmedian of {args.repeat} round(s); load average {load_before:.2f} before, {load_after:.2f} after")
+    print(f"{'run':<24}{'seconds':>9}{'MB/s':>9}{'CPU s':>8}{'peak RSS MB':>13}{'output MB':>11}{'out/in':>8}"
+          + (f"{'size vs go':>12}" if go else ""))
     for name, run in runs.items():
-        print(f"{name:<24}{run['seconds']:>9.2f}{tar_size / run['seconds'] / 1e6:>9.1f}{run['peak_rss_mb']:>13.1f}"
-              f"{run['output_size'] / 1e6:>11.2f}{run['output_size'] / tar_size:>8.3f}")
+        print(f"{name:<24}{run['seconds']:>9.2f}{mb_s(run):>9.1f}{run['cpu_seconds']:>8.2f}{run['peak_rss_mb']:>13.1f}"
+              f"{run['output_size'] / 1e6:>11.2f}{run['output_size'] / tar_size:>8.3f}"
+              + (f"{100 * (run['output_size'] / go['output_size'] - 1):>+11.2f}%" if go else ""))
 
-    ours, base = runs["estargz (zlib-ng)"], runs["baseline (zlib-ng)"]
-    fast, base_fast = runs["estargz fast (isal 2)"], runs["baseline fast (isal 2)"]
-    print(f"\nlevel {args.level}: estargz throughput = {base['seconds'] / ours['seconds']:.2f}x the single-stream "
-          f"baseline; blob = {100 * (ours['output_size'] / base['output_size'] - 1):+.2f}% vs one gzip stream")
-    print(f"fast mode: {base_fast['seconds'] / fast['seconds']:.2f}x its baseline, "
-          f"{tar_size / fast['seconds'] / 1e6:.0f} MB/s; "
-          f"blob {100 * (fast['output_size'] / ours['output_size'] - 1):+.2f}% vs level {args.level}")
-    go = runs.get("go reference (level 9)")
+    ours, base, fast, base_fast = runs[OURS], runs[BASE], runs[FAST], runs[BASE_FAST]
+    print(f"\nlevel {args.level}: {mb_s(ours):.1f} MB/s = {base['seconds'] / ours['seconds']:.2f}x the single-stream "
+          f"baseline ({mb_s(base):.1f} MB/s); blob {100 * (ours['output_size'] / base['output_size'] - 1):+.2f}% "
+          f"vs one gzip stream; peak RSS {ours['peak_rss_mb']:.0f} MB (target < 200 MB)")
+    print(f"fast mode: {mb_s(fast):.1f} MB/s = {base_fast['seconds'] / fast['seconds']:.2f}x its single-stream "
+          f"baseline ({mb_s(base_fast):.1f} MB/s); blob {100 * (fast['output_size'] / ours['output_size'] - 1):+.2f}% "
+          f"vs level {args.level}; peak RSS {fast['peak_rss_mb']:.0f} MB")
     if go:
-        print(f"vs go reference: {go['seconds'] / ours['seconds']:.2f}x its throughput (target >= 2x), "
-              f"blob {100 * (ours['output_size'] / go['output_size'] - 1):+.2f}% (target within 1%), "
-              f"peak RSS {ours['peak_rss_mb']:.0f} MB vs {go['peak_rss_mb']:.0f} MB (target < 200 MB)")
+        print(f"go reference: {mb_s(go):.1f} MB/s; estargz level {args.level} = "
+              f"{go['seconds'] / ours['seconds']:.2f}x its throughput (target >= 2x), "
+              f"blob {100 * (ours['output_size'] / go['output_size'] - 1):+.2f}% (target within 1%); "
+              f"fast mode = {go['seconds'] / fast['seconds']:.2f}x; "
+              f"peak RSS {ours['peak_rss_mb']:.0f} MB vs {go['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

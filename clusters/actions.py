@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import yaml
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from clusters import manifests
@@ -36,6 +36,10 @@ from clusters.kube import Connection, KubeError, KubeSession, ref
 from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
 from clusters.validators import parse_label_selector, selector_matches
 from console.audit import record
+from converter.reference import ImageReference
+from registries.models import Instance
+from rules.choices import JobStatus as ConversionStatus
+from rules.models import ConversionJob
 
 logger = logging.getLogger(__name__)
 MAX_LABEL_THREADS = 128
@@ -571,32 +575,88 @@ def _uninstall(session: KubeSession, suite: Suite) -> None:
 
 
 # --- deploy ------------------------------------------------------------------------------
-def accelerated_twin(image: str) -> tuple[bool, str]:
-    """(is accelerated, original image) of an image reference.
+MAX_IMAGE_CHOICES = 500
 
-    Until the conversion pipeline's image catalogue exists, a tag counts as accelerated when it
-    ends with APPARATE_ACCELERATED_SUFFIX; the original is the same tag without the suffix.
+
+def _jobs_of(instance, reference: ImageReference):
+    return ConversionJob.objects.filter(instance=instance, namespace=reference.namespace,
+                                        repository=reference.repository).order_by("-created_at", "-pk")
+
+
+def accelerated_images(instance, limit: int = MAX_IMAGE_CHOICES) -> list[ConversionJob]:
+    """The instance's accelerated images the console knows of, from its conversion jobs.
+
+    One per source tag: the twin of a tag counts when the tag's latest job succeeded (a newer push
+    still converting or failed means the twin is stale). Ordered by repository and tag.
     """
+    latest = ConversionJob.objects.filter(
+        instance=OuterRef("instance"), namespace=OuterRef("namespace"), repository=OuterRef("repository"),
+        source_tag=OuterRef("source_tag"),
+    ).order_by("-created_at", "-pk").values("pk")[:1]
+    jobs = (ConversionJob.objects.filter(instance=instance, status=ConversionStatus.SUCCEEDED)
+            .exclude(result_tag="").filter(pk=Subquery(latest)).select_related("instance")
+            .order_by("namespace", "repository", "source_tag"))
+    return list(jobs[:limit])
+
+
+@dataclass(frozen=True)
+class TwinLookup:
+    """What the conversion jobs say about one image of an instance."""
+
+    original: str  # the source image: what runs without acceleration
+    accelerated: str = ""  # its accelerated twin; "" when there is none
+    reason: str = ""  # why there is no twin, for the deploy warning
+
+
+def accelerated_twin(instance, reference: ImageReference) -> TwinLookup:
+    """The original and the accelerated twin of an image, answered from the instance's jobs.
+
+    The image may be either side: a source tag (or digest) whose conversion succeeded gives its
+    twin; a twin gives its source. Nothing is read from the registry.
+    """
+    jobs = _jobs_of(instance, reference)
+    succeeded = jobs.filter(status=ConversionStatus.SUCCEEDED)
+    base = f"{reference.host}/{reference.path}"
+    if reference.digest:
+        job = succeeded.filter(result_digest=reference.digest).first()
+        if job is not None:
+            return TwinLookup(f"{base}@{job.source_digest}", str(reference))
+        job = succeeded.filter(source_digest=reference.digest).exclude(result_digest="").first()
+        if job is not None:
+            return TwinLookup(str(reference), f"{base}@{job.result_digest}")
+        return TwinLookup(str(reference), reason=f"No conversion of {base}@{reference.digest} has succeeded.")
+    tag = reference.tag or "latest"
     suffix = settings.APPARATE_ACCELERATED_SUFFIX
-    name, _, digest = image.partition("@")
-    repository, sep, tag = name.rpartition(":")
-    if not sep or "/" in tag:
-        repository, tag = name, "latest"
-    if digest or not tag.endswith(suffix):
-        return False, image
-    return True, f"{repository}:{tag[: -len(suffix)]}"
+    if tag.endswith(suffix) and _latest_job_of_tag(succeeded, tag.removesuffix(suffix)) is not None:
+        return TwinLookup(f"{base}:{tag.removesuffix(suffix)}", f"{base}:{tag}")  # the image is a twin
+    original = f"{base}:{tag}"
+    latest = _latest_job_of_tag(jobs, tag)
+    if latest is None:
+        return TwinLookup(original, reason=f"{original} has no accelerated twin: it was never converted "
+                                           "(add a rule or use Convert now on the Jobs page).")
+    if latest.status != ConversionStatus.SUCCEEDED or not latest.result_tag:
+        return TwinLookup(original, reason=f"{original} has no current accelerated twin: its latest conversion "
+                                           f"(job #{latest.pk}) is {latest.get_status_display().lower()}.")
+    return TwinLookup(original, f"{original}{suffix}")
+
+
+def _latest_job_of_tag(jobs, tag: str) -> ConversionJob | None:
+    """The newest of `jobs` (newest first) that converted `tag`: as its source tag or as a further
+    tag of the same content (twin tags; checked in Python, as SQLite cannot search JSON lists)."""
+    return next((job for job in jobs if job.source_tag == tag or tag in job.twin_tags), None)
 
 
 @dataclass
 class DeployPlan:
     cluster: Cluster
-    instance: object
+    instance: Instance
     namespace: str
     name: str
     replicas: int
-    image: str
-    accelerated: bool
+    image: str  # what the Deployment runs
+    accelerated: bool  # the accelerated twin, pinned to labelled nodes
     original_image: str
+    accelerated_image: str  # "" when the image has no accelerated twin
     warnings: list[str] = field(default_factory=list)
     objects: list[dict] = field(default_factory=list)
 
@@ -614,29 +674,35 @@ def _mask_secrets(objects: list[dict]) -> list[dict]:
     return shown
 
 
-def plan_deploy(cluster: Cluster, instance, namespace: str, name: str, replicas: int, image: str,
-                use_original: bool = False) -> DeployPlan:
-    """What a deploy would apply, and the warnings that suggest the original image instead."""
-    accelerated, original = accelerated_twin(image)
+def plan_deploy(cluster: Cluster, instance: Instance, namespace: str, name: str, replicas: int,
+                reference: ImageReference, use_original: bool = False) -> DeployPlan:
+    """What a deploy would apply, and the warnings that suggest the original image instead.
+
+    The image may be given by its original or its twin: the plan runs the twin (pinned to labelled
+    nodes) when there is one, unless `use_original`. The pull secret carries the instance's
+    credentials (none for an anonymous instance).
+    """
+    twin = accelerated_twin(instance, reference)
     warnings = []
-    if not accelerated:
-        warnings.append(f"The tag has no accelerated twin (expected a tag ending in "
-                        f"'{settings.APPARATE_ACCELERATED_SUFFIX}'); it would start with a full pull.")
+    if not twin.accelerated:
+        warnings.append(f"{twin.reason} It would start with a full pull.")
     if not cluster.nodes.filter(labelled=True).exists():
         warnings.append("No node of this cluster carries the acceleration label: pods pinned to labelled nodes "
                         "would stay Pending.")
     suite = Suite.objects.filter(cluster=cluster).first()
     if suite is None or suite.status != SuiteStatus.READY:
         warnings.append("The acceleration suite is not ready on this cluster: nodes cannot lazy-pull yet.")
-    pin = accelerated and not use_original
-    chosen = image if pin else original
-    objects = []
-    if instance is not None:
-        objects.append(manifests.pull_secret(namespace, instance.host, instance.username, instance.password))
+    pin = bool(twin.accelerated) and not use_original
+    chosen = twin.accelerated if pin else twin.original
+    objects, secret_name = [], None
+    if not instance.is_anonymous:
+        secret_name = manifests.workload_pull_secret_name(instance.pk)
+        objects.append(manifests.pull_secret(namespace, instance.host, instance.username, instance.password,
+                                             name=secret_name))
     selector = {settings.APPARATE_NODE_LABEL_KEY: settings.APPARATE_NODE_LABEL_VALUE} if pin else None
-    objects.append(manifests.deployment(namespace, name, replicas, chosen,
-                                        selector, manifests.PULL_SECRET if instance is not None else None))
-    return DeployPlan(cluster, instance, namespace, name, replicas, chosen, pin, original, warnings, objects)
+    objects.append(manifests.deployment(namespace, name, replicas, chosen, selector, secret_name))
+    return DeployPlan(cluster, instance, namespace, name, replicas, chosen, pin, twin.original, twin.accelerated,
+                      warnings, objects)
 
 
 def deploy(plan: DeployPlan, user=None) -> DeployRequest:

@@ -4,11 +4,14 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
+from clusters import actions
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
-from clusters.validators import validate_dns_label, validate_label_selector
+from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
 from registries.models import Instance
 
 
@@ -17,13 +20,7 @@ def apply_kubeconfig(cluster: Cluster, text: str, context: str) -> None:
     credentials = parse_kubeconfig(text, context)
     cluster.auth_method = AuthMethod.KUBECONFIG
     cluster.context_name = credentials.context
-    cluster.server = credentials.server
-    cluster.ca_data = credentials.ca_data
-    cluster.insecure_skip_tls_verify = credentials.insecure_skip_tls_verify
-    cluster.tls_server_name = credentials.tls_server_name
-    cluster.token = credentials.token
-    cluster.client_certificate = credentials.client_certificate
-    cluster.client_key = credentials.client_key
+    credentials.apply_to(cluster)
 
 
 class ClusterForm(forms.ModelForm):
@@ -167,27 +164,73 @@ class SuiteForm(forms.Form):
         return cleaned
 
 
+class SuggestionsInput(forms.TextInput):
+    """A text input with a <datalist> of suggestions: pick one, or type any value."""
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs)
+        self.choices: list[tuple[str, str]] = []
+
+    def render(self, name, value, attrs=None, renderer=None):
+        list_id = f"{(attrs or {}).get('id') or name}-choices"
+        field = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join("", '<option value="{}">{}</option>', self.choices)
+        return format_html('{}<datalist id="{}">{}</datalist>', field, list_id, options)
+
+
 class DeployForm(forms.ModelForm):
-    """Deploy an image: cluster, instance, namespace, name, replicas, image."""
+    """Deploy an image of an instance: cluster, instance, namespace, name, replicas, image.
+
+    The image field suggests the instance's accelerated images (from its conversion jobs) and
+    accepts any typed address in that instance's registry; the instance's credentials make the
+    pull secret.
+    """
 
     use_original = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = DeployRequest
         fields = ["cluster", "instance", "namespace", "name", "replicas", "image"]
-        help_texts = {"image": "An accelerated image of the instance, e.g. registry.example.com/team/app:1.0-apparate"}
+        widgets = {"image": SuggestionsInput(attrs={"autocomplete": "off", "spellcheck": "false"})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["instance"].required = True
+        self.fields["instance"].widget.attrs.update({
+            # Choosing another instance refreshes the image suggestions.
+            "hx-get": reverse("clusters:deploy"), "hx-trigger": "change", "hx-include": "closest form",
+            "hx-target": "#field-image", "hx-select": "#field-image", "hx-swap": "outerHTML",
+        })
         self.fields["replicas"].validators.append(MinValueValidator(1))
         self.fields["replicas"].widget.attrs["min"] = 1
+        instance = self._chosen_instance()
+        images = actions.accelerated_images(instance) if instance else []
+        self.fields["image"].widget.choices = [
+            (job.accelerated, f"{job.path}:{job.result_tag} (twin of :{job.source_tag})") for job in images
+        ]
+        if instance is None:
+            self.fields["image"].help_text = "Choose the instance first; its accelerated images are suggested here."
+        elif images:
+            self.fields["image"].help_text = (f"Pick one of the {len(images)} accelerated images of {instance.name}, "
+                                              f"or type an address in {instance.host}/...")
+        else:
+            self.fields["image"].help_text = (f"{instance.name} has no accelerated image yet (convert one from the "
+                                              f"Jobs page); you can still type an address in {instance.host}/...")
+
+    def _chosen_instance(self) -> Instance | None:
+        chosen = self.data.get("instance") if self.is_bound else self.initial.get("instance")
+        if isinstance(chosen, Instance):
+            return chosen
+        return Instance.objects.filter(pk=chosen).first() if str(chosen or "").isdigit() else None
 
     def clean(self):
         cleaned = super().clean()
         instance, image = cleaned.get("instance"), cleaned.get("image")
-        if instance and image and not image.lower().startswith(f"{instance.host}/"):
-            self.add_error("image", f"The image must be in the instance's registry ({instance.host}/...).")
+        if instance and image:
+            try:
+                cleaned["reference"] = image_of_instance(instance, image)
+            except ValidationError as error:
+                self.add_error("image", error)
         if cleaned.get("replicas") is not None and cleaned["replicas"] > 1000:
             self.add_error("replicas", "At most 1000 replicas.")
         return cleaned

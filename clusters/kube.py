@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import urllib3
 from django.conf import settings
@@ -64,11 +64,15 @@ class Connection:
 
     @classmethod
     def of(cls, cluster) -> "Connection":
-        return cls(
-            server=cluster.server, ca_data=cluster.ca_data,
-            insecure_skip_tls_verify=cluster.insecure_skip_tls_verify, tls_server_name=cluster.tls_server_name,
-            token=cluster.token, client_certificate=cluster.client_certificate, client_key=cluster.client_key,
-        )
+        return cls(**{name: getattr(cluster, name) for name in CONNECTION_FIELDS})
+
+    def apply_to(self, cluster) -> None:
+        """Copy these settings onto a Cluster (whose fields have the same names)."""
+        for name in CONNECTION_FIELDS:
+            setattr(cluster, name, getattr(self, name))
+
+
+CONNECTION_FIELDS = tuple(f.name for f in fields(Connection))
 
 
 def ref(obj: dict) -> str:

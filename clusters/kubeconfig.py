@@ -12,22 +12,18 @@ from dataclasses import dataclass
 import yaml
 from django.core.exceptions import ValidationError
 
+from clusters.kube import Connection
 from clusters.validators import validate_api_server_url
 
 MAX_KUBECONFIG_BYTES = 512 * 1024
 FLATTEN_HINT = "Export it with `kubectl config view --raw --flatten --minify --context <name>`."
 
 
-@dataclass
-class KubeconfigCredentials:
-    context: str
-    server: str
-    ca_data: str = ""
-    insecure_skip_tls_verify: bool = False
-    tls_server_name: str = ""
-    token: str = ""
-    client_certificate: str = ""
-    client_key: str = ""
+@dataclass(frozen=True)
+class KubeconfigCredentials(Connection):
+    """The connection settings of one kubeconfig context, and that context's name."""
+
+    context: str = ""
 
 
 def _named(document: dict, section: str, name: str) -> dict:
@@ -113,20 +109,17 @@ def parse_kubeconfig(text: str, context: str = "") -> KubeconfigCredentials:
     if user.get("username") or user.get("password"):
         raise ValidationError("Basic authentication is not supported; use a bearer token or a client certificate.")
 
-    credentials = KubeconfigCredentials(
-        context=name,
-        server=server,
-        insecure_skip_tls_verify=bool(cluster.get("insecure-skip-tls-verify", False)),
-        tls_server_name=str(cluster.get("tls-server-name") or ""),
-        token=str(user.get("token") or ""),
-    )
+    values = {
+        "server": server, "insecure_skip_tls_verify": bool(cluster.get("insecure-skip-tls-verify", False)),
+        "tls_server_name": str(cluster.get("tls-server-name") or ""), "token": str(user.get("token") or ""),
+    }
     if cluster.get("certificate-authority-data"):
-        credentials.ca_data = _decode_pem(cluster["certificate-authority-data"], "certificate-authority-data")
+        values["ca_data"] = _decode_pem(cluster["certificate-authority-data"], "certificate-authority-data")
     if user.get("client-certificate-data") or user.get("client-key-data"):
         if not (user.get("client-certificate-data") and user.get("client-key-data")):
             raise ValidationError("The user has a client certificate without its key (or a key without a certificate).")
-        credentials.client_certificate = _decode_pem(user["client-certificate-data"], "client-certificate-data")
-        credentials.client_key = _decode_pem(user["client-key-data"], "client-key-data")
-    if not credentials.token and not credentials.client_certificate:
+        values["client_certificate"] = _decode_pem(user["client-certificate-data"], "client-certificate-data")
+        values["client_key"] = _decode_pem(user["client-key-data"], "client-key-data")
+    if not values["token"] and not values.get("client_certificate"):
         raise ValidationError(f"The user of context '{name}' has no token and no client certificate.")
-    return credentials
+    return KubeconfigCredentials(context=name, **values)

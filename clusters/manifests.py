@@ -85,6 +85,15 @@ def pull_secret(namespace_name: str, server: str, username: str, password: str, 
     }
 
 
+def workload_pull_secret_name(instance_id: int) -> str:
+    """The pull Secret of deployed workloads, one per registry instance.
+
+    Workloads from different instances (and the suite, which uses PULL_SECRET) can share a
+    namespace without overwriting each other's credentials.
+    """
+    return f"{PULL_SECRET}-{instance_id}"
+
+
 def suite_objects(params: SuiteParams) -> list[dict]:
     """Every object of the suite, in the order they are applied (uninstall reverses it)."""
     ns = params.namespace

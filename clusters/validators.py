@@ -1,53 +1,30 @@
 """Field validators of the clusters app, shared by the models, forms and serializers."""
 
 import re
-from urllib.parse import urlsplit
 
-from cryptography import x509
 from django.core.exceptions import ValidationError
+
+from console.validators import check_http_url, check_pem_certificates, parse_image
+from converter.reference import ImageReference
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# name[:tag][@digest] with an optional registry host[:port] and path components.
-IMAGE_REFERENCE = re.compile(
-    r"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
-    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?$"
-)
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 
 
 def validate_api_server_url(value: str) -> None:
     """A Kubernetes API server URL: http(s)://host[:port][/path], no credentials or query."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as error:
-        raise ValidationError(f"Not a valid URL: {error}.") from None
-    if parts.scheme not in {"http", "https"}:
-        raise ValidationError("Use an https:// URL, e.g. https://10.0.0.1:6443.")
-    if not parts.hostname:
-        raise ValidationError("The URL has no host name.")
-    if parts.username or parts.password:
-        raise ValidationError("Put the token in the token field, not in the URL.")
-    if parts.query or parts.fragment:
-        raise ValidationError("The API server URL cannot have a query string or fragment.")
-    if port == 0:
-        raise ValidationError("Port 0 is not a valid port.")
+    check_http_url(
+        value, what="API server URL",
+        scheme_hint="Use an https:// URL, e.g. https://10.0.0.1:6443.",
+        credentials_hint="Put the token in the token field, not in the URL.",
+    )
 
 
 def validate_pem_certificates(value: str) -> None:
     """One or more PEM certificates (blank allowed)."""
-    if not value.strip():
-        return
-    try:
-        certificates = x509.load_pem_x509_certificates(value.encode())
-    except ValueError:
-        raise ValidationError("Not valid PEM (expected -----BEGIN CERTIFICATE----- blocks).") from None
-    if not certificates:
-        raise ValidationError("No certificate found.")
+    check_pem_certificates(value, what="CA certificate field")
 
 
 def validate_dns_label(value: str) -> None:
@@ -67,9 +44,16 @@ def validate_dns_subdomain(value: str) -> None:
 
 
 def validate_image_reference(value: str) -> None:
-    """A container image reference such as registry.example.com/team/app:1.0."""
-    if len(value) > 512 or not IMAGE_REFERENCE.match(value):
-        raise ValidationError("Not an image reference; expected host/namespace/repository:tag.")
+    """A full image address such as registry.example.com/team/app:1.0 (converter.reference rules)."""
+    parse_image(value)
+
+
+def image_of_instance(instance, value: str) -> ImageReference:
+    """Parse an image address and check that it lives in the instance's registry."""
+    reference = parse_image(value)
+    if reference.host != instance.host:
+        raise ValidationError(f"The image must be in the instance's registry ({instance.host}/...).")
+    return reference
 
 
 def parse_label_selector(value: str) -> list[tuple[str, str, list[str]]]:

@@ -15,34 +15,24 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from clusters import actions, helm
 from clusters.choices import JOB_TERMINAL, SUITE_TERMINAL, Compatibility, LabelResultStatus
 from clusters.forms import ClusterForm, DeployForm, LabelForm, SuiteForm
 from clusters.models import Cluster, LabelJob, Node, Suite
+from console.htmx import stop_polling_when, success_redirect
 from console.roles import Role, has_role, role_required
+from console.sorting import sort_queryset
 from registries.models import Instance
 
 PAGE_SIZE = 25
 NODE_PAGE_SIZE = 100
-HTMX_STOP_POLLING = 286
 CLUSTER_SORTS = {"name": "name", "nodes": "node_count", "compatible": "compatible_count",
                  "labelled": "labelled_count", "ready": "ready_count", "synced": "last_synced_at"}
 NODE_SORTS = {"name": "name", "cluster": "cluster__name", "compatibility": "compatibility",
               "kubelet": "kubelet_version", "runtime": "runtime_version", "os": "os_image"}
 admin_writes = role_required(read_role=Role.ADMIN, write_role=Role.ADMIN)
 operator_writes = role_required(read_role=Role.OPERATOR, write_role=Role.OPERATOR)
-
-
-def _success(request, url: str):
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-def _sorted(queryset, request, sorts: dict, default: str):
-    key = request.GET.get("sort") or default
-    field = sorts.get(key.lstrip("-"), sorts[default])
-    return queryset.order_by(f"-{field}" if key.startswith("-") else field, "pk")
 
 
 def _label_context() -> dict:
@@ -59,7 +49,7 @@ def _filtered_nodes(request, nodes):
     labelled = request.GET.get("labelled", "")
     if labelled in {"yes", "no"}:
         nodes = nodes.filter(labelled=labelled == "yes")
-    return _sorted(nodes, request, NODE_SORTS, "name")
+    return sort_queryset(nodes, request.GET.get("sort", ""), NODE_SORTS, "name")
 
 
 # --- clusters -----------------------------------------------------------------------------
@@ -69,7 +59,8 @@ def cluster_list(request):
     search = request.GET.get("q", "").strip()
     if search:
         clusters = clusters.filter(Q(name__icontains=search) | Q(server__icontains=search))
-    page = Paginator(_sorted(clusters, request, CLUSTER_SORTS, "name"), PAGE_SIZE).get_page(request.GET.get("page"))
+    clusters = sort_queryset(clusters, request.GET.get("sort", ""), CLUSTER_SORTS, "name")
+    page = Paginator(clusters, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"page": page, "search": search, "total": Cluster.objects.count()}
     template = "clusters/cluster_list.html#results" if request.htmx else "clusters/cluster_list.html"
     return render(request, template, context)
@@ -90,7 +81,7 @@ def _cluster_form(request, cluster: Cluster):
     if request.method == "POST" and form.is_valid():
         cluster = form.save()
         messages.success(request, f"Cluster {cluster.name} saved. Test the connection, then sync its nodes.")
-        return _success(request, reverse("clusters:detail", args=[cluster.pk]))
+        return success_redirect(request, reverse("clusters:detail", args=[cluster.pk]))
     template = "clusters/cluster_form.html#form" if request.htmx else "clusters/cluster_form.html"
     return render(request, template, {"form": form, "cluster": cluster if cluster.pk else None})
 
@@ -102,7 +93,7 @@ def cluster_delete(request, pk):
         name = cluster.name
         cluster.delete()
         messages.success(request, f"Cluster {name} removed from the console (nothing was changed in the cluster).")
-        return _success(request, reverse("clusters:list"))
+        return success_redirect(request, reverse("clusters:list"))
     return render(request, "clusters/cluster_confirm_delete.html", {"cluster": cluster})
 
 
@@ -141,7 +132,7 @@ def cluster_sync(request, pk):
     (messages.success if result.ok else messages.error)(request, f"Sync of {cluster.name}: {result.message}")
     if result.auto_label_job:
         messages.info(request, f"The auto-label policy started label job #{result.auto_label_job.pk}.")
-    return _success(request, reverse("clusters:detail", args=[cluster.pk]))
+    return success_redirect(request, reverse("clusters:detail", args=[cluster.pk]))
 
 
 # --- nodes and labelling ------------------------------------------------------------------
@@ -167,16 +158,16 @@ def label_create(request):
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
-        return _success(request, back if back.startswith("/") else reverse("clusters:nodes"))
+        return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
     selection = form.selection()
     description = selection.pop("description")
     nodes = actions.select_nodes(**selection)
     if not nodes.exists():
         messages.warning(request, "No node matches that selection; nothing was labelled.")
-        return _success(request, back if back.startswith("/") else reverse("clusters:nodes"))
+        return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
     job = actions.request_labelling(request.user, nodes, form.cleaned_data["operation"],
                                     form.cleaned_data["force"], description)
-    return _success(request, reverse("clusters:job", args=[job.pk]))
+    return success_redirect(request, reverse("clusters:job", args=[job.pk]))
 
 
 @role_required()
@@ -196,10 +187,8 @@ def job_detail(request, pk):
     context = {"job": job, "page": page, "terminal": job.status in JOB_TERMINAL,
                "result_statuses": LabelResultStatus.choices}
     if request.htmx and request.GET.get("progress"):
-        response = render(request, "clusters/job_detail.html#progress", context)
-        if job.status in JOB_TERMINAL:
-            response.status_code = HTMX_STOP_POLLING
-        return response
+        return stop_polling_when(render(request, "clusters/job_detail.html#progress", context),
+                                 job.status in JOB_TERMINAL)
     return render(request, "clusters/job_detail.html", context)
 
 
@@ -223,7 +212,7 @@ def suite_operate(request, pk):
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
-    return _success(request, reverse("clusters:detail", args=[cluster.pk]) + "#suite")
+    return success_redirect(request, reverse("clusters:detail", args=[cluster.pk]) + "#suite")
 
 
 @role_required()
@@ -233,9 +222,7 @@ def suite_status(request, pk):
     suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
     response = render(request, "clusters/cluster_detail.html#suite-status",
                       {"cluster": cluster, "suite": suite, "suite_terminal": SUITE_TERMINAL})
-    if suite is None or suite.status in SUITE_TERMINAL:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return stop_polling_when(response, suite is None or suite.status in SUITE_TERMINAL)
 
 
 @role_required(read_role=Role.OPERATOR)
@@ -259,20 +246,23 @@ def helm_chart(request, pk):
 # --- deploy --------------------------------------------------------------------------------
 @operator_writes
 def deploy(request):
-    """Step 1 (POST without `confirm`): show the YAML and warnings. Step 2 (`confirm`): apply."""
-    initial = {"cluster": request.GET.get("cluster"), "namespace": "default", "replicas": 1}
+    """GET: the form (prefilled from ?cluster=&instance=&image=). POST without `confirm`: the YAML and
+    warnings. POST with `confirm`: apply."""
+    instance = request.GET.get("instance") or Instance.objects.values_list("pk", flat=True).first()
+    initial = {"cluster": request.GET.get("cluster"), "instance": instance, "image": request.GET.get("image", ""),
+               "namespace": request.GET.get("namespace") or "default", "name": request.GET.get("name", ""),
+               "replicas": request.GET.get("replicas") or 1}
     form = DeployForm(request.POST or None, initial=initial)
     context = {"form": form}
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
-                                   data["replicas"], data["image"], use_original=data["use_original"])
+                                   data["replicas"], data["reference"], use_original=data["use_original"])
         if "confirm" in request.POST:
             result = actions.deploy(plan, request.user)
             (messages.success if result.status == "succeeded" else messages.error)(request, result.message)
             if result.status == "succeeded":
-                return _success(request, reverse("clusters:detail", args=[data["cluster"].pk]))
+                return success_redirect(request, reverse("clusters:detail", args=[data["cluster"].pk]))
         context["plan"] = plan
     template = "clusters/deploy.html#form" if request.htmx else "clusters/deploy.html"
     return render(request, template, context)
-

@@ -1,11 +1,21 @@
-"""REST API routes of the console shell: audit log and API tokens for scripts."""
+"""REST API routes (mounted at /api/v1/): one router for every app, so its root view lists them all.
+
+Each app contributes its viewsets through `register(router)` in its api/urls.py; the console adds
+the audit log and the token endpoint for scripts.
+"""
 
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from clusters.api.urls import register as register_clusters
 from console.api_views import AuditEntryViewSet, ObtainTokenView
+from registries.api.urls import register as register_registries
+from rules.api.urls import register as register_rules
 
 router = DefaultRouter()
+register_registries(router)
+register_rules(router)
+register_clusters(router)
 router.register("audit", AuditEntryViewSet, basename="audit")
 urlpatterns = [
     path("auth/token/", ObtainTokenView.as_view(), name="api-token"),

@@ -1,9 +1,16 @@
-"""Filters of the audit log, shared by the page and the API so both accept the same parameters."""
+"""Filters of the audit log, shared by the page and the API so both accept the same parameters,
+and the date-range filter other apps' lists use."""
 
 import django_filters
 from django import forms
 
 from console.models import AuditEntry
+
+
+def day_filter(field_name: str, bound: str, label: str) -> django_filters.DateFilter:
+    """A date picker that bounds a datetime field by day: `bound` is "gte" (from) or "lte" (to)."""
+    return django_filters.DateFilter(field_name=field_name, lookup_expr=f"date__{bound}", label=label,
+                                     widget=forms.DateInput(attrs={"type": "date"}))
 
 
 class AuditEntryFilter(django_filters.FilterSet):
@@ -14,14 +21,8 @@ class AuditEntryFilter(django_filters.FilterSet):
     action = django_filters.ChoiceFilter(choices=AuditEntry.ACTIONS, label="Action", empty_label="Any action")
     object_type = django_filters.CharFilter(method="filter_object_type", label="Object type")
     object_id = django_filters.CharFilter(field_name="object_id", label="Object id")
-    date_from = django_filters.DateFilter(
-        field_name="timestamp", lookup_expr="date__gte", label="From",
-        widget=forms.DateInput(attrs={"type": "date"}),
-    )
-    date_to = django_filters.DateFilter(
-        field_name="timestamp", lookup_expr="date__lte", label="To",
-        widget=forms.DateInput(attrs={"type": "date"}),
-    )
+    date_from = day_filter("timestamp", "gte", "From")
+    date_to = day_filter("timestamp", "lte", "To")
     q = django_filters.CharFilter(field_name="object_repr", lookup_expr="icontains", label="Object name")
     sort = django_filters.OrderingFilter(fields=(("timestamp", "timestamp"),), label="Sort")
 

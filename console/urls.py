@@ -10,9 +10,6 @@ from rules.metrics import metrics_view
 
 api_patterns = [
     path("", include("console.api_urls")),
-    path("", include("registries.api.urls")),
-    path("", include("rules.api.urls")),
-    path("", include("clusters.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -7,13 +7,18 @@ prioritized files (with their parent directories and hardlink targets) followed 
 `.prefetch.landmark`.
 
 How it stays fast and small:
-- Member boundaries depend only on the input and the options, so members are independent jobs
-  that a thread pool compresses in parallel (zlib-ng and isal release the GIL); the output is
-  written in order, and bytes and TOC digest never depend on the number of workers.
+- Member boundaries depend only on the input and the options, so members are independent jobs:
+  batches of consecutive members (at least 1 MiB, so small files don't pay per-job overhead) are
+  compressed in a thread pool, which also hashes each member's chunk (zlib-ng, isal and hashlib
+  release the GIL). Digests that must see the stream in order run on two threads of their own:
+  the diffID and whole-file digests on one, the blob digest on the other. Input decompression runs
+  ahead on another (see `tarinput`), so the main thread only parses tar headers and cuts members.
+  Output is written in order, and bytes and TOC digest never depend on the number of workers.
 - Memory is bounded by a window of in-flight members, not by the layer: payloads are read one
-  chunk at a time, TOC entries are spooled to a file in the work directory as they are produced
-  and get their compressed offsets at the end, and a member made of an unusually long run of
-  headers (thousands of directories or links in a row) is compressed as it grows.
+  chunk at a time, the hashing threads block the producer past a fixed backlog, TOC entries and
+  the per-member offsets and chunk digests are spooled to files in the work directory and joined
+  when the TOC is rendered, and a member made of an unusually long run of headers (thousands of
+  directories or links in a row) is compressed as it grows.
 - Entries are re-serialized as PAX tar headers from what `tarfile` parsed, so GNU and PAX long
   names, xattrs, devices and big ids survive.
 
@@ -33,13 +38,14 @@ import shutil
 import struct
 import tarfile
 import tempfile
+import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO
 
 import isal
@@ -71,7 +77,16 @@ _SPILL_BYTES = 1 << 20
 # Uncompressed bytes allowed in members queued for or inside the thread pool.
 _MAX_INFLIGHT_BYTES = 48 << 20
 _MAX_INFLIGHT_JOBS = 256
+# Consecutive members are compressed as one pool job until it holds this much (or this many
+# members), so many small files don't pay the pool's per-job cost each.
+_BATCH_BYTES = 1 << 20
+_BATCH_MEMBERS = 512
+# Bytes that may wait for one of the ordered hashing threads before the producer blocks.
+_HASH_BACKLOG_BYTES = 16 << 20
 _COPY_BLOCK = 1 << 20
+_SMALL_PIECE = 64 << 10  # pieces below this are joined before hashing
+# Per chunk member, in member order: its compressed offset and the sha256 of its chunk.
+_MEMBER_RECORD = struct.Struct("<q32s")
 
 
 def _default_workers() -> int:
@@ -199,31 +214,34 @@ class _Conversion:
         hardlinks: dict[str, str] = {}
         drop: set[int] = set()
         stream, tee = self._source.open()
-        reader = LayerReader(stream, self._options.max_uncompressed_bytes, tee)
-        for ordinal, info in enumerate(reader.entries()):
-            name = clean_name(info.name)
-            if name in _RESERVED_NAMES:
-                continue
-            if name in last:
-                drop.add(last[name])
-            last[name] = ordinal
-            if info.islnk():
-                hardlinks[name] = clean_name(info.linkname)
-            else:
-                hardlinks.pop(name, None)
-        reader.finish()
+        with LayerReader(stream, self._options.max_uncompressed_bytes, tee) as reader:
+            for ordinal, info in enumerate(reader.entries()):
+                name = clean_name(info.name)
+                if name in _RESERVED_NAMES:
+                    continue
+                if name in last:
+                    drop.add(last[name])
+                last[name] = ordinal
+                if info.islnk():
+                    hardlinks[name] = clean_name(info.linkname)
+                else:
+                    hardlinks.pop(name, None)
+            reader.finish()
         return _Plan(drop, _front_order(prioritized, last, hardlinks))
 
     def _emit(self, plan: _Plan | None) -> LayerResult:
         """Conversion pass. Without a plan, raise _DuplicateName on the first repeated name."""
-        front_store = _FrontStore(self._tmp) if plan and plan.front else None
-        if front_store:
-            self._collect_front(plan, front_store)
-        stream, tee = self._source.open()
-        reader = LayerReader(stream, self._options.max_uncompressed_bytes, tee)
-        writer = _BlobWriter(self._destination, self._options, self._pool, self._tmp,
-                             lambda written: self._progress(reader.stream.bytes_in, written))
-        try:
+        with ExitStack() as stack:
+            front_store = None
+            if plan and plan.front:
+                front_store = _FrontStore(self._tmp)
+                stack.callback(front_store.close)
+                self._collect_front(plan, front_store)
+            stream, tee = self._source.open()
+            reader = stack.enter_context(LayerReader(stream, self._options.max_uncompressed_bytes, tee))
+            writer = _BlobWriter(self._destination, self._options, self._pool, self._tmp,
+                                 lambda written: self._progress(reader.stream.bytes_in, written))
+            stack.callback(writer.close)
             if front_store:
                 for ordinal in plan.front:
                     info, read = front_store.open(ordinal)
@@ -247,20 +265,17 @@ class _Conversion:
                 writer.add(info, reader.read)
             reader.finish()
             return writer.finish()
-        finally:
-            writer.close()
-            if front_store:
-                front_store.close()
+        raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
 
     def _collect_front(self, plan: _Plan, store: "_FrontStore") -> None:
         """Copy the prioritized entries (header and payload) aside; they are emitted first."""
         wanted = set(plan.front)
         stream, tee = self._source.open()
-        reader = LayerReader(stream, self._options.max_uncompressed_bytes, tee)
-        for ordinal, info in enumerate(reader.entries()):
-            if ordinal in wanted:
-                store.add(ordinal, info, reader.read)
-        reader.finish()
+        with LayerReader(stream, self._options.max_uncompressed_bytes, tee) as reader:
+            for ordinal, info in enumerate(reader.entries()):
+                if ordinal in wanted:
+                    store.add(ordinal, info, reader.read)
+            reader.finish()
 
 
 def _front_order(prioritized: tuple[str, ...], last: dict[str, int], hardlinks: dict[str, str]) -> list[int]:
@@ -393,7 +408,7 @@ class _Deflate:
         return self._module.compressobj(self._level, self._module.DEFLATED, -15)
 
     def member(self, pieces: list[bytes]) -> bytes:
-        """Compress `pieces` into one complete gzip member (runs in the thread pool)."""
+        """Compress `pieces` into one complete gzip member."""
         compressor = self.compressobj()
         out = [self.header]
         crc = size = 0
@@ -404,6 +419,12 @@ class _Deflate:
         out.append(compressor.flush())
         out.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
         return b"".join(out)
+
+    def batch(self, members: list[tuple[list[bytes], bool]]) -> list[tuple[bytes, bytes | None]]:
+        """Pool job: each member compressed on its own, with the sha256 of its leading chunk if
+        it starts with one (hashlib and the deflate libraries release the GIL)."""
+        return [(self.member(pieces), hashlib.sha256(pieces[0]).digest() if chunk else None)
+                for pieces, chunk in members]
 
 
 class _StreamingMember:
@@ -426,29 +447,118 @@ class _StreamingMember:
         self._sink(self._compressor.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
+class _Sequencer:
+    """Runs functions one at a time, in the order submitted, on a thread of its own.
+
+    The digests that cover the stream in order (diffID, whole-file digests, blob digest) run here,
+    off the thread that parses the tar; hashlib releases the GIL on large buffers. `submit` blocks
+    while more than `backlog` bytes of work wait, so memory stays bounded. The first error is kept
+    and raised by the next `submit` or by `join`.
+    """
+
+    def __init__(self, name: str, backlog: int):
+        self._items: deque[tuple[Callable[[], object], int]] = deque()
+        self._waiting = 0
+        self._backlog = backlog
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], object], size: int) -> None:
+        with self._cond:
+            while self._waiting > self._backlog and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._items.append((work, size))
+            self._waiting += size
+            self._cond.notify_all()
+
+    def join(self) -> None:
+        """Wait until everything submitted has run; raise the first error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Drop the waiting work and stop the thread (after the item it is running, if any)."""
+        with self._cond:
+            self._items.clear()
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                work, size = self._items[0]
+            try:
+                work()
+            except BaseException as exc:  # handed to the submitting thread
+                with self._cond:
+                    self._error = exc
+                    self._items.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                if self._items:
+                    self._items.popleft()
+                    self._waiting -= size
+                self._cond.notify_all()
+
+
 class _TocSpool:
-    """TOC entries spooled as lines `member-index TAB json-before-offset TAB json-after-offset`;
-    compressed offsets are filled in once every member has been written."""
+    """TOC entries spooled as lines `kind TAB before TAB head TAB tail` (JSON bodies without
+    braces). Offsets and digests are only known once the members are compressed and hashed, so
+    they are filled in when the TOC is rendered, around those parts:
+
+    - ``-`` no payload: ``{before, head}``;
+    - ``c`` a file in one chunk: ``{before, offset, head, digest, tail, chunkDigest}``, where the
+      file's digest is its chunk's;
+    - ``f`` the first chunk of a chunked file: the same, with the whole-file digest;
+    - ``k`` a later chunk: ``{before, offset, head, tail, chunkDigest}``.
+
+    Each ``c``/``f``/``k`` line takes the next member record (offset, chunk digest), in order.
+    """
 
     def __init__(self, tmp: str):
         self._path = os.path.join(tmp, "toc-entries")
         self._file = open(self._path, "w+", encoding="ascii")  # noqa: SIM115 - closed by close()
 
-    def add(self, member: int, before: dict, after: dict) -> None:
-        self._file.write(f"{member}\t{_json_body(before)}\t{_json_body(after)}\n")
+    def add(self, kind: str, before: dict, head: dict | None = None, tail: dict | None = None) -> None:
+        self._file.write(f"{kind}\t{_json_body(before)}\t{_json_body(head)}\t{_json_body(tail)}\n")
 
-    def render(self, offsets: array, out: BinaryIO) -> None:
+    def render(self, records: BinaryIO, file_digests: list[bytes], out: BinaryIO) -> None:
         """Write the TOC JSON (compact, no trailing newline) to `out`."""
         self._file.seek(0)
+        whole = iter(file_digests)
         out.write(b'{"version":1,"entries":[')
         separator = b""
         for line in self._file:
-            member, before, after = line.rstrip("\n").split("\t")
+            kind, before, head, tail = line.rstrip("\n").split("\t")
             parts = [before]
-            if member != "-1":
-                parts.append(f'"offset":{offsets[int(member)]}')
-            if after:
-                parts.append(after)
+            if kind != "-":
+                offset, chunk_digest = _MEMBER_RECORD.unpack(records.read(_MEMBER_RECORD.size))
+                parts.append(f'"offset":{offset}')
+            if head:
+                parts.append(head)
+            if kind == "c":
+                parts.append(f'"digest":"sha256:{chunk_digest.hex()}"')
+            elif kind == "f":
+                parts.append(f'"digest":"sha256:{next(whole).hex()}"')
+            if tail:
+                parts.append(tail)
+            if kind != "-":
+                parts.append(f'"chunkDigest":"sha256:{chunk_digest.hex()}"')
             out.write(separator + ("{" + ",".join(parts) + "}").encode("ascii"))
             separator = b","
         out.write(b"]}")
@@ -457,12 +567,29 @@ class _TocSpool:
         self._file.close()
 
 
-def _json_body(mapping: dict) -> str:
+def _json_body(mapping: dict | None) -> str:
     return json.dumps(mapping, separators=(",", ":"), ensure_ascii=True)[1:-1] if mapping else ""
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """The payload chunk a member starts with, as far as the whole-file digest is concerned."""
+
+    whole: "hashlib._Hash | None"  # running digest of a chunked file; None for a file in one chunk
+    last: bool  # the file's last chunk: its whole-file digest is complete after it
+
+
+_NOT_CHUNKED = _Chunk(None, True)
+
+
 class _BlobWriter:
-    """Lays tar entries out as eStargz gzip members, compressed in a thread pool, written in order."""
+    """Lays tar entries out as eStargz gzip members and writes them in order.
+
+    The main thread parses the tar and cuts members; batches of members are compressed (and their
+    chunks hashed) in the thread pool; the diffID and whole-file digests are computed on one
+    ordered thread and the blob digest on another. Nothing that reaches the output depends on how
+    the work was scheduled.
+    """
 
     def __init__(self, out: BinaryIO, options: LayerOptions, pool: ThreadPoolExecutor, tmp: str,
                  progress: Callable[[int], None]):
@@ -473,21 +600,29 @@ class _BlobWriter:
         self._tmp = tmp
         self._progress = progress
         self._toc = _TocSpool(tmp)
+        self._records = open(os.path.join(tmp, "members"), "w+b")  # noqa: SIM115 - closed by close()
+        self._file_digests: list[bytes] = []  # whole-file digests of chunked files, in order
         self._blob_hash = hashlib.sha256()
         self._diff_hash = hashlib.sha256()
+        self._uncompressed_hasher = _Sequencer("estargz-diffid", _HASH_BACKLOG_BYTES)
+        self._blob_hasher = _Sequencer("estargz-digest", _HASH_BACKLOG_BYTES)
+        self._unhashed: list[bytes] = []  # written blob bytes not yet handed to the blob hasher
+        self._unhashed_bytes = 0
         self._position = 0  # compressed bytes written
         self._uncompressed = 0
-        self._offsets = array("q")  # compressed offset of each member written so far
-        self._member = 0  # index of the member being filled
+        self._chunk: _Chunk | None = None  # the chunk the current member starts with (member 0: none)
         self._pieces: list[bytes] = []
         self._pending = 0  # bytes in _pieces
         self._headers = 0  # non-payload bytes in the current member
+        self._batch: list[tuple[list[bytes], _Chunk | None]] = []  # closed members not yet submitted
+        self._batch_bytes = 0
         self._streaming: _StreamingMember | None = None
+        self._streaming_digest: bytes | None = None
         self._spill: BinaryIO | None = None
         self._inflight: deque[tuple[Future, int]] = deque()
         self._inflight_bytes = 0
         self._budget = max(2 * self._chunk_size + 2 * _SPILL_BYTES,
-                           min(_MAX_INFLIGHT_BYTES, 2 * options.workers * self._chunk_size))
+                           min(_MAX_INFLIGHT_BYTES, 3 * options.workers * self._chunk_size))
         self._unames: dict[int, str] = {}
         self._gnames: dict[int, str] = {}
 
@@ -514,67 +649,61 @@ class _BlobWriter:
         group = _name_if_changed(self._gnames, info.gid, info.gname)
         if group:
             before["groupName"] = group
-        after: dict = {}
+        head: dict = {}
         if kind in ("char", "block"):
             if info.devmajor:
-                after["devMajor"] = info.devmajor
+                head["devMajor"] = info.devmajor
             if info.devminor:
-                after["devMinor"] = info.devminor
+                head["devMinor"] = info.devminor
         xattrs = _xattrs(info)
         if xattrs:
-            after["xattrs"] = xattrs
+            head["xattrs"] = xattrs
 
         self._append(header, payload=False)
         if kind != "reg":
-            self._toc.add(-1, before, after)
+            self._toc.add("-", before, head)
             return
         if not info.size:
-            after["digest"] = "sha256:" + hashlib.sha256(b"").hexdigest()
-            self._toc.add(-1, before, after)
+            head["digest"] = "sha256:" + hashlib.sha256(b"").hexdigest()
+            self._toc.add("-", before, head)
             return
-        self._add_payload(info, read, before, after)
+        self._add_payload(info, read, before, head)
 
-    def _add_payload(self, info, read, before: dict, after: dict) -> None:
+    def _add_payload(self, info, read, before: dict, head: dict) -> None:
         size = info.size
-        whole = hashlib.sha256() if size > self._chunk_size else None
-        chunks = []  # (member, chunk offset, chunk size or 0 for the last, digest)
+        chunk_size = self._chunk_size
+        whole = hashlib.sha256() if size > chunk_size else None
         done = 0
         while done < size:
-            length = min(self._chunk_size, size - done)
+            length = min(chunk_size, size - done)
             data = read(length)
             if len(data) != length:
                 raise HostileArchiveError(f"payload of {info.name!r} is shorter than its declared {size} bytes")
             self._close_member()
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            if whole is not None:
-                whole.update(data)
-            chunks.append((self._member, done, length if done + length < size else 0, digest))
+            last = done + length == size
+            self._chunk = _Chunk(whole, last) if whole is not None else _NOT_CHUNKED
+            if done == 0:
+                self._toc.add("f" if whole is not None else "c", before, head,
+                              None if last else {"chunkSize": length})
+            else:
+                self._toc.add("k", {"name": before["name"], "type": "chunk"},
+                              {"chunkOffset": done, **({} if last else {"chunkSize": length})})
             self._append(data, payload=True)
             done += length
         self._append(bytes(-size % 512), payload=False)
-
-        member, _, chunk_length, chunk_digest = chunks[0]
-        after["digest"] = "sha256:" + whole.hexdigest() if whole is not None else chunk_digest
-        if chunk_length:
-            after["chunkSize"] = chunk_length
-        after["chunkDigest"] = chunk_digest
-        self._toc.add(member, before, after)
-        for member, chunk_offset, chunk_length, chunk_digest in chunks[1:]:
-            chunk = {"chunkOffset": chunk_offset}
-            if chunk_length:
-                chunk["chunkSize"] = chunk_length
-            chunk["chunkDigest"] = chunk_digest
-            self._toc.add(member, {"name": before["name"], "type": "chunk"}, chunk)
 
     # -- members -------------------------------------------------------------------------------
 
     def _append(self, data: bytes, payload: bool) -> None:
         if not data:
             return
-        self._diff_hash.update(data)
         self._uncompressed += len(data)
         if self._streaming is not None:
             self._streaming.write(data)
+            self._pieces.append(data)  # kept only until the diffID thread has seen them
+            self._pending += len(data)
+            if self._pending > _SPILL_BYTES:
+                self._hash_streamed()
             return
         self._pieces.append(data)
         self._pending += len(data)
@@ -585,56 +714,113 @@ class _BlobWriter:
 
     def _start_streaming(self) -> None:
         """A long run of headers: compress this member as it grows, into a spool file."""
+        self._submit_batch()  # the diffID thread must see earlier members first
+        chunk = self._chunk
+        self._streaming_digest = hashlib.sha256(self._pieces[0]).digest() if chunk is not None else None
         self._spill = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp)  # noqa: SIM115
         self._streaming = _StreamingMember(self._deflate, self._spill.write)
         for piece in self._pieces:
             self._streaming.write(piece)
+        self._uncompressed_hasher.submit(partial(self._hash_members, [(self._pieces, chunk)]), self._pending)
+        self._pieces, self._pending = [], 0
+
+    def _hash_streamed(self) -> None:
+        self._uncompressed_hasher.submit(partial(self._hash_members, [(self._pieces, None)]), self._pending)
         self._pieces, self._pending = [], 0
 
     def _close_member(self) -> None:
         if self._streaming is not None:
+            self._hash_streamed()
             self._streaming.finish()
             future: Future = Future()
-            future.set_result(self._spill)
+            future.set_result((self._spill, self._streaming_digest))
             self._inflight.append((future, 0))
             self._streaming = self._spill = None
         else:
-            self._inflight.append((self._pool.submit(self._deflate.member, self._pieces), self._pending))
-            self._inflight_bytes += self._pending
+            self._batch.append((self._pieces, self._chunk))
+            self._batch_bytes += self._pending
+            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_MEMBERS:
+                self._submit_batch()
         self._pieces, self._pending, self._headers = [], 0, 0
-        self._member += 1
         while self._inflight and (self._inflight_bytes > self._budget or len(self._inflight) > _MAX_INFLIGHT_JOBS):
             self._write_oldest()
+
+    def _submit_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, size = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        future = self._pool.submit(self._deflate.batch, [(pieces, chunk is not None) for pieces, chunk in batch])
+        self._inflight.append((future, size))
+        self._inflight_bytes += size
+        self._uncompressed_hasher.submit(partial(self._hash_members, batch), size)
+
+    def _hash_members(self, members: list[tuple[list[bytes], _Chunk | None]]) -> None:
+        """On the diffID thread: the decompressed blob stream, and the chunks of chunked files."""
+        _update_all(self._diff_hash, [piece for pieces, _ in members for piece in pieces])
+        for pieces, chunk in members:
+            if chunk is not None and chunk.whole is not None:
+                chunk.whole.update(pieces[0])
+                if chunk.last:
+                    self._file_digests.append(chunk.whole.digest())
 
     def _write_oldest(self) -> None:
         future, size = self._inflight.popleft()
         self._inflight_bytes -= size
         result = future.result()
-        self._offsets.append(self._position)
-        if isinstance(result, bytes):
-            self._emit(result)
+        if isinstance(result, list):
+            # One write for the batch (small files make many small members); progress per member.
+            ends = []
+            for member, chunk_digest in result:
+                self._record(chunk_digest)
+                self._position += len(member)
+                ends.append(self._position)
+            self._emit(b"".join(member for member, _ in result), ends)
         else:
-            result.seek(0)
-            while block := result.read(_COPY_BLOCK):
+            spill, chunk_digest = result
+            self._record(chunk_digest)
+            spill.seek(0)
+            while block := spill.read(_COPY_BLOCK):
                 self._emit(block)
-            result.close()
+            spill.close()
 
-    def _emit(self, data: bytes) -> None:
+    def _record(self, chunk_digest: bytes | None) -> None:
+        if chunk_digest is not None:
+            self._records.write(_MEMBER_RECORD.pack(self._position, chunk_digest))
+
+    def _emit(self, data: bytes, ends: list[int] | None = None) -> None:
+        """Write `data`; `ends` are the positions after each of the members it holds, if several
+        (their sizes are already counted in the position)."""
         self._out.write(data)
-        self._blob_hash.update(data)
-        self._position += len(data)
-        self._progress(self._position)
+        self._unhashed.append(data)
+        self._unhashed_bytes += len(data)
+        if self._unhashed_bytes >= _BATCH_BYTES:
+            self._hash_written()
+        if ends is None:
+            self._position += len(data)
+            self._progress(self._position)
+        else:
+            for end in ends:
+                self._progress(end)
+
+    def _hash_written(self) -> None:
+        pieces, size = self._unhashed, self._unhashed_bytes
+        self._unhashed, self._unhashed_bytes = [], 0
+        self._blob_hasher.submit(partial(_update_all, self._blob_hash, pieces), size)
 
     # -- TOC and footer ------------------------------------------------------------------------
 
     def finish(self) -> LayerResult:
         self._close_member()
+        self._submit_batch()
         while self._inflight:
             self._write_oldest()
         toc_offset = self._position
+        self._uncompressed_hasher.join()  # the diffID so far and every whole-file digest are final
+        self._records.seek(0)
         toc_hash = hashlib.sha256()
         with open(os.path.join(self._tmp, "toc.json"), "w+b") as toc_json:
-            self._toc.render(self._offsets, toc_json)
+            self._toc.render(self._records, self._file_digests, toc_json)
             toc_size = toc_json.tell()
             toc_json.seek(0)
             info = tarfile.TarInfo(TOC_NAME)
@@ -647,6 +833,8 @@ class _BlobWriter:
             self._write_toc(member, bytes(-toc_size % 512) + bytes(1024))  # padding, end-of-archive marker
             member.finish()
         self._emit(_footer(toc_offset))
+        self._hash_written()
+        self._blob_hasher.join()
         return LayerResult(
             digest="sha256:" + self._blob_hash.hexdigest(),
             size=self._position,
@@ -661,13 +849,38 @@ class _BlobWriter:
         self._uncompressed += len(data)
 
     def close(self) -> None:
-        """Release spool files; in-flight jobs are abandoned to the pool's shutdown."""
-        self._toc.close()
-        if self._spill is not None:
-            self._spill.close()
+        """Release spool files and stop the hashing threads; in-flight jobs are abandoned to the
+        pool's shutdown."""
         for future, _ in self._inflight:
             future.cancel()
         self._inflight.clear()
+        self._uncompressed_hasher.close()
+        self._blob_hasher.close()
+        self._toc.close()
+        self._records.close()
+        if self._spill is not None:
+            self._spill.close()
+
+
+def _update_all(digest, pieces: list[bytes]) -> None:
+    """`digest.update` over `pieces`, with runs of small pieces joined first: hashlib holds the GIL
+    on buffers under 2 KiB, and one call per 512-byte header costs more than the copy."""
+    small: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if len(piece) >= _SMALL_PIECE:
+            if small:
+                digest.update(b"".join(small))
+                small, size = [], 0
+            digest.update(piece)
+        else:
+            small.append(piece)
+            size += len(piece)
+            if size >= _SMALL_PIECE:
+                digest.update(b"".join(small))
+                small, size = [], 0
+    if small:
+        digest.update(b"".join(small))
 
 
 def _footer(toc_offset: int) -> bytes:

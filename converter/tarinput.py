@@ -2,8 +2,10 @@
 
 `LayerReader` sniffs the compression from the magic bytes (not the media type, which registries
 get wrong), decompresses with a limit on the total uncompressed size, and yields the tar entries
-one at a time through Python's `tarfile` in stream mode, so memory does not depend on the layer
-size. Everything a hostile or broken layer can do ends in a `LayerError` subclass naming the
+one at a time (headers parsed by Python's `tarfile` over a forward-only stream), so memory does
+not depend on the layer size. Decompression runs on a thread of its own a few blocks ahead of the
+parser (zlib-ng and zstd release the GIL), and payloads are sliced straight out of those blocks.
+Everything a hostile or broken layer can do ends in a `LayerError` subclass naming the
 entry and the problem: names that are absolute or climb out with `..`, headers declaring absurd
 sizes, oversized PAX / GNU long-name records, corrupt or truncated streams (also a truncated
 zstd frame, which the zstd stream reader would otherwise end silently), trailing garbage, and
@@ -12,8 +14,10 @@ input a caller may ask for (`tee`) so it can read a non-seekable source again.
 """
 
 import posixpath
+import queue
 import struct
 import tarfile
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -36,7 +40,9 @@ MAX_META_HEADER_BYTES = 1 << 20
 # Frames with larger windows need that much memory to decode; 128 MiB is zstd's own default cap.
 ZSTD_MAX_WINDOW = 1 << 27
 _READ_SIZE = 1 << 16
-_TAR_BUFSIZE = 1 << 16
+_RAW_READ_SIZE = 1 << 18  # compressed bytes per read from the source while decompressing
+_BLOCK_SIZE = 1 << 20  # decompressed bytes per block handed from the decompression thread
+_READ_AHEAD_BLOCKS = 4
 
 _SUPPORTED_TYPES = {
     tarfile.REGTYPE: "reg",
@@ -131,7 +137,7 @@ class _GzipDecoder:
                 if self._d.eof:
                     self._next_member(self._d.unused_data)
                     continue
-                data = self._d.unconsumed_tail or self._pending or self._raw.read(_READ_SIZE)
+                data = self._d.unconsumed_tail or self._pending or self._raw.read(_RAW_READ_SIZE)
                 self._pending = b""
                 if not data:
                     raise CorruptLayerError(
@@ -272,39 +278,129 @@ class _ZstdDecoder:
         return out
 
 
+class _ReadAhead:
+    """Runs a decoder on its own thread, up to a few blocks ahead of the reader. Errors reach the
+    reader in stream order, when it asks for the block that failed."""
+
+    def __init__(self, decoder):
+        self._queue: queue.Queue = queue.Queue(maxsize=_READ_AHEAD_BLOCKS)
+        self._stop = threading.Event()
+        self._last: bytes | BaseException | None = None  # the end (b"") or the error, once seen
+        self._thread = threading.Thread(target=self._run, args=(decoder,), name="layer-decompress", daemon=True)
+        self._thread.start()
+
+    def _run(self, decoder) -> None:
+        try:
+            while not self._stop.is_set():
+                block = decoder.read(_BLOCK_SIZE)
+                self._queue.put(block)
+                if not block:
+                    return
+        except BaseException as exc:  # handed to the reader
+            self._queue.put(exc)
+
+    def read(self) -> bytes:
+        """The next block of decompressed bytes; b"" at the end."""
+        item = self._last if self._last is not None else self._queue.get()
+        if isinstance(item, BaseException):
+            self._last = item
+            raise item
+        if not item:
+            self._last = item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (after its current read) and drop what it read ahead."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+
 class LayerStream:
-    """The uncompressed tar bytes of a layer, whatever its compression, with a size limit."""
+    """The uncompressed tar bytes of a layer, whatever its compression, with a size limit.
+
+    A forward-only file object (`read`, `tell`, `seek` ahead) over blocks decompressed ahead on a
+    background thread; call `close()` when done with it, before reading the source again.
+    """
 
     def __init__(self, source: BinaryIO, limit: int, tee: BinaryIO | None = None):
         self._raw = _CountingReader(source, tee)
         self.compression = sniff_compression(self._raw.peek(512))
         if self.compression == "gzip":
-            self._decoder = _GzipDecoder(self._raw)
+            decoder = _GzipDecoder(self._raw)
         elif self.compression == "zstd":
-            self._decoder = _ZstdDecoder(self._raw)
+            decoder = _ZstdDecoder(self._raw)
         else:
-            self._decoder = self._raw
+            decoder = self._raw
+        self._blocks = _ReadAhead(decoder)
         self._limit = limit
-        self.bytes_out = 0
+        self.bytes_out = 0  # decompressed bytes taken from the decoder
+        self._buffer = b""
+        self._start = 0  # position of the next unread byte in _buffer
+        self._position = 0  # position of the next unread byte in the tar stream
 
     @property
     def bytes_in(self) -> int:
         """Bytes consumed from the source so far (compressed, as stored in the registry)."""
         return self._raw.count
 
-    def read(self, n: int = _READ_SIZE) -> bytes:
-        out = self._decoder.read(n)
-        self.bytes_out += len(out)
+    def _next_block(self) -> bytes:
+        block = self._blocks.read()
+        self.bytes_out += len(block)
         if self.bytes_out > self._limit:
             raise LayerTooLargeError(
                 f"layer decompresses to more than the limit of {self._limit} bytes "
                 f"(after {self.bytes_in} compressed bytes); raise the limit if it is legitimate")
-        return out
+        return block
+
+    def read(self, n: int = _READ_SIZE) -> bytes:
+        """Up to n bytes; fewer only at the end of the stream."""
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start >= n:
+            self._start = start + n
+            self._position += n
+            return buffer[start:start + n]
+        parts: list = [memoryview(buffer)[start:]]
+        have = len(buffer) - start
+        self._buffer, self._start = b"", 0
+        while have < n:
+            block = self._next_block()
+            if not block:
+                break
+            take = n - have
+            if len(block) > take:
+                parts.append(memoryview(block)[:take])
+                self._buffer, self._start = block, take
+                have = n
+            else:
+                parts.append(block)
+                have += len(block)
+        self._position += have
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int) -> int:
+        """Skip ahead to `position` (tarfile does this over unread payloads); never backwards."""
+        if position < self._position:
+            raise OSError(f"cannot seek back to byte {position} of a layer stream at byte {self._position}")
+        while self._position < position and self.read(min(position - self._position, _BLOCK_SIZE)):
+            pass
+        return self._position
 
     def drain(self) -> None:
         """Read to the end, so a corrupt or truncated compressed trailer is still noticed."""
-        while self.read(_READ_SIZE):
+        self._buffer, self._start = b"", 0
+        while self._next_block():
             pass
+
+    def close(self) -> None:
+        self._blocks.close()
 
 
 class _GuardedTarInfo(tarfile.TarInfo):
@@ -342,46 +438,60 @@ class LayerReader:
     """Iterates over the entries of one layer, validated, with their payloads read on demand.
 
     Use `entries()` and, for each regular file, `read(n)` up to its size (unread payload is
-    skipped). `finish()` reads the stream to its end to check the compressed trailer.
+    skipped). `finish()` reads the stream to its end to check the compressed trailer. Use it as a
+    context manager (or call `close()`): it stops the decompression thread.
     """
 
     def __init__(self, source: BinaryIO, limit: int, tee: BinaryIO | None = None):
         self.stream = LayerStream(source, limit, tee)
         self._limit = limit
         self._tar: tarfile.TarFile | None = None
-        self._payload = None
+        self._remaining = 0  # unread payload bytes of the current entry
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def entries(self) -> Iterator[tarfile.TarInfo]:
         try:
-            self._tar = tarfile.open(  # noqa: SIM115 - a view over self.stream, which the caller owns
-                fileobj=self.stream, mode="r|", bufsize=_TAR_BUFSIZE, tarinfo=_GuardedTarInfo, errors="surrogateescape")
+            # Not tarfile's stream mode: payloads are read from self.stream directly, and
+            # tarfile seeks ahead over what is left unread.
+            self._tar = tarfile.TarFile(
+                fileobj=self.stream, mode="r", tarinfo=_GuardedTarInfo, errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise CorruptLayerError(f"layer is not a valid tar archive: {exc}") from None
         while True:
-            self._payload = None
+            self._remaining = 0
             try:
                 info = self._tar.next()
             except tarfile.ReadError as exc:
                 raise CorruptLayerError(f"invalid tar stream near byte {self._tar.offset}: {exc}") from None
             if info is None:
                 return
-            self._tar.members.clear()  # stream mode would otherwise keep every header
+            self._tar.members.clear()  # the tar object would otherwise keep every header
             self._check(info)
-            if info.isreg() and info.size:
-                self._payload = self._tar.extractfile(info)
+            if info.isreg():
+                self._remaining = info.size
             yield info
 
     def read(self, n: int) -> bytes:
         """Read up to n payload bytes of the current regular file; short only at its end."""
-        if self._payload is None:
+        n = min(n, self._remaining)
+        if n <= 0:
             return b""
-        try:
-            return self._payload.read(n)
-        except tarfile.ReadError as exc:
-            raise CorruptLayerError(f"tar stream is truncated: {exc}") from None
+        data = self.stream.read(n)
+        self._remaining -= len(data)
+        if len(data) < n:
+            raise CorruptLayerError("tar stream is truncated: unexpected end of data")
+        return data
 
     def finish(self) -> None:
         self.stream.drain()
+
+    def close(self) -> None:
+        self.stream.close()
 
     def _check(self, info: tarfile.TarInfo) -> None:
         name = info.name

@@ -66,11 +66,18 @@ class Catalogue:
 
 
 class DeleteRefused(Exception):
-    """The registry would not delete the manifest; `message` says why (e.g. deletion disabled)."""
+    """The registry would not delete the manifest; `message` says why.
 
-    def __init__(self, message: str):
+    `kind` is DISABLED (deletion switched off in the registry), NOT_FOUND (no such manifest),
+    INVALID (not a digest) or FAILED (any other registry answer).
+    """
+
+    DISABLED, NOT_FOUND, INVALID, FAILED = "disabled", "not_found", "invalid", "failed"
+
+    def __init__(self, message: str, kind: str = FAILED):
         super().__init__(message)
         self.message = message
+        self.kind = kind
 
 
 def _image(client: RegistryClient, path: str, tag: str) -> ImageInfo:
@@ -147,8 +154,11 @@ def delete_image(instance: Instance, path: str, digest: str) -> None:
         try:
             client.delete_manifest(path, digest)
         except DeletionDisabled as error:
-            raise DeleteRefused(f"The registry has image deletion disabled: {error.message}") from None
+            raise DeleteRefused(f"The registry has image deletion disabled: {error.message}",
+                                DeleteRefused.DISABLED) from None
         except ValueError as error:
-            raise DeleteRefused(str(error)) from None
+            raise DeleteRefused(str(error), DeleteRefused.INVALID) from None
+        except RegistryNotFound as error:
+            raise DeleteRefused(f"No such image: {error.message}", DeleteRefused.NOT_FOUND) from None
         except RegistryError as error:
             raise DeleteRefused(error.message) from None

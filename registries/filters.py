@@ -4,6 +4,7 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
+from console.filters import day_filter
 from registries.choices import PushOutcome, PushReason, PushSource
 from registries.models import Instance, PushEvent
 
@@ -20,14 +21,8 @@ class PushEventFilter(django_filters.FilterSet):
     namespace = django_filters.CharFilter(lookup_expr="exact")
     repository = django_filters.CharFilter(lookup_expr="icontains")
     digest = django_filters.CharFilter(lookup_expr="exact")
-    received_after = django_filters.DateFilter(
-        field_name="received_at", lookup_expr="date__gte", label="From",
-        widget=forms.DateInput(attrs={"type": "date"}),
-    )
-    received_before = django_filters.DateFilter(
-        field_name="received_at", lookup_expr="date__lte", label="To",
-        widget=forms.DateInput(attrs={"type": "date"}),
-    )
+    received_after = day_filter("received_at", "gte", "From")
+    received_before = day_filter("received_at", "lte", "To")
 
     class Meta:
         model = PushEvent

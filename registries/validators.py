@@ -1,42 +1,28 @@
 """Field validators for registry instances, shared by the model, forms and serializers."""
 
-from urllib.parse import urlsplit
+import re
 
-from cryptography import x509
 from django.core.exceptions import ValidationError
+
+from console.validators import check_http_url, check_pem_certificates
+
+MANIFEST_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+REPOSITORY_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+")
 
 
 def validate_registry_url(value: str) -> None:
-    """A registry base URL: http(s)://host[:port], no credentials, query or fragment."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as error:
-        raise ValidationError(f"Not a valid URL: {error}.") from None
-    if parts.scheme not in {"http", "https"}:
-        raise ValidationError("Use an http:// or https:// URL, e.g. https://registry.example.com.")
-    if not parts.hostname:
-        raise ValidationError("The URL has no host name.")
-    if parts.username or parts.password:
-        raise ValidationError("Put credentials in the username and password fields, not in the URL.")
-    if parts.query or parts.fragment:
-        raise ValidationError("The registry URL cannot have a query string or fragment.")
-    if parts.path not in {"", "/"}:
-        raise ValidationError("Give the registry's base URL without a path (the API lives at /v2/).")
-    if port == 0:
-        raise ValidationError("Port 0 is not a valid port.")
+    """A registry base URL: http(s)://host[:port], no credentials, path, query or fragment."""
+    check_http_url(
+        value, what="registry URL",
+        scheme_hint="Use an http:// or https:// URL, e.g. https://registry.example.com.",
+        credentials_hint="Put credentials in the username and password fields, not in the URL.",
+        path_hint="Give the registry's base URL without a path (the API lives at /v2/).",
+    )
 
 
 def validate_ca_bundle(value: str) -> None:
     """One or more PEM certificates."""
-    if not value.strip():
-        return
-    try:
-        certificates = x509.load_pem_x509_certificates(value.encode())
-    except ValueError:
-        raise ValidationError("The CA bundle is not valid PEM (expected -----BEGIN CERTIFICATE----- blocks).") from None
-    if not certificates:
-        raise ValidationError("The CA bundle holds no certificate.")
+    check_pem_certificates(value, what="CA bundle")
 
 
 def validate_credentials(username: str, password: str) -> None:
@@ -47,3 +33,16 @@ def validate_credentials(username: str, password: str) -> None:
         )
     if password and not username:
         raise ValidationError({"username": "Enter the username that goes with the password or token."})
+
+
+def validate_repository_path(value: str) -> None:
+    """A repository path in the registry API: namespace/repository (lower-case components)."""
+    if len(value) > 1024 or not REPOSITORY_PATH.fullmatch(value):
+        raise ValidationError("Give the repository path as namespace/repository (lower-case letters, digits and "
+                              "separators).")
+
+
+def validate_manifest_digest(value: str) -> None:
+    """A manifest digest: images are deleted by digest, never by tag."""
+    if not MANIFEST_DIGEST.fullmatch(value):
+        raise ValidationError("Give the manifest digest (sha256: and 64 hex digits), not a tag.")

@@ -7,25 +7,25 @@ to operators too. The webhook intake is the one view without a login: the instan
 authenticates it.
 """
 
-import re
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, Max, Q
 from django.http import HttpResponseBadRequest, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
+from console.htmx import success_redirect
 from console.roles import Role, role_required
+from console.sorting import sort_queryset
 from registries import actions, catalogue
 from registries.choices import ACCELERATION_COLOURS
 from registries.filters import PushEventFilter
 from registries.forms import ConfirmForm, InstanceForm
 from registries.models import Instance, PushEvent
+from registries.validators import MANIFEST_DIGEST, REPOSITORY_PATH
 from registries.webhooks import MalformedPayload, parse_payload
 
 PAGE_SIZE = 25
@@ -36,10 +36,6 @@ SORTS = {
     "last_push": "last_push", "created": "created_at",
 }
 admin_only = role_required(read_role=Role.ADMIN, write_role=Role.ADMIN)
-
-
-def _success(request, url: str):
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 def _instance_context(request, instance: Instance, **extra) -> dict:
@@ -69,11 +65,7 @@ def instance_list(request):
         instances = instances.filter(
             Q(name__icontains=search) | Q(url__icontains=search) | Q(description__icontains=search)
         )
-    sort = request.GET.get("sort", "name")
-    field = SORTS.get(sort.removeprefix("-"), "name")
-    descending = sort.startswith("-")
-    order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
-    instances = instances.order_by(order, "name")
+    instances = sort_queryset(instances, request.GET.get("sort", "name"), SORTS, "name", tiebreak="name")
     context = {
         "page": Paginator(instances, PAGE_SIZE).get_page(request.GET.get("page")),
         "search": search,
@@ -123,7 +115,7 @@ def instance_edit(request, pk: int):
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, f"Instance '{instance.name}' saved.")
-        return _success(request, instance.get_absolute_url())
+        return success_redirect(request, instance.get_absolute_url())
     return _form_page(request, form, instance)
 
 
@@ -137,7 +129,7 @@ def instance_delete(request, pk: int):
             request, f"Instance '{name}' deleted with its {counts['rules']} rule(s) and {counts['events']} push "
             "event(s). Nothing was deleted in the registry.",
         )
-        return _success(request, reverse("registries:list"))
+        return success_redirect(request, reverse("registries:list"))
     context = {"instance": instance, "rule_count": instance.rules.count(),
                "event_count": instance.push_events.count()}
     return render(request, "registries/instance_confirm_delete.html", context)
@@ -164,11 +156,11 @@ def acceleration(request, pk: int):
         if not enable:
             actions.disable_acceleration(instance, request.user)
             messages.success(request, f"Acceleration turned off for '{instance.name}'. Nothing was deleted.")
-            return _success(request, instance.get_absolute_url())
+            return success_redirect(request, instance.get_absolute_url())
         if form.is_valid():
             actions.enable_acceleration(instance, request.user, confirm=True)
             messages.success(request, f"Acceleration turned on for '{instance.name}'.")
-            return _success(request, instance.get_absolute_url())
+            return success_redirect(request, instance.get_absolute_url())
         status = 400
     context = {"instance": instance, "enable": enable, "form": form, "suffix": settings.APPARATE_ACCELERATED_SUFFIX}
     template = "registries/acceleration_confirm.html#panel" if request.htmx else "registries/acceleration_confirm.html"
@@ -248,10 +240,6 @@ def webhook_intake(request, instance_id: str):
 
 # --- Images ------------------------------------------------------------------------------------
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+")
-
-
 @role_required()
 def image_list(request):
     """Per instance: repositories and tags beside their accelerated twins, read live from the registry."""
@@ -272,7 +260,7 @@ def image_delete(request, pk: int):
     instance = get_object_or_404(Instance, pk=pk)
     source = request.POST if request.method == "POST" else request.GET
     path, digest, tag = source.get("path", ""), source.get("digest", ""), source.get("tag", "")[:128]
-    if not _PATH.fullmatch(path) or not _DIGEST.fullmatch(digest):
+    if not REPOSITORY_PATH.fullmatch(path) or not MANIFEST_DIGEST.fullmatch(digest):
         return HttpResponseBadRequest("Give the repository path (namespace/repository) and a sha256 digest.")
     back = f"{reverse('registries:images')}?instance={instance.pk}&namespace={path.partition('/')[0]}"
     if request.method == "POST":
@@ -282,6 +270,6 @@ def image_delete(request, pk: int):
             messages.error(request, error.message)
         else:
             messages.success(request, f"Deleted {path}@{digest} ({tag or 'untagged'}).")
-        return _success(request, back)
+        return success_redirect(request, back)
     return render(request, "registries/image_confirm_delete.html",
                   {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})

@@ -15,8 +15,8 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
+from console.htmx import stop_polling_when, success_redirect
 from console.roles import Role, role_required
 from converter.reference import InvalidReference
 from registries.models import Instance
@@ -27,10 +27,6 @@ from rules.models import ConversionJob, Rule
 from rules.validators import PatternError, compile_pattern
 
 PAGE_SIZE = 50
-
-
-def _success(request, url: str):
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @role_required()
@@ -75,7 +71,7 @@ def _edit(request, rule: Rule, template_context: dict):
             form.add_error(None, error)
         else:
             messages.success(request, f"Rule '{form.instance.name}' saved.")
-            return _success(request, form.instance.get_absolute_url())
+            return success_redirect(request, form.instance.get_absolute_url())
     template = "rules/rule_form.html#form" if request.htmx else "rules/rule_form.html"
     return render(request, template, {"form": form, "rule": rule, **template_context})
 
@@ -102,7 +98,7 @@ def rule_delete(request, pk: int):
         name = rule.name
         actions.delete_rule(rule)
         messages.success(request, f"Rule '{name}' deleted.")
-        return _success(request, reverse("rules:list"))
+        return success_redirect(request, reverse("rules:list"))
     return render(request, "rules/rule_confirm_delete.html", {"rule": rule})
 
 
@@ -128,7 +124,7 @@ def rule_move(request, pk: int, direction: str):
     except ValidationError as error:
         return HttpResponseBadRequest(" ".join(error.messages))
     url = f"{reverse('rules:list')}?instance={rule.instance_id}"
-    return _success(request, url)
+    return success_redirect(request, url)
 
 
 @require_POST
@@ -216,10 +212,7 @@ def job_detail(request, pk: int):
     """
     job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
     if request.htmx and request.GET.get("partial") == "progress":
-        response = render(request, "rules/job_detail.html#progress", {"job": job})
-        if job.is_terminal:
-            response.status_code = 286
-        return response
+        return stop_polling_when(render(request, "rules/job_detail.html#progress", {"job": job}), job.is_terminal)
     return render(request, "rules/job_detail.html", {"job": job})
 
 
@@ -231,7 +224,7 @@ def _job_action(request, pk: int, verb) -> object:
         messages.error(request, " ".join(error.messages))
     else:
         messages.success(request, f"Job #{job.pk} is {job.get_status_display().lower()}.")
-    return _success(request, reverse("rules:job-detail", args=[job.pk]))
+    return success_redirect(request, reverse("rules:job-detail", args=[job.pk]))
 
 
 @require_POST
@@ -259,7 +252,7 @@ def job_convert_now(request):
             form.add_error("image", error.messages if isinstance(error, ValidationError) else str(error))
         else:
             messages.success(request, f"Conversion of {job.source} {'requested' if created else 'already known'}.")
-            return _success(request, job.get_absolute_url())
+            return success_redirect(request, job.get_absolute_url())
     if request.htmx:
         return render(request, "rules/job_list.html#convert-form", {"convert_form": form})
     jobs, filters = _job_filters(request)
@@ -282,7 +275,7 @@ def rule_backfill(request, pk: int):
         error = " ".join(exc.messages)
     if request.method == "POST" and report is not None:
         messages.success(request, f"{report.requested} conversion(s) requested for existing images.")
-        return _success(request, f"{reverse('rules:jobs')}?q={rule.namespace}")
+        return success_redirect(request, f"{reverse('rules:jobs')}?q={rule.namespace}")
     return render(request, "rules/rule_detail.html#backfill", {
         "rule": rule, "report": report, "backfill_error": error, "previewed": request.method == "GET",
     })

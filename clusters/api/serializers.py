@@ -5,8 +5,9 @@ from rest_framework import serializers
 
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.forms import apply_kubeconfig
+from clusters.kube import CONNECTION_FIELDS
 from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
-from clusters.validators import validate_dns_label, validate_label_selector
+from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
 from registries.models import Instance
 
 
@@ -46,8 +47,7 @@ class ClusterSerializer(serializers.ModelSerializer):
                 apply_kubeconfig(probe, kubeconfig, context)
             except DjangoValidationError as error:
                 raise serializers.ValidationError({"kubeconfig": error.messages}) from None
-            for name in ("auth_method", "context_name", "server", "ca_data", "insecure_skip_tls_verify",
-                         "tls_server_name", "token", "client_certificate", "client_key"):
+            for name in ("auth_method", "context_name", *CONNECTION_FIELDS):
                 attrs[name] = getattr(probe, name)
             return attrs
         if method == AuthMethod.KUBECONFIG and not self.instance:
@@ -127,6 +127,8 @@ class SuiteRequestSerializer(serializers.Serializer):
 
 
 class DeploySerializer(serializers.ModelSerializer):
+    """A deploy request: `image` is an address in the instance's registry, original or accelerated."""
+
     dry_run = serializers.BooleanField(default=False, write_only=True,
                                        help_text="Only return the YAML and warnings; apply nothing.")
     use_original = serializers.BooleanField(default=False, write_only=True,
@@ -141,8 +143,18 @@ class DeploySerializer(serializers.ModelSerializer):
                         "replicas": {"min_value": 1, "max_value": 1000}}
 
     def validate(self, attrs):
-        instance, image = attrs.get("instance"), attrs.get("image", "")
-        if instance and not image.lower().startswith(f"{instance.host}/"):
-            raise serializers.ValidationError({"image": [f"The image must be in the instance's registry "
-                                                         f"({instance.host}/...)."]})
+        try:
+            attrs["reference"] = image_of_instance(attrs["instance"], attrs["image"])
+        except DjangoValidationError as error:
+            raise serializers.ValidationError({"image": error.messages}) from None
         return attrs
+
+
+class AcceleratedImageSerializer(serializers.Serializer):
+    """An accelerated image the console converted, as offered to deploys."""
+
+    image = serializers.CharField(source="accelerated", help_text="The accelerated twin's address.")
+    original = serializers.CharField(source="source", help_text="The source image it was converted from.")
+    digest = serializers.CharField(source="result_digest")
+    job = serializers.IntegerField(source="pk", help_text="The conversion job that made it.")
+    finished_at = serializers.DateTimeField()

@@ -5,13 +5,14 @@ admin; connection tests, syncs, label jobs, suite operations, Helm charts and de
 """
 
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from clusters import actions, helm
 from clusters.api.serializers import (
+    AcceleratedImageSerializer,
     ClusterSerializer,
     DeploySerializer,
     LabelJobSerializer,
@@ -143,6 +144,9 @@ class SuiteViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Deploys: `image` may be an original or an accelerated image of the instance; the twin (from the
+    conversion jobs) runs pinned to labelled nodes unless `use_original`."""
+
     queryset = DeployRequest.objects.select_related("cluster")
     serializer_class = DeploySerializer
     write_role = Role.OPERATOR
@@ -153,11 +157,23 @@ class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
-                                   data.get("replicas", 1), data["image"], use_original=data["use_original"])
+                                   data.get("replicas", 1), data["reference"], use_original=data["use_original"])
         preview = {"image": plan.image, "accelerated": plan.accelerated, "original_image": plan.original_image,
-                   "warnings": plan.warnings, "yaml": plan.yaml}
+                   "accelerated_image": plan.accelerated_image, "warnings": plan.warnings, "yaml": plan.yaml}
         if data["dry_run"]:
             return Response(preview)
         deploy = actions.deploy(plan, request.user)
         code = status.HTTP_201_CREATED if deploy.status == "succeeded" else status.HTTP_502_BAD_GATEWAY
         return Response({**DeploySerializer(deploy).data, **preview}, status=code)
+
+    @extend_schema(parameters=[OpenApiParameter("instance", int, required=True)],
+                   responses=AcceleratedImageSerializer(many=True))
+    @action(detail=False, methods=["get"], url_path="images", pagination_class=None, filter_backends=[])
+    def images(self, request):
+        """The instance's accelerated images offered to deploys (from its succeeded conversion jobs)."""
+        instance_id = request.query_params.get("instance", "")
+        instance = Instance.objects.filter(pk=instance_id).first() if instance_id.isdigit() else None
+        if instance is None:
+            return Response({"instance": ["Give ?instance=<id> of a registry instance."]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return Response(AcceleratedImageSerializer(actions.accelerated_images(instance), many=True).data)

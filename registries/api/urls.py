@@ -1,10 +1,9 @@
-"""REST API routes of the registries app (mounted under /api/v1/)."""
+"""REST API routes of the registries app, registered on the console's API router (/api/v1/)."""
 
-from rest_framework.routers import DefaultRouter
+from registries.api.views import ImageViewSet, InstanceViewSet, PushEventViewSet
 
-from registries.api.views import InstanceViewSet, PushEventViewSet
 
-router = DefaultRouter()
-router.register("instances", InstanceViewSet, basename="instance")
-router.register("events", PushEventViewSet, basename="pushevent")
-urlpatterns = router.urls
+def register(router) -> None:
+    router.register("instances", InstanceViewSet, basename="instance")
+    router.register("events", PushEventViewSet, basename="pushevent")
+    router.register("images", ImageViewSet, basename="image")

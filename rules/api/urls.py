@@ -1,10 +1,8 @@
-"""REST API routes of the rules app (mounted under /api/v1/)."""
-
-from rest_framework.routers import DefaultRouter
+"""REST API routes of the rules app, registered on the console's API router (/api/v1/)."""
 
 from rules.api.views import JobViewSet, RuleViewSet
 
-router = DefaultRouter()
-router.register("rules", RuleViewSet, basename="rule")
-router.register("jobs", JobViewSet, basename="job")
-urlpatterns = router.urls
+
+def register(router) -> None:
+    router.register("rules", RuleViewSet, basename="rule")
+    router.register("jobs", JobViewSet, basename="job")

@@ -1,10 +1,18 @@
 """Fixtures of the clusters tests: clusters registered against running API emulators."""
 
+import hashlib
+
 import pytest
 
 from clusters.choices import AuthMethod
 from clusters.models import Cluster
 from registries.models import Instance
+from rules.choices import JobStatus
+from rules.models import ConversionJob
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def add_fleet(emulator) -> None:
@@ -30,3 +38,19 @@ def register():
 def instance(db) -> Instance:
     return Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot",
                                    password="s3cret&<pass>")
+
+
+@pytest.fixture
+def converted():
+    """converted(instance, "team/shop", "1.0", status=...) → a conversion job of that tag (succeeded by default)."""
+    def factory(instance, path: str, tag: str, status: str = JobStatus.SUCCEEDED, digest: str = "") -> ConversionJob:
+        namespace, _, repository = path.partition("/")
+        digest = digest or _sha256(f"{path}:{tag}:{ConversionJob.objects.count()}")
+        succeeded = status == JobStatus.SUCCEEDED
+        return ConversionJob.objects.create(
+            instance=instance, namespace=namespace, repository=repository, source_tag=tag, source_digest=digest,
+            status=status, result_tag=f"{tag}-apparate" if succeeded else "",
+            result_digest=_sha256(f"twin of {digest}") if succeeded else "",
+        )
+
+    return factory

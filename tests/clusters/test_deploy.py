@@ -1,4 +1,7 @@
-"""Deploys: the plan (YAML, warnings, original image offered) and the applied Deployment."""
+"""Deploys: twins from the conversion jobs, the plan (YAML, warnings, original offered), the applied Deployment."""
+
+import base64
+import json
 
 import pytest
 
@@ -6,68 +9,149 @@ from clusters import actions
 from clusters.choices import DeployStatus, SuiteStatus
 from clusters.models import Suite
 from console.models import AuditEntry
+from converter.reference import parse_reference
+from registries.models import Instance
+from rules.choices import JobStatus
 from tests.clusters.conftest import add_fleet
 
 LABEL = "cloud.tencent.com/apparate"
+SHOP = "registry.example.com/team/shop"
 pytestmark = pytest.mark.django_db
 
 
-def test_accelerated_twin_recognises_the_suffix():
-    assert actions.accelerated_twin("reg.example.com:5000/team/app:1.0-apparate") == (
-        True, "reg.example.com:5000/team/app:1.0")
-    assert actions.accelerated_twin("reg.example.com:5000/team/app:1.0") == (False, "reg.example.com:5000/team/app:1.0")
-    assert actions.accelerated_twin("reg.example.com:5000/team/app") == (False, "reg.example.com:5000/team/app")
+def twin_of(instance, image: str) -> actions.TwinLookup:
+    return actions.accelerated_twin(instance, parse_reference(image))
 
 
-def test_plan_warns_and_offers_the_original_image(kube_emulator, register, instance):
+def plan(cluster, instance, image: str, replicas: int = 1, namespace: str = "web", **options) -> actions.DeployPlan:
+    return actions.plan_deploy(cluster, instance, namespace, "shop", replicas, parse_reference(image), **options)
+
+
+def test_accelerated_twin_answers_from_the_jobs_both_ways(instance, converted):
+    never = twin_of(instance, f"{SHOP}:1.0")
+    assert never.accelerated == "" and never.original == f"{SHOP}:1.0" and "never converted" in never.reason
+    # A tag that merely looks accelerated is not a twin the console knows of.
+    assert twin_of(instance, f"{SHOP}:2.0-apparate").accelerated == ""
+
+    job = converted(instance, "team/shop", "1.0")
+    assert twin_of(instance, f"{SHOP}:1.0") == actions.TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
+    assert twin_of(instance, f"{SHOP}:1.0-apparate") == actions.TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
+    assert twin_of(instance, f"{SHOP}@{job.source_digest}") == actions.TwinLookup(
+        f"{SHOP}@{job.source_digest}", f"{SHOP}@{job.result_digest}")
+    assert twin_of(instance, f"{SHOP}@{job.result_digest}") == actions.TwinLookup(
+        f"{SHOP}@{job.source_digest}", f"{SHOP}@{job.result_digest}")
+    # Same tag in another repository or another instance: no twin.
+    assert twin_of(instance, "registry.example.com/team/cart:1.0").accelerated == ""
+    other = Instance.objects.create(name="other", url="https://registry.example.com")
+    assert twin_of(other, f"{SHOP}:1.0").accelerated == ""
+
+    # A newer push of the tag that is still converting makes the old twin stale.
+    newer = converted(instance, "team/shop", "1.0", status=JobStatus.QUEUED)
+    stale = twin_of(instance, f"{SHOP}:1.0")
+    assert stale.accelerated == "" and f"job #{newer.pk}) is queued" in stale.reason
+    # The twin itself can still be deployed by name.
+    assert twin_of(instance, f"{SHOP}:1.0-apparate").accelerated == f"{SHOP}:1.0-apparate"
+
+
+def test_twin_tags_of_the_same_content_have_twins_too(instance, converted):
+    job = converted(instance, "team/shop", "1.0")
+    job.twin_tags = ["latest"]
+    job.save()
+    assert twin_of(instance, f"{SHOP}:latest") == actions.TwinLookup(f"{SHOP}:latest", f"{SHOP}:latest-apparate")
+    assert twin_of(instance, f"{SHOP}:latest-apparate") == actions.TwinLookup(
+        f"{SHOP}:latest", f"{SHOP}:latest-apparate")
+    assert twin_of(instance, f"{SHOP}:stable").accelerated == ""
+
+
+def test_accelerated_images_lists_current_twins_of_the_instance(instance, converted):
+    converted(instance, "team/shop", "2.0")
+    converted(instance, "team/shop", "1.0")
+    converted(instance, "team/cart", "1.0", status=JobStatus.FAILED)
+    converted(instance, "team/api", "1.0")
+    converted(instance, "team/api", "1.0", status=JobStatus.RUNNING)  # newer push still converting
+    converted(Instance.objects.create(name="other", url="https://other.example.com"), "team/shop", "3.0")
+    images = actions.accelerated_images(instance)
+    assert [job.accelerated for job in images] == [f"{SHOP}:1.0-apparate", f"{SHOP}:2.0-apparate"]
+
+
+def test_plan_deploys_the_twin_and_offers_the_original(kube_emulator, register, instance, converted):
     cluster = register(kube_emulator)
-    plan = actions.plan_deploy(cluster, instance, "web", "shop", 2, "registry.example.com/team/shop:1.0-apparate")
-    assert plan.accelerated and plan.original_image == "registry.example.com/team/shop:1.0"
-    assert any("No node" in w for w in plan.warnings) and any("suite is not ready" in w for w in plan.warnings)
-    assert f"{LABEL}: 'true'" in plan.yaml and "<hidden>" in plan.yaml and "s3cret" not in plan.yaml
+    converted(instance, "team/shop", "1.0")
+    for image in (f"{SHOP}:1.0-apparate", f"{SHOP}:1.0"):  # either side of the pair picks the twin
+        planned = plan(cluster, instance, image, replicas=2)
+        assert planned.accelerated and planned.image == f"{SHOP}:1.0-apparate"
+        assert planned.original_image == f"{SHOP}:1.0"
+    assert any("No node" in w for w in planned.warnings) and any("suite is not ready" in w for w in planned.warnings)
+    assert f"{LABEL}: 'true'" in planned.yaml and "<hidden>" in planned.yaml and "s3cret" not in planned.yaml
 
-    original = actions.plan_deploy(cluster, instance, "web", "shop", 2, "registry.example.com/team/shop:1.0-apparate",
-                                   use_original=True)
-    assert original.image == "registry.example.com/team/shop:1.0" and LABEL not in original.yaml
+    original = plan(cluster, instance, f"{SHOP}:1.0-apparate", use_original=True)
+    assert original.image == f"{SHOP}:1.0" and not original.accelerated and LABEL not in original.yaml
 
-    untwinned = actions.plan_deploy(cluster, instance, "web", "shop", 1, "registry.example.com/team/shop:1.0")
-    assert any("no accelerated twin" in w for w in untwinned.warnings) and not untwinned.accelerated
+    untwinned = plan(cluster, instance, f"{SHOP}:2.0")
+    assert not untwinned.accelerated and untwinned.image == f"{SHOP}:2.0" and LABEL not in untwinned.yaml
+    assert any("has no accelerated twin" in w and "full pull" in w for w in untwinned.warnings)
 
 
-def test_deploy_applies_secret_and_deployment_with_node_selector(kube_emulator, register, instance, admin_user):
+def test_pull_secret_carries_the_chosen_instance_credentials(kube_emulator, register, instance, converted):
+    cluster = register(kube_emulator)
+    other = Instance.objects.create(name="mirror", url="http://10.0.0.5:5000", username="bot", password="pw2")
+    secrets = {}
+    for chosen, image in ((instance, f"{SHOP}:1.0"), (other, "10.0.0.5:5000/team/shop:1.0")):
+        objects = plan(cluster, chosen, image).objects
+        secret = next(o for o in objects if o["kind"] == "Secret")
+        pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": secret["metadata"]["name"]}]
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        secrets[secret["metadata"]["name"]] = config["auths"]
+    # One Secret per instance, so workloads of both can share a namespace.
+    def auths(host, username, password):
+        auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return {host: {"username": username, "password": password, "auth": auth}}
+
+    assert secrets == {
+        f"apparate-registry-credentials-{instance.pk}": auths("registry.example.com", "robot", "s3cret&<pass>"),
+        f"apparate-registry-credentials-{other.pk}": auths("10.0.0.5:5000", "bot", "pw2"),
+    }
+    anonymous = Instance.objects.create(name="public", url="https://public.example.com")
+    objects = plan(cluster, anonymous, "public.example.com/team/shop:1.0").objects
+    assert [o["kind"] for o in objects] == ["Deployment"]
+    assert "imagePullSecrets" not in objects[0]["spec"]["template"]["spec"]
+
+
+def test_deploy_applies_secret_and_deployment_with_node_selector(kube_emulator, register, instance, admin_user,
+                                                                 converted):
     add_fleet(kube_emulator)
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     cluster = register(kube_emulator)
     kube_emulator.patch("nodes", "", "node-a", {"metadata": {"labels": {LABEL: "true"}}})
     actions.sync_nodes(cluster)
     Suite.objects.create(cluster=cluster, instance=instance, status=SuiteStatus.READY)
-    plan = actions.plan_deploy(cluster, instance, "web", "shop", 3, "registry.example.com/team/shop:1.0-apparate")
-    assert plan.warnings == []
-    request = actions.deploy(plan, admin_user)
+    converted(instance, "team/shop", "1.0")
+    planned = plan(cluster, instance, f"{SHOP}:1.0-apparate", replicas=3)
+    assert planned.warnings == []
+    request = actions.deploy(planned, admin_user)
     assert request.status == DeployStatus.SUCCEEDED, request.message
+    assert request.image == f"{SHOP}:1.0-apparate" and request.accelerated and request.instance == instance
     deployment = kube_emulator.get_object("deployments", "shop", "web")
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {LABEL: "true"} and pod["imagePullSecrets"] == [
-        {"name": "apparate-registry-credentials"}]
-    assert pod["containers"][0]["image"] == "registry.example.com/team/shop:1.0-apparate"
+    secret_name = f"apparate-registry-credentials-{instance.pk}"
+    assert pod["nodeSelector"] == {LABEL: "true"} and pod["imagePullSecrets"] == [{"name": secret_name}]
+    assert pod["containers"][0]["image"] == f"{SHOP}:1.0-apparate"
     assert deployment["spec"]["replicas"] == 3
-    assert kube_emulator.get_object("secrets", "apparate-registry-credentials", "web") is not None
+    assert kube_emulator.get_object("secrets", secret_name, "web") is not None
     assert AuditEntry.objects.filter(model="deployrequest", object_id=str(request.pk)).exists()
 
     # Deploying again replaces the Deployment (idempotent).
-    again = actions.deploy(actions.plan_deploy(cluster, instance, "web", "shop", 1,
-                                               "registry.example.com/team/shop:1.0-apparate"), admin_user)
+    again = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0-apparate"), admin_user)
     assert again.status == DeployStatus.SUCCEEDED
     assert kube_emulator.get_object("deployments", "shop", "web")["spec"]["replicas"] == 1
 
 
 def test_deploy_failures_are_reported(kube_emulator, register, instance, admin_user):
     cluster = register(kube_emulator)
-    request = actions.deploy(actions.plan_deploy(cluster, instance, "missing", "shop", 1,
-                                                 "registry.example.com/team/shop:1.0"), admin_user)
+    request = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0", namespace="missing"), admin_user)
     assert request.status == DeployStatus.FAILED and 'namespaces "missing" not found' in request.message
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     kube_emulator.deny("create", "deployments")
-    request = actions.deploy(actions.plan_deploy(cluster, instance, "web", "shop", 1,
-                                                 "registry.example.com/team/shop:1.0"), admin_user)
+    request = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0"), admin_user)
     assert request.status == DeployStatus.FAILED and request.message.startswith("Deployment web/shop: Forbidden")

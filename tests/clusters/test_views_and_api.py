@@ -14,6 +14,7 @@ from clusters.choices import SuiteOperation, SuiteStatus
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from console.models import AuditEntry
 from console.roles import Role
+from registries.models import Instance
 from tests.clusters.conftest import add_fleet
 
 pytestmark = pytest.mark.django_db
@@ -157,7 +158,7 @@ def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, inst
     assert api.get("/api/v1/nodes/").json()["count"] == 4
 
 
-def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instance,
+def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instance, converted,
                                                    django_capture_on_commit_callbacks):
     add_fleet(kube_emulator)
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
@@ -203,22 +204,44 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
     values = chart_values(chart.content)
     assert values["imagePullSecretsCrs"]["dockerPassword"] == "s3cret&<pass>"
 
+    converted(instance, "team/shop", "1.0")
+    offered = operator.get("/api/v1/deploys/images/", {"instance": instance.pk})
+    assert [i["image"] for i in offered.json()] == ["registry.example.com/team/shop:1.0-apparate"]
+    assert offered.json()[0]["original"] == "registry.example.com/team/shop:1.0"
+    assert operator.get("/api/v1/deploys/images/").status_code == 400
     body = {"cluster": cluster_id, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 2,
-            "image": "registry.example.com/team/shop:1.0-apparate"}
+            "image": "registry.example.com/team/shop:1.0"}
     preview = operator.post("/api/v1/deploys/", {**body, "dry_run": True}, format="json").json()
     assert preview["warnings"] == [] and "nodeSelector" in preview["yaml"] and not DeployRequest.objects.exists()
+    assert preview["image"] == preview["accelerated_image"] == "registry.example.com/team/shop:1.0-apparate"
     created = operator.post("/api/v1/deploys/", body, format="json")
     assert created.status_code == 201 and created.json()["status"] == "succeeded"
+    assert created.json()["image"] == "registry.example.com/team/shop:1.0-apparate" and created.json()["accelerated"]
     assert kube_emulator.get_object("deployments", "shop", "web")["spec"]["replicas"] == 2
     wrong = operator.post("/api/v1/deploys/", {**body, "image": "docker.io/library/nginx:1"}, format="json")
-    assert wrong.status_code == 400 and "instance's registry" in str(wrong.json())
+    assert wrong.status_code == 400 and "instance's registry" in str(wrong.json()["image"])
+    malformed = operator.post("/api/v1/deploys/", {**body, "image": "registry.example.com/team/shop:-bad"},
+                              format="json")
+    assert malformed.status_code == 400 and "not a valid tag" in str(malformed.json()["image"])
+    assert DeployRequest.objects.count() == 1
 
 
-def test_deploy_page_previews_then_applies(kube_emulator, register, client_as, instance):
+def test_deploy_page_offers_accelerated_images_previews_then_applies(kube_emulator, register, client_as, instance,
+                                                                    converted):
     add_fleet(kube_emulator)
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     cluster = register(kube_emulator)
+    converted(instance, "team/shop", "1.0")
+    converted(instance, "team/cart", "2.0", status="failed")
     client = client_as(Role.OPERATOR)
+    page = client.get(reverse("clusters:deploy"), {"cluster": cluster.pk}).content.decode()
+    assert '<option value="registry.example.com/team/shop:1.0-apparate">' in page
+    assert "team/cart" not in page and 'list="id_image-choices"' in page
+    empty = Instance.objects.create(name="empty", url="https://empty.example.com")
+    refreshed = client.get(reverse("clusters:deploy"), {"instance": empty.pk}, HTTP_HX_REQUEST="true")
+    assert "empty has no accelerated image yet" in refreshed.content.decode()
+    assert "shop:1.0-apparate" not in refreshed.content.decode()
+
     form = {"cluster": cluster.pk, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 1,
             "image": "registry.example.com/team/shop:1.0-apparate"}
     preview = client.post(reverse("clusters:deploy"), form).content.decode()
@@ -230,8 +253,16 @@ def test_deploy_page_previews_then_applies(kube_emulator, register, client_as, i
     deployment = kube_emulator.get_object("deployments", "shop", "web")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/team/shop:1.0"
     assert "nodeSelector" not in deployment["spec"]["template"]["spec"]
-    bad = client.post(reverse("clusters:deploy"), {**form, "name": "Bad Name", "replicas": 0})
-    assert bad.status_code == 200 and "Ensure this value is greater than or equal to 1" in bad.content.decode()
+
+    typed = client.post(reverse("clusters:deploy"), {**form, "image": "registry.example.com/team/cart:2.0"})
+    assert "has no current accelerated twin" in typed.content.decode()
+    assert "Use the original image instead" not in typed.content.decode()
+    bad = client.post(reverse("clusters:deploy"), {**form, "name": "Bad Name", "replicas": 0,
+                                                   "image": "registry.example.com/Team/shop"})
+    text = bad.content.decode()
+    assert bad.status_code == 200 and "Ensure this value is greater than or equal to 1" in text
+    assert "not a valid repository path component" in text
+    assert DeployRequest.objects.count() == 1
 
 
 def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, instance, admin_user):

@@ -93,3 +93,13 @@ def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
 def test_swagger_ui_does_not_call_the_public_validator(client_as):
     page = client_as(Role.VIEWER).get("/api/v1/docs/").content.decode()
     assert '"validatorUrl": null' in page
+
+
+def test_api_root_lists_every_app_endpoint(api_as):
+    root = api_as(Role.VIEWER).get("/api/v1/")
+    assert root.status_code == 200
+    listed = root.json()
+    for name in ("instances", "events", "images", "rules", "jobs", "clusters", "nodes", "label-jobs", "suites",
+                 "deploys", "audit"):
+        assert listed[name].endswith(f"/api/v1/{name}/"), name
+    assert APIClient().get("/api/v1/").status_code in {401, 403}

@@ -6,6 +6,7 @@ import requests
 from console.roles import Role
 from registries.models import Instance
 from rules import actions
+from tests.support.images import push_image
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
@@ -64,8 +65,6 @@ def test_viewer_cannot_delete_and_bad_input_is_refused(instance, reg, push, clie
 
 
 def test_deletion_disabled_is_shown_as_such(db, registry_factory, tmp_path, client_as):
-    from tests.support.images import push_image
-
     registry = registry_factory(delete=False)
     instance = Instance.objects.create(name="no-delete", url=registry.url, acceleration_enabled=True)
     digest = push_image(tmp_path, f"{registry.host}/team/app:1.0")
@@ -81,3 +80,53 @@ def test_unreachable_registry_and_no_instances(db, client_as):
     Instance.objects.create(name="down", url="http://127.0.0.1:9")
     page = viewer.get("/instances/images/")
     assert page.status_code == 200 and "Could not list the images" in page.content.decode()
+
+
+def test_images_api_lists_pairs_and_deletes_one_side_by_digest(instance, reg, push, api_as):
+    kept = convert(instance, reg, push, "team/app:1.0")
+    push("team/app:2.0")  # not converted
+    push("other/web:1")
+    viewer, operator = api_as(Role.VIEWER), api_as(Role.OPERATOR)
+    listing = viewer.get("/api/v1/images/", {"instance": instance.pk, "namespace": "team"})
+    assert listing.status_code == 200
+    body = listing.json()
+    assert [r["path"] for r in body["repositories"]] == ["team/app"] and not body["truncated"]
+    rows = {row["tag"]: row for row in body["repositories"][0]["tags"]}
+    assert rows["1.0"]["original"]["digest"] == kept.source_digest
+    assert rows["1.0"]["accelerated"]["digest"] == kept.result_digest
+    assert rows["1.0"]["accelerated"]["tag"] == "1.0-apparate"
+    assert (rows["1.0"]["job"], rows["1.0"]["job_status"]) == (kept.pk, "succeeded")
+    assert rows["2.0"]["accelerated"] is None and rows["2.0"]["job"] is None
+    assert body["accelerated_bytes"] == rows["1.0"]["accelerated"]["size"] > 0
+    assert viewer.get("/api/v1/images/", {"instance": instance.pk, "repository": "we"}).json()[
+        "repositories"][0]["path"] == "other/web"
+
+    delete = {"instance": instance.pk, "repository": "team/app", "digest": kept.result_digest}
+    assert viewer.post("/api/v1/images/delete/", delete, format="json").status_code == 403
+    assert status_of(reg, "team/app", "1.0-apparate") == 200
+    deleted = operator.post("/api/v1/images/delete/", delete, format="json")
+    assert deleted.status_code == 200 and kept.result_digest in deleted.json()["detail"]
+    assert status_of(reg, "team/app", "1.0-apparate") == 404 and status_of(reg, "team/app", "1.0") == 200
+    again = operator.post("/api/v1/images/delete/", delete, format="json")
+    assert again.status_code == 404 and "No such image" in again.json()["detail"]
+
+    for bad, field in [({**delete, "digest": "1.0"}, "digest"), ({**delete, "repository": "../etc"}, "repository"),
+                       ({**delete, "instance": 999999}, "instance")]:
+        refused = operator.post("/api/v1/images/delete/", bad, format="json")
+        assert refused.status_code == 400 and field in refused.json(), bad
+    assert status_of(reg, "team/app", "1.0") == 200
+    assert viewer.get("/api/v1/images/").status_code == 400
+
+
+def test_images_api_reports_deletion_disabled_and_unreachable_registries(db, registry_factory, tmp_path, api_as):
+    registry = registry_factory(delete=False)
+    instance = Instance.objects.create(name="no-delete", url=registry.url)
+    digest = push_image(tmp_path, f"{registry.host}/team/app:1.0")
+    refused = api_as(Role.OPERATOR).post("/api/v1/images/delete/",
+                                         {"instance": instance.pk, "repository": "team/app", "digest": digest},
+                                         format="json")
+    assert refused.status_code == 409 and "deletion disabled" in refused.json()["detail"]
+    assert status_of(registry, "team/app", "1.0") == 200
+    down = Instance.objects.create(name="down", url="http://127.0.0.1:9")
+    listing = api_as(Role.VIEWER).get("/api/v1/images/", {"instance": down.pk})
+    assert listing.status_code == 502 and "Could not list the images of down" in listing.json()["detail"]
