@@ -11,8 +11,9 @@ binaries, so synthetic text would misrepresent the size comparison.
 - estargz:        our converter, zlib-ng at --level (default 9), all cores
 - baseline:       plain gunzip + gzip of the same layer at the same level with the same library,
                   one stream, one thread (what "recompress the layer" costs without eStargz)
-- estargz fast:   our fast mode (isal, level 2)
-- baseline fast:  gunzip + single-stream isal gzip at the same level
+- estargz fast:   our fast mode (converter.estargz.PROFILES["fast"]: zlib-ng level 2)
+- baseline fast:  gunzip + single-stream zlib-ng gzip at the same level
+- estargz isal:   isal level 2 (faster, but not byte-deterministic; for comparison)
 - go reference:   containerd's estargz.Build at gzip.BestCompression (GOMAXPROCS = cores), when
                   Go and the Debian package are installed (built offline in GOPATH mode)
 
@@ -160,19 +161,21 @@ def child(mode: str, source: str, output: str, level: int) -> None:
     """Runs inside a child process; prints {"seconds", "output_size"}."""
     sys.path.insert(0, ROOT)
     start = time.perf_counter()
-    if mode in ("estargz", "estargz-fast"):
-        from converter.estargz import LayerOptions, convert_layer
+    if mode in ("estargz", "estargz-fast", "estargz-isal"):
+        from converter.estargz import PROFILES, LayerOptions, convert_layer
 
-        options = LayerOptions(level=level) if mode == "estargz" else LayerOptions(compressor="isal", level=2)
+        options = {"estargz": LayerOptions(level=level), "estargz-fast": LayerOptions(**PROFILES["fast"]),
+                   "estargz-isal": LayerOptions(compressor="isal", level=2)}[mode]
         with open(source, "rb") as src, open(output, "wb") as dst:
             result = convert_layer(src, dst, options)
         size = result.size
     else:
-        from isal import igzip
         from zlib_ng import gzip_ng
 
-        writer, level = (gzip_ng.open, level) if mode == "baseline" else (igzip.open, 2)
-        with gzip_ng.open(source, "rb") as src, writer(output, "wb", compresslevel=level) as dst:
+        from converter.estargz import PROFILES
+
+        level = level if mode == "baseline" else PROFILES["fast"]["level"]
+        with gzip_ng.open(source, "rb") as src, gzip_ng.open(output, "wb", compresslevel=level) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         size = os.path.getsize(output)
     print(json.dumps({"seconds": time.perf_counter() - start, "output_size": size}))
@@ -211,7 +214,7 @@ def build_go_reference(directory: str) -> str | None:
 
 
 OURS, BASE = "estargz (zlib-ng)", "baseline (zlib-ng)"
-FAST, BASE_FAST = "estargz fast (isal 2)", "baseline fast (isal 2)"
+FAST, BASE_FAST, ISAL = "estargz fast (zlib-ng 2)", "baseline fast (zlib-ng 2)", "estargz isal 2"
 GO = "go reference (level 9)"
 
 
@@ -244,7 +247,8 @@ def main() -> None:
               f"{os.cpu_count()} CPUs; load average {load_before:.2f}\n", flush=True)
         output = os.path.join(directory, "out")
         commands = {}
-        for name, mode in ((OURS, "estargz"), (BASE, "baseline"), (FAST, "estargz-fast"), (BASE_FAST, "baseline-fast")):
+        for name, mode in ((OURS, "estargz"), (BASE, "baseline"), (FAST, "estargz-fast"), (BASE_FAST, "baseline-fast"),
+                           (ISAL, "estargz-isal")):
             commands[name] = ([sys.executable, os.path.abspath(__file__), "--child", mode, layer, output,
                                str(args.level)], None)
         binary = None if args.no_go else build_go_reference(directory)
@@ -285,6 +289,9 @@ def main() -> None:
     print(f"fast mode: {mb_s(fast):.1f} MB/s = {base_fast['seconds'] / fast['seconds']:.2f}x its single-stream "
           f"baseline ({mb_s(base_fast):.1f} MB/s); blob {100 * (fast['output_size'] / ours['output_size'] - 1):+.2f}% "
           f"vs level {args.level}; peak RSS {fast['peak_rss_mb']:.0f} MB")
+    isal = runs[ISAL]
+    print(f"isal level 2 (not byte-deterministic): {mb_s(isal):.1f} MB/s; blob "
+          f"{100 * (isal['output_size'] / ours['output_size'] - 1):+.2f}% vs level {args.level}")
     if go:
         print(f"go reference: {mb_s(go):.1f} MB/s; estargz level {args.level} = "
               f"{go['seconds'] / ours['seconds']:.2f}x its throughput (target >= 2x), "

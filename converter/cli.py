@@ -24,7 +24,7 @@ from dataclasses import asdict
 from . import __version__
 from .cache import FileLayerCache
 from .errors import ConversionError, InvalidOptionsError, LayerError, PrioritizedFileError
-from .estargz import LayerOptions, convert_layer
+from .estargz import PROFILES, LayerOptions, convert_layer
 from .image import DEFAULT_SUFFIX, ImageRefused, LayerProgress, convert_image
 from .reference import InvalidReference, parse_reference
 from .registry import RegistryClient, RegistryError, UnsupportedManifest
@@ -44,8 +44,20 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (OSError, EXIT_FAILURE),
 ]
 
-FAST_COMPRESSOR = "isal"
-FAST_LEVEL = 2
+ISAL_DEFAULT_LEVEL = 2
+FAST_HELP = f"fast mode: zlib-ng level {PROFILES['fast']['level']}, about twice as fast, a few %% larger"
+LEVEL_HELP = f"compression level (default {PROFILES['best']['level']}, {PROFILES['fast']['level']} with --fast"
+
+
+def _compression(fast: bool, compressor: str | None, level: int | None) -> dict:
+    """compressor and level from --fast, --compressor and --level (the named profiles by default)."""
+    if compressor and compressor != PROFILES["best"]["compressor"]:
+        profile = {"compressor": compressor, "level": ISAL_DEFAULT_LEVEL}
+    else:
+        profile = dict(PROFILES["fast" if fast else "best"])
+    if level is not None:
+        profile["level"] = level
+    return profile
 
 
 class InputFileError(Exception):
@@ -89,13 +101,14 @@ def add_layer_command(subparsers) -> None:
     parser.add_argument("--chunk-size", type=_byte_size, default=LayerOptions.chunk_size, metavar="N",
                         help="uncompressed bytes per chunk of a large file (default 4MiB)")
     parser.add_argument("--level", type=int, metavar="N",
-                        help=f"compression level (default 9 for zlib-ng, {FAST_LEVEL} for --fast)")
+                        help=f"{LEVEL_HELP}, {ISAL_DEFAULT_LEVEL} with --compressor isal)")
     parser.add_argument("--prioritized", nargs="+", action="extend", default=[], metavar="PATH",
                         help="files to place first, in this order, for the snapshotter to prefetch")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--compressor", choices=["zlib-ng", "isal"], help="deflate implementation (default zlib-ng)")
+    mode.add_argument("--compressor", choices=["zlib-ng", "isal"],
+                      help="deflate implementation (default zlib-ng; isal is fastest but not byte-deterministic)")
     mode.add_argument("--fast", action="store_true",
-                      help=f"fast mode: {FAST_COMPRESSOR} at level {FAST_LEVEL}, a few %% larger, many times faster")
+                      help=FAST_HELP)
     parser.add_argument("--max-uncompressed", type=_byte_size, default=LayerOptions.max_uncompressed_bytes,
                         metavar="N", help="refuse layers that decompress to more than this (default 64G)")
     parser.add_argument("--workers", type=int, help="compression threads (default: number of CPUs)")
@@ -104,11 +117,10 @@ def add_layer_command(subparsers) -> None:
 
 
 def run_layer(args: argparse.Namespace) -> int:
-    compressor = FAST_COMPRESSOR if args.fast else args.compressor or "zlib-ng"
-    level = args.level if args.level is not None else FAST_LEVEL if compressor == FAST_COMPRESSOR else 9
     extra = {"workers": args.workers} if args.workers is not None else {}
-    options = LayerOptions(chunk_size=args.chunk_size, level=level, prioritized_files=tuple(args.prioritized),
-                           compressor=compressor, max_uncompressed_bytes=args.max_uncompressed, **extra)
+    options = LayerOptions(chunk_size=args.chunk_size, prioritized_files=tuple(args.prioritized),
+                           max_uncompressed_bytes=args.max_uncompressed,
+                           **_compression(args.fast, args.compressor, args.level), **extra)
     if args.input == "-":
         source = sys.stdin.buffer
     else:
@@ -152,8 +164,10 @@ def add_image_command(subparsers) -> None:
     parser.add_argument("--chunk-size", type=_byte_size, default=LayerOptions.chunk_size, metavar="N",
                         help="uncompressed bytes per chunk of a large file (default 4MiB)")
     parser.add_argument("--level", type=int, metavar="N",
-                        help=f"compression level (default 9, or {FAST_LEVEL} with --fast)")
-    parser.add_argument("--fast", action="store_true", help=f"fast mode: {FAST_COMPRESSOR} at level {FAST_LEVEL}")
+                        help=f"compression level (default {PROFILES['best']['level']}, or {PROFILES['fast']['level']} "
+                             "with --fast)")
+    parser.add_argument("--fast", action="store_true",
+                        help=FAST_HELP)
     parser.add_argument("--workdir", help="directory for temporary files (default: system temp dir)")
     parser.set_defaults(handler=run_image)
 
@@ -186,9 +200,7 @@ def run_image(args: argparse.Namespace) -> int:
     if args.username and not args.password_stdin:
         raise InvalidOptionsError("give the password with --password-stdin (never on the command line).")
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
-    compressor = FAST_COMPRESSOR if args.fast else "zlib-ng"
-    level = args.level if args.level is not None else FAST_LEVEL if args.fast else 9
-    options = LayerOptions(chunk_size=args.chunk_size, level=level, compressor=compressor)
+    options = LayerOptions(chunk_size=args.chunk_size, **_compression(args.fast, None, args.level))
     ca_pem = None
     if args.ca_file:
         try:

@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from converter.errors import ConversionError
-from converter.estargz import LayerOptions
+from converter.estargz import PROFILES, LayerOptions
 from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
 from converter.reference import ImageReference, InvalidReference, parse_reference
 from converter.registry import (
@@ -34,8 +34,6 @@ from rules.models import MAX_LOG_LINES, ConversionJob, Rule, options_key, option
 from rules.reconciler import Scan
 
 logger = logging.getLogger("apparate.jobs")
-# ISA-L level of the "fast" compression profile (0-3; 1 trades a few % of size for speed).
-FAST_LEVEL = 1
 # First key of the PostgreSQL advisory locks that mark a job as being run by a live worker.
 ADVISORY_LOCK_CLASS = 0x41505052  # "APPR"
 
@@ -320,11 +318,10 @@ def _log(job: ConversionJob, message: str, level: str = "info") -> None:
 
 
 def _layer_options(options: dict) -> LayerOptions:
-    fast = options.get("compression") == Compression.FAST
+    profile = PROFILES["fast" if options.get("compression") == Compression.FAST else "best"]
     return LayerOptions(
         chunk_size=int(options.get("chunk_size") or DEFAULT_CHUNK_SIZE),
-        prioritized_files=tuple(options.get("prioritized_files") or ()),
-        compressor="isal" if fast else "zlib-ng", level=FAST_LEVEL if fast else 9,
+        prioritized_files=tuple(options.get("prioritized_files") or ()), **profile,
     )
 
 
