@@ -193,6 +193,9 @@ class Suite(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        ordering = ["id"]
+
     def __str__(self):
         return f"suite on {self.cluster.name}"
 

@@ -82,7 +82,8 @@ def role_required(read_role: Role = Role.VIEWER, write_role: Role = Role.OPERATO
 class RolePermission(BasePermission):
     """DRF: reads need viewer; writes need the view's `write_role` (default admin).
 
-    `action_roles = {"validate": Role.VIEWER}` overrides the role for one viewset action.
+    `action_roles = {"validate": Role.VIEWER}` overrides the role for one viewset action; a pair
+    `(read role, write role)` sets both for an action that answers GET and POST.
     """
 
     message = "Your role does not allow this."
@@ -92,6 +93,8 @@ class RolePermission(BasePermission):
         action = getattr(view, "action", None)
         if action in action_roles:
             needed = action_roles[action]
+            if isinstance(needed, tuple):
+                needed = needed[0] if request.method in SAFE_METHODS else needed[1]
         elif request.method in SAFE_METHODS:
             needed = getattr(view, "read_role", Role.VIEWER)
         else:

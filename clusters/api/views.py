@@ -30,7 +30,7 @@ from registries.models import Instance
 class ClusterViewSet(viewsets.ModelViewSet):
     serializer_class = ClusterSerializer
     write_role = Role.ADMIN
-    action_roles = {"test_connection": Role.OPERATOR, "sync": Role.OPERATOR, "suite": Role.OPERATOR,
+    action_roles = {"test_connection": Role.OPERATOR, "sync": Role.OPERATOR, "suite": (Role.VIEWER, Role.OPERATOR),
                     "helm_chart": Role.OPERATOR}
     search_fields = ["name", "server", "description"]
     ordering_fields = ["name", "node_count", "compatible_count", "labelled_count", "ready_count", "last_synced_at"]

@@ -156,6 +156,7 @@ def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, inst
     assert kube_emulator.revision == before and AuditEntry.objects.count() == audit_before
     assert web.get(reverse("clusters:detail", args=[cluster.pk])).status_code == 200
     assert api.get("/api/v1/nodes/").json()["count"] == 4
+    assert api.get(f"/api/v1/clusters/{cluster.pk}/suite/").json() == {"status": "not_installed"}  # reads are open
 
 
 def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instance, converted,
