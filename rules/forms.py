@@ -26,6 +26,7 @@ class PathListField(forms.CharField):
 class RuleForm(forms.ModelForm):
     """Create or edit a rule. The instance is chosen on creation only; it cannot move later."""
 
+    live_check_fields = PATTERN_FIELDS  # checked as the user types (console/_form_fields.html)
     prioritized_files = PathListField(
         required=False, label="Prioritized files",
         help_text=Rule._meta.get_field("prioritized_files").help_text,
