@@ -190,11 +190,18 @@ def _job_filters(request) -> tuple[object, dict]:
 
 @role_required()
 def job_list(request):
-    """All conversion jobs, filterable by status, instance and repository; newest first."""
+    """All conversion jobs, filterable by status, instance and repository; newest first. While a
+    job on the page is live, htmx refreshes the rows every 2 seconds."""
     jobs, filters = _job_filters(request)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    live = any(not job.is_terminal for job in page)
+    if request.htmx and request.GET.get("partial") == "rows":
+        # The rows refresh themselves while a job on the page is queued or running; 286 stops that.
+        return stop_polling_when(render(request, "rules/job_list.html#rows", {"page": page, "live": live}), not live)
     counts = dict(ConversionJob.objects.values_list("status").annotate(n=Count("id")))
     context = {
-        "page": Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page")),
+        "page": page,
+        "live": live,
         "instances": Instance.objects.all(),
         "statuses": [(value, label, counts.get(value, 0)) for value, label in JobStatus.choices],
         "convert_form": ConvertNowForm(),

@@ -105,6 +105,17 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class BackfillReportSerializer(serializers.Serializer):
+    """What "Convert existing images" found (GET) or requested (POST) for one rule."""
+
+    repositories = serializers.IntegerField(help_text="Repositories of the rule's namespace that were walked.")
+    tags = serializers.IntegerField(help_text="Tags looked at.")
+    with_twin = serializers.IntegerField(help_text="Matching tags that already have an accelerated twin.")
+    with_job = serializers.IntegerField(help_text="Matching tags that already have a conversion job.")
+    requested = serializers.IntegerField(help_text="Tags that would be (GET) or were (POST) requested.")
+    errors = serializers.ListField(child=serializers.CharField(), help_text="Registry errors met on the way.")
+
+
 class ConvertNowSerializer(serializers.Serializer):
     """Convert one tag of an instance now, with or without a matching rule."""
 

@@ -11,6 +11,7 @@ from converter.reference import InvalidReference
 from rules import actions
 from rules.api.serializers import (
     AddressSerializer,
+    BackfillReportSerializer,
     ConvertNowSerializer,
     JobSerializer,
     MoveSerializer,
@@ -26,7 +27,7 @@ class RuleViewSet(viewsets.ModelViewSet):
     queryset = Rule.objects.select_related("instance")
     serializer_class = RuleSerializer
     write_role = Role.OPERATOR
-    action_roles = {"validate": Role.VIEWER}
+    action_roles = {"validate": Role.VIEWER, "backfill": (Role.VIEWER, Role.OPERATOR)}
     filterset_fields = ["instance", "enabled", "namespace", "format", "compression"]
     search_fields = ["name", "description", "namespace", "repository_pattern", "tag_pattern"]
     ordering_fields = ["position", "name", "namespace", "created_at", "updated_at", "instance__name"]
@@ -65,6 +66,21 @@ class RuleViewSet(viewsets.ModelViewSet):
             "first_failure": evaluation.first_failure,
         }
         return Response(ValidationResultSerializer(result).data, status=status.HTTP_200_OK)
+
+
+    @extend_schema(request=None, responses=BackfillReportSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def backfill(self, request, pk=None):
+        """"Convert existing images": GET previews how many existing tags this rule would convert
+        (nothing is written); POST requests their conversion. Reads the registry's catalog."""
+        rule = self.get_object()
+        try:
+            report = actions.backfill_rule(rule, request.user) if request.method == "POST" else (
+                actions.preview_backfill(rule))
+        except DjangoValidationError as error:
+            return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(BackfillReportSerializer(report.as_dict()).data,
+                        status=status.HTTP_202_ACCEPTED if request.method == "POST" else status.HTTP_200_OK)
 
 
 class JobViewSet(viewsets.ReadOnlyModelViewSet):

@@ -45,6 +45,19 @@ def test_progress_partial_polls_until_terminal(client_as, job):
     assert client.get("/rules/jobs/999999/").status_code == 404
 
 
+def test_job_list_rows_refresh_while_a_job_is_live(client_as, job):
+    client = client_as(Role.VIEWER)
+    page = client.get("/rules/jobs/?status=queued").content.decode()
+    assert 'hx-get="/rules/jobs/?status=queued&amp;partial=rows"' in page and 'hx-trigger="every 2s"' in page
+    rows = client.get("/rules/jobs/?status=queued&partial=rows", HTTP_HX_REQUEST="true")
+    assert rows.status_code == 200 and rows.content.decode().lstrip().startswith('<tbody id="job-rows"')
+    assert "Queued" in rows.content.decode() and "<thead>" not in rows.content.decode()
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+    done = client.get("/rules/jobs/?partial=rows", HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "Succeeded" in done.content.decode() and "every 2s" not in done.content.decode()
+    assert "every 2s" not in client.get("/rules/jobs/").content.decode()  # nothing live: no polling
+
+
 def test_viewer_cannot_cancel_retry_or_convert(client_as, api_as, instance, job,
                                                django_capture_on_commit_callbacks):
     client, api = client_as(Role.VIEWER), api_as(Role.VIEWER)
@@ -103,6 +116,29 @@ def test_backfill_preview_and_request_from_rule_page(client_as, instance, make_r
     response = client.post(f"/rules/{rule.pk}/backfill/", HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and response.headers["HX-Redirect"].startswith("/rules/jobs/")
     assert ConversionJob.objects.get().source_tag == "1"
+
+
+def test_backfill_api_previews_then_requests_and_respects_roles(api_as, instance, make_rule, push,
+                                                                django_capture_on_commit_callbacks):
+    rule = make_rule("all")
+    push("team/app:1")
+    push("team/app:2")
+    viewer, operator = api_as(Role.VIEWER), api_as(Role.OPERATOR)
+    preview = viewer.get(f"/api/v1/rules/{rule.pk}/backfill/")
+    assert preview.status_code == 200
+    assert preview.json() == {"repositories": 1, "tags": 2, "with_twin": 0, "with_job": 0, "requested": 2,
+                              "errors": []}
+    assert viewer.post(f"/api/v1/rules/{rule.pk}/backfill/").status_code == 403
+    assert not ConversionJob.objects.exists()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = operator.post(f"/api/v1/rules/{rule.pk}/backfill/")
+    assert response.status_code == 202 and response.json()["requested"] == 2 and len(callbacks) == 2
+    assert sorted(ConversionJob.objects.values_list("source_tag", flat=True)) == ["1", "2"]
+    assert operator.get(f"/api/v1/rules/{rule.pk}/backfill/").json()["with_job"] == 2
+    rule.enabled = False
+    rule.save()
+    refused = operator.post(f"/api/v1/rules/{rule.pk}/backfill/")
+    assert refused.status_code == 409 and "not active" in refused.json()["detail"]
 
 
 def test_dashboard_and_menu_show_jobs(client_as, instance, job):
