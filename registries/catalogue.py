@@ -9,13 +9,14 @@ image asked for: the accelerated manifest has no `subject` and shares no manifes
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.paginator import Page, Paginator
 
 from converter.registry import DeletionDisabled, RegistryClient, RegistryError, RegistryNotFound
 from registries.models import Instance
 from rules.actions import client_for
 from rules.models import ConversionJob
 
-MAX_REPOSITORIES = 50  # repositories read per page view; narrow with the filters to see others
+MAX_REPOSITORIES = 50  # repositories read per page of the Images view (each costs a tags list and HEADs)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RepositoryRows:
 @dataclass
 class Catalogue:
     repositories: list[RepositoryRows] = field(default_factory=list)
-    truncated: bool = False
+    page: Page | None = None  # which slice of the matching repositories this is
     error: str = ""
 
     @property
@@ -128,8 +129,10 @@ def _repository(instance: Instance, client: RegistryClient, path: str) -> Reposi
     return repo
 
 
-def list_images(instance: Instance, namespace: str = "", repository: str = "") -> Catalogue:
-    """Repositories of the instance (filtered by namespace and a repository substring) with their tags."""
+def list_images(instance: Instance, namespace: str = "", repository: str = "", page: int | str = 1) -> Catalogue:
+    """One page of the instance's repositories (filtered by namespace and a repository substring),
+    each with its tags beside their twins. The catalog is listed whole; only the repositories of
+    the page are read further."""
     catalogue = Catalogue()
     with client_for(instance, retries=1) as client:  # a page view: answer soon when the registry is down
         try:
@@ -139,8 +142,8 @@ def list_images(instance: Instance, namespace: str = "", repository: str = "") -
             return catalogue
         paths = [p for p in sorted(paths) if (not namespace or p.partition("/")[0] == namespace)
                  and (not repository or repository in p.partition("/")[2])]
-        catalogue.truncated = len(paths) > MAX_REPOSITORIES
-        for path in paths[:MAX_REPOSITORIES]:
+        catalogue.page = Paginator(paths, MAX_REPOSITORIES).get_page(page)
+        for path in catalogue.page:
             catalogue.repositories.append(_repository(instance, client, path))
     return catalogue
 

@@ -250,7 +250,8 @@ def image_list(request):
     repository = request.GET.get("repository", "").strip()[:255]
     context = {"instances": instances, "instance": instance, "namespace": namespace, "repository": repository,
                "suffix": settings.APPARATE_ACCELERATED_SUFFIX,
-               "catalogue": catalogue.list_images(instance, namespace, repository) if instance else None}
+               "catalogue": catalogue.list_images(instance, namespace, repository, request.GET.get("page", 1))
+               if instance else None}
     return render(request, "registries/image_list.html", context)
 
 

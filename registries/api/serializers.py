@@ -98,6 +98,8 @@ class ImageQuerySerializer(serializers.Serializer):
     namespace = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
     repository = serializers.CharField(required=False, allow_blank=True, max_length=255, default="",
                                        help_text="Part of the repository name below the namespace.")
+    page = serializers.IntegerField(required=False, min_value=1, default=1,
+                                    help_text="Page of repositories (50 per page).")
 
 
 class ImageInfoSerializer(serializers.Serializer):
@@ -124,7 +126,10 @@ class RepositoryImagesSerializer(serializers.Serializer):
 
 
 class CatalogueSerializer(serializers.Serializer):
-    truncated = serializers.BooleanField(help_text="Only the first repositories are listed; filter to see others.")
+    page = serializers.IntegerField(source="page.number", help_text="This page of repositories.")
+    pages = serializers.IntegerField(source="page.paginator.num_pages", help_text="Pages of repositories in all.")
+    repository_count = serializers.IntegerField(source="page.paginator.count",
+                                                help_text="Repositories matching the filters, on all pages.")
     original_bytes = serializers.IntegerField()
     accelerated_bytes = serializers.IntegerField()
     repositories = RepositoryImagesSerializer(many=True)

@@ -111,13 +111,13 @@ class ImageViewSet(viewsets.ViewSet):
     def list(self, request):
         """Repositories and tags of `?instance=`, each original beside its accelerated twin and job.
 
-        Filter with `namespace` (exact) and `repository` (part of the name); at most 50 repositories
-        are read per request (`truncated` says when there were more).
+        Filter with `namespace` (exact) and `repository` (part of the name); 50 repositories per
+        `page` (`pages` and `repository_count` say how many there are).
         """
         query = ImageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        found = catalogue.list_images(data["instance"], data["namespace"], data["repository"])
+        found = catalogue.list_images(data["instance"], data["namespace"], data["repository"], data["page"])
         if found.error:
             return Response({"detail": f"Could not list the images of {data['instance'].name}: {found.error}"},
                             status=status.HTTP_502_BAD_GATEWAY)

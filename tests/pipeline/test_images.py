@@ -4,6 +4,7 @@ deletion by digest that never touches the other image; a registry with deletion 
 import requests
 
 from console.roles import Role
+from registries import catalogue
 from registries.models import Instance
 from rules import actions
 from tests.support.images import push_image
@@ -90,7 +91,8 @@ def test_images_api_lists_pairs_and_deletes_one_side_by_digest(instance, reg, pu
     listing = viewer.get("/api/v1/images/", {"instance": instance.pk, "namespace": "team"})
     assert listing.status_code == 200
     body = listing.json()
-    assert [r["path"] for r in body["repositories"]] == ["team/app"] and not body["truncated"]
+    assert [r["path"] for r in body["repositories"]] == ["team/app"]
+    assert (body["page"], body["pages"], body["repository_count"]) == (1, 1, 1)
     rows = {row["tag"]: row for row in body["repositories"][0]["tags"]}
     assert rows["1.0"]["original"]["digest"] == kept.source_digest
     assert rows["1.0"]["accelerated"]["digest"] == kept.result_digest
@@ -130,3 +132,20 @@ def test_images_api_reports_deletion_disabled_and_unreachable_registries(db, reg
     down = Instance.objects.create(name="down", url="http://127.0.0.1:9")
     listing = api_as(Role.VIEWER).get("/api/v1/images/", {"instance": down.pk})
     assert listing.status_code == 502 and "Could not list the images of down" in listing.json()["detail"]
+
+
+def test_repositories_are_paged_on_the_page_and_in_the_api(instance, push, client_as, api_as, monkeypatch):
+    monkeypatch.setattr(catalogue, "MAX_REPOSITORIES", 2)  # our own page size, to page three repositories
+    for name in ("alpha", "beta", "gamma"):
+        push(f"team/{name}:1")
+    viewer = client_as(Role.VIEWER)
+    first = viewer.get(f"/instances/images/?instance={instance.pk}").content.decode()
+    assert "team/alpha" in first and "team/beta" in first and "team/gamma" not in first
+    assert "Page 1 of 2" in first and f"instance={instance.pk}&amp;page=2" in first
+    second = viewer.get(f"/instances/images/?instance={instance.pk}&page=2").content.decode()
+    assert "team/gamma" in second and "team/alpha" not in second
+    api = api_as(Role.VIEWER)
+    body = api.get("/api/v1/images/", {"instance": instance.pk, "page": 2}).json()
+    assert [r["path"] for r in body["repositories"]] == ["team/gamma"]
+    assert (body["page"], body["pages"], body["repository_count"]) == (2, 2, 3)
+    assert api.get("/api/v1/images/", {"instance": instance.pk, "page": 0}).status_code == 400
