@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 
-from console.models import AuditEntry
+from console.models import AuditEntry, WorkerHeartbeat
 from console.roles import Role, role_of
 
 admin.site.site_header = "apparate administration"
@@ -13,15 +13,8 @@ admin.site.index_title = "Administration"
 admin.site.site_url = "/"
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    """The audit log can be read here but never written, changed or deleted."""
-
-    list_display = ["timestamp", "actor_name", "source", "action", "app_label", "model", "object_repr"]
-    list_filter = ["source", "action", "app_label", "model", ("timestamp", admin.DateFieldListFilter)]
-    search_fields = ["object_repr", "actor_name", "object_id"]
-    date_hierarchy = "timestamp"
-    list_select_related = ["actor"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the console or its workers: readable here, never added, changed or deleted."""
 
     def has_add_permission(self, request):
         return False
@@ -31,6 +24,27 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit log can be read here but never written, changed or deleted."""
+
+    list_display = ["timestamp", "actor_name", "source", "action", "app_label", "model", "object_repr"]
+    list_filter = ["source", "action", "app_label", "model", ("timestamp", admin.DateFieldListFilter)]
+    search_fields = ["object_repr", "actor_name", "object_id"]
+    date_hierarchy = "timestamp"
+    list_select_related = ["actor"]
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    """When each worker last reported in; written by the workers only."""
+
+    list_display = ["hostname", "seen_at"]
+    list_filter = [("seen_at", admin.DateFieldListFilter)]
+    search_fields = ["hostname"]
+    ordering = ["-seen_at"]
 
 
 admin.site.unregister(User)

@@ -207,6 +207,27 @@ def test_audit_entries_are_read_only_in_admin(make_user):
     assert entry.actor_name == "system"
 
 
+def test_every_model_of_ours_is_in_admin_with_filters_and_search():
+    from django.apps import apps
+    from django.contrib import admin
+
+    for app in ("console", "registries", "rules", "clusters"):
+        for model in apps.get_app_config(app).get_models():
+            model_admin = admin.site._registry.get(model)
+            assert model_admin is not None, model._meta.label
+            assert model_admin.list_filter and model_admin.search_fields, model._meta.label
+
+
+def test_worker_heartbeats_are_read_only_in_admin():
+    from django.contrib.auth.models import User
+
+    record_heartbeat("celery@box-1")
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="x-long-password-1"))
+    assert "celery@box-1" in html(client.get("/admin/console/workerheartbeat/?q=box-1"))
+    assert client.get("/admin/console/workerheartbeat/add/").status_code == 403
+
+
 def test_audit_creation_lists_only_the_fields_given_a_value():
     entry = audit_entry(action="create", changes={
         "id": {"old": None, "new": 4}, "name": {"old": None, "new": "hub"},
