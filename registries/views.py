@@ -13,7 +13,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Max, Q
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -39,17 +39,13 @@ admin_only = role_required(read_role=Role.ADMIN, write_role=Role.ADMIN)
 
 
 def _instance_context(request, instance: Instance, **extra) -> dict:
-    try:
-        rules_url = f"{reverse('rules:list')}?instance={instance.pk}"
-    except NoReverseMatch:  # the rules pages are another app's; without them the link is left out
-        rules_url = ""
     return {
         "instance": instance,
         "acceleration_colour": ACCELERATION_COLOURS[instance.acceleration_enabled],
         "webhook_url": actions.webhook_url(instance, request),
         "recent_events": instance.push_events.select_related("matched_rule")[:RECENT_EVENTS],
         "rule_count": instance.rules.count(),
-        "rules_url": rules_url,
+        "rules_url": f"{reverse('rules:list')}?instance={instance.pk}",
         "suffix": settings.APPARATE_ACCELERATED_SUFFIX,
         **extra,
     }
