@@ -14,7 +14,6 @@ from django.utils import timezone
 from converter.reference import InvalidReference, parse_reference
 from converter.registry import (
     RegistryAuthError,
-    RegistryClient,
     RegistryError,
     RegistryNotFound,
     RegistryProtocolError,
@@ -72,14 +71,7 @@ def _scrub(text: str, instance: Instance) -> str:
 
 def test_connection(instance: Instance) -> ConnectionResult:
     """GET /v2/ on the instance with its credentials and TLS settings; explain any failure."""
-    client = RegistryClient(
-        instance.base_url,
-        username=instance.username or None,
-        password=instance.password or None,
-        verify=instance.verify_tls,
-        ca_bundle_pem=instance.ca_bundle or None,
-        timeout=settings.APPARATE_REGISTRY_TIMEOUT,
-    )
+    client = instance.registry_client()
     try:
         client.ping()
     except RegistryError as error:

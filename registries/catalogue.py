@@ -13,7 +13,6 @@ from django.core.paginator import Page, Paginator
 
 from converter.registry import DeletionDisabled, RegistryClient, RegistryError, RegistryNotFound
 from registries.models import Instance
-from rules.actions import client_for
 from rules.models import ConversionJob
 
 MAX_REPOSITORIES = 50  # repositories read per page of the Images view (each costs a tags list and HEADs)
@@ -134,7 +133,7 @@ def list_images(instance: Instance, namespace: str = "", repository: str = "", p
     each with its tags beside their twins. The catalog is listed whole; only the repositories of
     the page are read further."""
     catalogue = Catalogue()
-    with client_for(instance, retries=1) as client:  # a page view: answer soon when the registry is down
+    with instance.registry_client(retries=1) as client:  # a page view: answer soon when the registry is down
         try:
             paths = client.catalog()
         except RegistryError as error:
@@ -153,7 +152,7 @@ def delete_image(instance: Instance, path: str, digest: str) -> None:
 
     Raises DeleteRefused with the registry's answer, e.g. when deletion is disabled there.
     """
-    with client_for(instance) as client:
+    with instance.registry_client() as client:
         try:
             client.delete_manifest(path, digest)
         except DeletionDisabled as error:

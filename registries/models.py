@@ -3,10 +3,12 @@
 import secrets
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
 from console.fields import EncryptedTextField
+from converter.registry import RegistryClient
 from registries.choices import COLOURS, PushOutcome, PushReason, PushSource
 from registries.validators import validate_ca_bundle, validate_registry_url
 
@@ -71,6 +73,15 @@ class Instance(models.Model):
     @property
     def is_anonymous(self) -> bool:
         return not self.username
+
+    def registry_client(self, **options) -> RegistryClient:
+        """A converter registry client with this instance's URL, credentials and TLS settings
+        (no request is made until it is used; close it, or use it as a context manager)."""
+        return RegistryClient(
+            self.base_url, username=self.username or None, password=self.password or None,
+            verify=self.verify_tls, ca_bundle_pem=self.ca_bundle or None,
+            timeout=settings.APPARATE_REGISTRY_TIMEOUT, **{"retries": settings.APPARATE_REGISTRY_RETRIES, **options},
+        )
 
 
 class PushEvent(models.Model):

@@ -107,15 +107,6 @@ class JobActionRefused(ValidationError):
     """An action that does not apply to the job in its current state (e.g. cancelling a running job)."""
 
 
-def client_for(instance: Instance, **options) -> RegistryClient:
-    """A converter registry client for the instance, with its credentials and TLS settings."""
-    return RegistryClient(
-        instance.base_url, username=instance.username or None, password=instance.password or None,
-        verify=instance.verify_tls, ca_bundle_pem=instance.ca_bundle or None,
-        timeout=settings.APPARATE_REGISTRY_TIMEOUT, **{"retries": settings.APPARATE_REGISTRY_RETRIES, **options},
-    )
-
-
 def _as_reference(instance: Instance, reference: ImageReference | str) -> ImageReference:
     """A full address, or `namespace/repository:tag` taken as an image of the instance."""
     if not isinstance(reference, str):
@@ -174,7 +165,7 @@ def push_twin_tags(job_id: int) -> list[str]:
         return []
     path = f"{job.namespace}/{job.repository}"
     written = [tag + settings.APPARATE_ACCELERATED_SUFFIX for tag in job.twin_tags]
-    with client_for(job.instance) as client:
+    with job.instance.registry_client() as client:
         manifest = client.get_manifest(path, job.result_digest)
         for twin in written:
             client.put_manifest(path, twin, manifest.content, manifest.media_type)
@@ -260,7 +251,7 @@ def convert_now(instance: Instance, reference: ImageReference | str, requested_b
         raise ValidationError(f"The tag '{reference.tag}' ends with '{suffix}': it is already an accelerated image.")
     digest = reference.digest
     if not digest:
-        with client_for(instance) as client:
+        with instance.registry_client() as client:
             try:
                 found = client.head_manifest(reference.path, reference.tag or "latest")
             except RegistryError as error:
@@ -439,7 +430,7 @@ def run_conversion(job_id: int) -> ConversionJob | None:
         progress = _Progress(job)
         started = time.monotonic()
         try:
-            with client_for(job.instance) as client:
+            with job.instance.registry_client() as client:
                 result = convert_image(
                     client, source, destination=source.with_tag(job.source_tag + settings.APPARATE_ACCELERATED_SUFFIX),
                     options=_layer_options(job.options), cache=DatabaseLayerCache(job.instance), progress=progress,
@@ -596,7 +587,7 @@ def reconcile_instance(instance: Instance) -> ReconcileReport:
     images older than their rule), and re-enqueue jobs stuck in the queue. Registry failures are
     reported, not raised; the next pass retries."""
     _requeue_stale(instance)
-    with client_for(instance) as client:
+    with instance.registry_client() as client:
         try:
             found = reconciler.scan(instance, client)
             report = _request_candidates(instance, client, found, JobTrigger.RECONCILER)
@@ -619,14 +610,14 @@ def _backfill_scan(rule: Rule, client: RegistryClient) -> Scan:
 
 def preview_backfill(rule: Rule) -> ReconcileReport:
     """How many existing tags "Convert existing images" would convert for this rule (nothing is written)."""
-    with client_for(rule.instance) as client:
+    with rule.instance.registry_client() as client:
         found = _backfill_scan(rule, client)
     return ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, len(found.candidates))
 
 
 def backfill_rule(rule: Rule, requested_by=None) -> ReconcileReport:
     """Convert the existing images this rule matches that have no accelerated twin and no job yet."""
-    with client_for(rule.instance) as client:
+    with rule.instance.registry_client() as client:
         report = _request_candidates(rule.instance, client, _backfill_scan(rule, client), JobTrigger.BACKFILL,
                                      requested_by)
     logger.info("backfill rule=%s requested=%s", rule.pk, report.requested)
