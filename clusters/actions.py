@@ -22,6 +22,7 @@ from clusters import manifests
 from clusters.choices import (
     JOB_TERMINAL,
     LABEL_RESULT_OK,
+    SUITE_BUSY,
     USABLE_COMPATIBILITY,
     ConnectionStatus,
     DeployStatus,
@@ -374,6 +375,10 @@ class SuiteBusy(Exception):
     """A suite operation is already running on this cluster."""
 
 
+class SuiteNotInstalled(Exception):
+    """Uninstall asked for on a cluster where the console never applied the suite."""
+
+
 def suite_params(suite: Suite) -> manifests.SuiteParams:
     instance = suite.instance
     return manifests.SuiteParams(
@@ -391,9 +396,10 @@ def request_suite_operation(cluster: Cluster, operation: str, user=None, instanc
 
     with transaction.atomic():
         suite, _ = Suite.objects.select_for_update().get_or_create(cluster=cluster)
-        if suite.status in {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING,
-                            SuiteStatus.UNINSTALLING}:
+        if suite.status in SUITE_BUSY:
             raise SuiteBusy(f"A suite {suite.get_operation_display().lower()} is already running on {cluster.name}.")
+        if operation == SuiteOperation.UNINSTALL and not suite.applied:  # the new row is rolled back
+            raise SuiteNotInstalled("The suite is not installed on this cluster.")
         if operation != SuiteOperation.UNINSTALL:
             if instance is not None:
                 suite.instance = instance

@@ -149,19 +149,6 @@ class SuiteForm(forms.Form):
     version = forms.CharField(max_length=64, required=False,
                               help_text=f"Agent version; default {settings.APPARATE_SUITE_VERSION}.")
 
-    def __init__(self, *args, suite=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.suite = suite
-
-    def clean(self):
-        cleaned = super().clean()
-        operation = cleaned.get("operation")
-        has_instance = cleaned.get("instance") or (self.suite is not None and self.suite.instance_id)
-        if operation in {SuiteOperation.INSTALL, SuiteOperation.UPGRADE} and not has_instance:
-            self.add_error("instance", "Choose the registry instance whose credentials the nodes use.")
-        if operation == SuiteOperation.UNINSTALL and (self.suite is None or not self.suite.applied):
-            self.add_error(None, "The suite is not installed on this cluster.")
-        return cleaned
 
 
 class SuggestionsInput(forms.TextInput):

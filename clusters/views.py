@@ -105,7 +105,7 @@ def cluster_detail(request, pk):
     suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
     context = {
         "cluster": cluster, "page": page, "suite": suite,
-        "suite_form": SuiteForm(suite=suite, initial={"instance": suite.instance_id if suite else None}),
+        "suite_form": SuiteForm(initial={"instance": suite.instance_id if suite else None}),
         "jobs": LabelJob.objects.filter(results__cluster=cluster).distinct()[:5],
         "deploys": cluster.deploys.all()[:5],
         "compatibility_choices": Compatibility.choices,
@@ -197,14 +197,13 @@ def job_detail(request, pk):
 @require_POST
 def suite_operate(request, pk):
     cluster = get_object_or_404(Cluster, pk=pk)
-    suite = Suite.objects.filter(cluster=cluster).first()
-    form = SuiteForm(request.POST, suite=suite)
+    form = SuiteForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
         try:
             actions.request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
                                             namespace=data["namespace"], version=data["version"])
-        except (actions.SuiteBusy, ValueError) as error:
+        except (actions.SuiteBusy, actions.SuiteNotInstalled, ValueError) as error:
             messages.error(request, str(error))
         else:
             messages.success(request, f"Suite {data['operation']} started on {cluster.name}.")

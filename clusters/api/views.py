@@ -67,14 +67,11 @@ class ClusterViewSet(viewsets.ModelViewSet):
         serializer = SuiteRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        existing = Suite.objects.filter(cluster=cluster).first()
-        if data["operation"] == "uninstall" and (existing is None or not existing.applied):
-            return Response({"detail": "The suite is not installed on this cluster."}, status=status.HTTP_409_CONFLICT)
         try:
             suite = actions.request_suite_operation(cluster, data["operation"], request.user,
                                                     instance=data.get("instance"), namespace=data.get("namespace", ""),
                                                     version=data.get("version", ""))
-        except actions.SuiteBusy as error:
+        except (actions.SuiteBusy, actions.SuiteNotInstalled) as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         except ValueError as error:
             return Response({"instance": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
