@@ -11,7 +11,7 @@ from dataclasses import dataclass
 MAX_ADDRESS_LENGTH = 4096
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
+DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")  # a content digest, as in addresses
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
@@ -77,7 +77,7 @@ def parse_reference(text: str) -> ImageReference:
     digest = None
     if "@" in address:
         address, digest = address.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             raise InvalidReference(f"'{digest}' is not a valid digest (expected sha256: and 64 hex digits).")
 
     host, slash, path = address.partition("/")

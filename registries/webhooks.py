@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from converter.reference import DIGEST
 from registries.choices import PushSource
 from registries.models import (
     MAX_ACTOR_LENGTH,
@@ -49,7 +50,6 @@ _BLOB_TYPES = frozenset({
 _BLOB_TYPE_MARKERS = (".layer.", ".rootfs.")
 # cosign stores signatures, attestations and SBOMs as images tagged `sha256-<hex>.sig` etc.
 _COSIGN_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}\.(sig|att|sbom)")
-_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HARBOR_PUSH_TYPES = {"PUSH_ARTIFACT", "harbor.artifact.pushed"}
 _MAX_EVENTS = 1000
@@ -125,7 +125,7 @@ def _object(container: dict, key: str, where: str) -> dict:
 
 def _digest(container: dict, where: str) -> str:
     digest = _text(container, "digest", where, MAX_DIGEST_LENGTH, required=True)
-    if not _DIGEST.fullmatch(digest):
+    if not DIGEST.fullmatch(digest):
         raise MalformedPayload(f"{where}.digest is not a sha256:/sha512: digest.")
     return digest
 
