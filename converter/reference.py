@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 MAX_ADDRESS_LENGTH = 4096
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")  # a content digest, as in addresses
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -103,7 +103,7 @@ def parse_reference(text: str) -> ImageReference:
             raise InvalidReference(
                 "The repository path has an empty component (two slashes in a row or a trailing slash)."
             )
-        if len(component) > 255 or not _COMPONENT.fullmatch(component):
+        if len(component) > 255 or not COMPONENT.fullmatch(component):
             raise InvalidReference(
                 f"'{component}' is not a valid repository path component "
                 "(lower-case letters and digits, separated by '.', '_', '__' or dashes)."

@@ -5,9 +5,10 @@ import re
 from django.core.exceptions import ValidationError
 
 from console.validators import check_http_url, check_pem_certificates
+from converter.reference import COMPONENT
 
 MANIFEST_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-REPOSITORY_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+")
+REPOSITORY_PATH = re.compile(rf"{COMPONENT.pattern}(?:/{COMPONENT.pattern})+")  # namespace/repository[/...]
 
 
 def validate_registry_url(value: str) -> None:

@@ -7,10 +7,11 @@ pattern length and in memory, and compiled patterns are cached by their text.
 
 import functools
 import posixpath
-import re
 
 import re2
 from django.core.exceptions import ValidationError
+
+from converter.reference import COMPONENT
 
 MAX_PATTERN_LENGTH = 1024
 # RE2's budget for one compiled pattern; a pattern that needs more fails to compile.
@@ -20,7 +21,6 @@ MAX_PRIORITIZED_FILES = 256
 MAX_PATH_LENGTH = 1024
 
 # One repository path component, as in the OCI distribution spec.
-_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 class PatternError(ValueError):
@@ -72,7 +72,7 @@ def validate_namespace(value: str) -> None:
         )
     if len(value) > MAX_NAMESPACE_LENGTH:
         raise ValidationError(f"A namespace has at most {MAX_NAMESPACE_LENGTH} characters.", code="invalid_namespace")
-    if not _NAMESPACE.fullmatch(value):
+    if not COMPONENT.fullmatch(value):
         raise ValidationError(
             f"'{value}' is not a namespace name: use lower-case letters and digits, separated by "
             "'.', '_', '__' or dashes. Patterns are not allowed here.",
