@@ -3,7 +3,7 @@
 Starts N Kubernetes API emulators (tests/support/kube_emulator.py) with M nodes each, then times
 1. the baseline: concurrent merge-PATCHes of every node's labels through the official client
    (clusters.kube.KubeSession, same concurrency), no database;
-2. the product: actions.request_labelling + actions.run_label_job (per-node results in the
+2. the product: request_labelling + run_label_job (per-node results in the
    database, retries, node rows updated), on a fresh SQLite database unless DATABASE_URL is set.
 
 Usage: .venv/bin/python bench/labelling.py [--clusters 4] [--nodes 500] [--concurrency 16]
@@ -38,7 +38,8 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
-    from clusters import actions
+    from clusters.actions.labelling import request_labelling, run_label_job, select_nodes
+    from clusters.actions.sync import sync_nodes
     from clusters.choices import LabelOperation
     from clusters.kube import Connection, KubeSession
     from clusters.models import Cluster
@@ -73,14 +74,14 @@ def main() -> None:
     clusters = [Cluster.objects.create(name=f"bench-{i}-{time.time_ns()}", server=e.url, token=e.token)
                 for i, e in enumerate(emulators)]
     for cluster in clusters:
-        actions.sync_nodes(cluster)
+        sync_nodes(cluster)
 
     def product() -> tuple[float, dict]:
         started = time.perf_counter()
-        nodes = actions.select_nodes(cluster_ids=[c.pk for c in clusters])
-        job = actions.request_labelling(None, nodes, LabelOperation.LABEL, selection="bench")
+        nodes = select_nodes(cluster_ids=[c.pk for c in clusters])
+        job = request_labelling(None, nodes, LabelOperation.LABEL, selection="bench")
         requested = time.perf_counter() - started
-        job = actions.run_label_job(job.pk)
+        job = run_label_job(job.pk)
         return time.perf_counter() - started, {"status": job.status, "succeeded": job.succeeded, "total": job.total,
                                                 "requested": requested}
 

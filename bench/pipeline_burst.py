@@ -88,9 +88,10 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from registries.models import Instance, PushEvent
-    from rules.choices import TERMINAL, JobStatus
-    from rules.models import ConversionJob, LayerCacheEntry, Rule
+    from pipeline.choices import TERMINAL, JobStatus
+    from pipeline.models import ConversionJob, LayerCacheEntry, PushEvent
+    from registries.models import Instance
+    from rules.models import Rule
     from tests.support.images import OCI_MANIFEST, push_raw
     from tests.support.registry import free_port, start_registry
     from tests.support.worker import start_worker

@@ -7,7 +7,7 @@ from django.core.validators import MinValueValidator
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from clusters import actions
+from clusters.actions.deploy import accelerated_images
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
@@ -124,7 +124,7 @@ class LabelForm(forms.Form):
         return cleaned
 
     def selection(self) -> dict:
-        """Arguments of actions.select_nodes plus a description for the job."""
+        """Arguments of select_nodes plus a description for the job."""
         data = self.cleaned_data
         cluster_ids = [c.pk for c in data.get("clusters") or []]
         where = f" in {', '.join(c.name for c in data['clusters'])}" if cluster_ids else ""
@@ -191,7 +191,7 @@ class DeployForm(forms.ModelForm):
         self.fields["replicas"].validators.append(MinValueValidator(1))
         self.fields["replicas"].widget.attrs["min"] = 1
         instance = self._chosen_instance()
-        images = actions.accelerated_images(instance) if instance else []
+        images = accelerated_images(instance) if instance else []
         self.fields["image"].widget.choices = [
             (job.accelerated, f"{job.path}:{job.result_tag} (twin of :{job.source_tag})") for job in images
         ]

@@ -281,3 +281,8 @@ def _api_error(error: ApiException, method: str, path: str) -> KubeError:
     if status in {400, 422}:
         return KubeError(f"The API server rejected the object: {message}", "invalid", status)
     return KubeError(f"{method} {path} failed with {status}: {message}", "error", status)
+
+
+def session_for(cluster, pool_size: int = 4) -> "KubeSession":
+    """A session on a registered cluster (a clusters.models.Cluster) with its stored credentials."""
+    return KubeSession(Connection.of(cluster), pool_size=pool_size)

@@ -21,7 +21,7 @@ from clusters.validators import (
     validate_image_reference,
     validate_pem_certificates,
 )
-from console.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 
 def default_suite_namespace() -> str:

@@ -3,7 +3,8 @@
 from celery import shared_task
 from django.conf import settings
 
-from clusters import actions
+from clusters.actions import labelling, sync
+from clusters.actions import suite as suite_actions
 from clusters.choices import SuiteStatus
 from clusters.models import Cluster, Suite
 
@@ -11,23 +12,23 @@ from clusters.models import Cluster, Suite
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def sync_cluster_nodes(cluster_id: int) -> str:
     cluster = Cluster.objects.filter(pk=cluster_id).first()
-    return actions.sync_nodes(cluster).message if cluster else "cluster deleted"
+    return sync.sync_nodes(cluster).message if cluster else "cluster deleted"
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def sync_all_clusters() -> dict:
     """Periodic (CELERY_BEAT_SCHEDULE["clusters-sync-nodes"], every APPARATE_NODE_SYNC_INTERVAL s)."""
-    return actions.sync_all_clusters()
+    return sync.sync_all_clusters()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_label_job(job_id: int) -> None:
-    actions.run_label_job(job_id)
+    labelling.run_label_job(job_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_suite_operation(suite_id: int) -> None:
-    actions.run_suite_operation(suite_id)
+    suite_actions.run_suite_operation(suite_id)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -36,6 +37,6 @@ def watch_rollout(self, suite_id: int) -> None:
     suite = Suite.objects.select_related("cluster").filter(pk=suite_id).first()
     if suite is None or suite.status != SuiteStatus.ROLLING_OUT:
         return
-    suite = actions.refresh_rollout(suite)
+    suite = suite_actions.refresh_rollout(suite)
     if suite.status == SuiteStatus.ROLLING_OUT and not settings.CELERY_TASK_ALWAYS_EAGER:
         watch_rollout.apply_async((suite_id,), countdown=1)

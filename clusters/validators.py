@@ -4,8 +4,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
-from console.validators import check_http_url, check_pem_certificates, parse_image
 from converter.reference import ImageReference
+from core.validators import check_http_url, check_pem_certificates, parse_image
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

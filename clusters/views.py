@@ -1,6 +1,6 @@
 """Pages of the clusters app: clusters, nodes, label jobs, the acceleration suite and deploys.
 
-Views are thin: load the object, call one verb in clusters/actions.py, render a page, a partial or
+Views are thin: load the object, call one verb in clusters/actions/, render a page, a partial or
 a redirect. They never call Kubernetes themselves. Reads need the viewer role; registering,
 editing or deleting a cluster (its credentials) needs admin; connection tests, syncs, labelling,
 suite operations and deploys need operator. The Helm chart carries the registry password only
@@ -16,13 +16,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from clusters import actions, helm
+from clusters import helm
+from clusters.actions.deploy import apply_deploy, plan_deploy
+from clusters.actions.labelling import request_labelling, select_nodes
+from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
+from clusters.actions.sync import annotate_counts, sync_nodes, test_connection
 from clusters.choices import JOB_TERMINAL, SUITE_TERMINAL, Compatibility, LabelResultStatus
 from clusters.forms import ClusterForm, DeployForm, LabelForm, SuiteForm
 from clusters.models import Cluster, LabelJob, Node, Suite
-from console.htmx import stop_polling_when, success_redirect
-from console.roles import Role, has_role, role_required
-from console.sorting import sort_queryset
+from core.htmx import stop_polling_when, success_redirect
+from core.roles import Role, has_role, role_required
+from core.sorting import sort_queryset
 from registries.models import Instance
 
 PAGE_SIZE = 25
@@ -55,7 +59,7 @@ def _filtered_nodes(request, nodes):
 # --- clusters -----------------------------------------------------------------------------
 @role_required()
 def cluster_list(request):
-    clusters = actions.annotate_counts(Cluster.objects.all())
+    clusters = annotate_counts(Cluster.objects.all())
     search = request.GET.get("q", "").strip()
     if search:
         clusters = clusters.filter(Q(name__icontains=search) | Q(server__icontains=search))
@@ -99,7 +103,7 @@ def cluster_delete(request, pk):
 
 @role_required()
 def cluster_detail(request, pk):
-    cluster = get_object_or_404(actions.annotate_counts(Cluster.objects.all()), pk=pk)
+    cluster = get_object_or_404(annotate_counts(Cluster.objects.all()), pk=pk)
     nodes = _filtered_nodes(request, Node.objects.filter(cluster=cluster).select_related("cluster"))
     page = Paginator(nodes, NODE_PAGE_SIZE).get_page(request.GET.get("page"))
     suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
@@ -119,7 +123,7 @@ def cluster_detail(request, pk):
 @require_POST
 def cluster_test(request, pk):
     cluster = get_object_or_404(Cluster, pk=pk)
-    ok, message = actions.test_connection(cluster)
+    ok, message = test_connection(cluster)
     return render(request, "clusters/cluster_detail.html#connection",
                   {"cluster": cluster, "result": {"ok": ok, "message": message}})
 
@@ -128,7 +132,7 @@ def cluster_test(request, pk):
 @require_POST
 def cluster_sync(request, pk):
     cluster = get_object_or_404(Cluster, pk=pk)
-    result = actions.sync_nodes(cluster)
+    result = sync_nodes(cluster)
     (messages.success if result.ok else messages.error)(request, f"Sync of {cluster.name}: {result.message}")
     if result.auto_label_job:
         messages.info(request, f"The auto-label policy started label job #{result.auto_label_job.pk}.")
@@ -161,11 +165,11 @@ def label_create(request):
         return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
     selection = form.selection()
     description = selection.pop("description")
-    nodes = actions.select_nodes(**selection)
+    nodes = select_nodes(**selection)
     if not nodes.exists():
         messages.warning(request, "No node matches that selection; nothing was labelled.")
         return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
-    job = actions.request_labelling(request.user, nodes, form.cleaned_data["operation"],
+    job = request_labelling(request.user, nodes, form.cleaned_data["operation"],
                                     form.cleaned_data["force"], description)
     return success_redirect(request, reverse("clusters:job", args=[job.pk]))
 
@@ -201,9 +205,9 @@ def suite_operate(request, pk):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            actions.request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
+            request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
                                             namespace=data["namespace"], version=data["version"])
-        except (actions.SuiteBusy, actions.SuiteNotInstalled, ValueError) as error:
+        except (SuiteBusy, SuiteNotInstalled, ValueError) as error:
             messages.error(request, str(error))
         else:
             messages.success(request, f"Suite {data['operation']} started on {cluster.name}.")
@@ -235,7 +239,7 @@ def helm_chart(request, pk):
         return redirect(reverse("clusters:detail", args=[cluster.pk]) + "#suite")
     probe = suite or Suite(cluster=cluster)
     probe.instance = instance
-    params = actions.suite_params(probe)
+    params = suite_params(probe)
     archive = helm.chart_archive(params, include_password=has_role(request.user, Role.ADMIN))
     response = HttpResponse(archive, content_type="application/gzip")
     response["Content-Disposition"] = f'attachment; filename="{helm.CHART_NAME}-{helm.CHART_VERSION}.tgz"'
@@ -255,10 +259,10 @@ def deploy(request):
     context = {"form": form}
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
+        plan = plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
                                    data["replicas"], data["reference"], use_original=data["use_original"])
         if "confirm" in request.POST:
-            result = actions.deploy(plan, request.user)
+            result = apply_deploy(plan, request.user)
             (messages.success if result.status == "succeeded" else messages.error)(request, result.message)
             if result.status == "succeeded":
                 return success_redirect(request, reverse("clusters:detail", args=[data["cluster"].pk]))

@@ -4,9 +4,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 
-from console.filters import AuditEntryFilter
-from console.models import AuditEntry
 from console.serializers import AuditEntrySerializer
+from core.filters import AuditEntryFilter
+from core.models import AuditEntry
 
 
 class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):

@@ -15,4 +15,4 @@ app.autodiscover_tasks()
 @worker_ready.connect
 def _report_in(sender, **kwargs):
     """A worker that just started reports in at once, not only at the next beat."""
-    sender.app.send_task("console.tasks.heartbeat")
+    sender.app.send_task("core.tasks.heartbeat")

@@ -8,12 +8,12 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from clusters.models import Cluster, Node
-from console.actions import worker_status
-from registries.choices import COLOURS as PUSH_COLOURS
-from registries.choices import PushOutcome
-from registries.models import Instance, PushEvent
-from rules.choices import JOB_COLOURS, JobStatus
-from rules.models import ConversionJob, Rule
+from core.actions import worker_status
+from pipeline.choices import COLOURS as PUSH_COLOURS
+from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome
+from pipeline.models import ConversionJob, PushEvent
+from registries.models import Instance
+from rules.models import Rule
 
 RECENT_WINDOW = timedelta(hours=24)
 RECENT_SKIPPED_LIMIT = 8

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from console.models import AuditEntry
+from core.models import AuditEntry
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

@@ -6,7 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console import views
-from rules.metrics import metrics_view
+from pipeline.metrics import metrics_view
 
 api_patterns = [
     path("", include("console.api_urls")),
@@ -19,8 +19,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_log, name="audit"),
+    path("", include("pipeline.urls")),
     path("instances/", include("registries.urls")),
-    path("webhooks/", include("registries.webhook_urls")),
     path("rules/", include("rules.urls")),
     path("clusters/", include("clusters.urls")),
     path("api/v1/", include(api_patterns)),

@@ -4,9 +4,9 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from console import dashboard as dashboard_figures
-from console.filters import AuditEntryFilter
-from console.models import AuditEntry
-from console.roles import role_required
+from core.filters import AuditEntryFilter
+from core.models import AuditEntry
+from core.roles import role_required
 
 AUDIT_PAGE_SIZE = 50
 

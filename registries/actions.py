@@ -7,11 +7,10 @@ import hmac
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from converter.reference import InvalidReference, parse_reference
 from converter.registry import (
     RegistryAuthError,
     RegistryError,
@@ -20,11 +19,7 @@ from converter.registry import (
     RegistryTLSError,
     RegistryUnreachable,
 )
-from registries.choices import PushOutcome, PushReason
-from registries.models import Instance, PushEvent, new_webhook_secret
-from registries.webhooks import PushRecord, is_image_manifest, is_signature_tag
-from rules.actions import add_twin_tag_for_event, request_conversion_for_event
-from rules.matching import match_image
+from registries.models import Instance, new_webhook_secret
 
 CONFIRM_REQUIRED = (
     "Enabling acceleration stores an accelerated copy next to every converted image, which uses extra "
@@ -33,6 +28,7 @@ CONFIRM_REQUIRED = (
 
 
 # --- Connection test ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConnectionResult:
@@ -88,6 +84,7 @@ def test_connection(instance: Instance) -> ConnectionResult:
 
 # --- Acceleration switch and secrets -----------------------------------------------------------
 
+
 class ConfirmationRequired(Exception):
     """Enabling acceleration was asked for without the explicit confirmation."""
 
@@ -132,7 +129,7 @@ def rotate_webhook_secret(instance: Instance) -> str:
 
 def webhook_url(instance: Instance, request=None) -> str:
     """The absolute URL registries post to: APPARATE_PUBLIC_URL if set, else the request's host."""
-    path = reverse("webhooks:registry", args=[instance.pk])
+    path = reverse("pipeline:webhook", args=[instance.pk])
     if settings.APPARATE_PUBLIC_URL:
         return settings.APPARATE_PUBLIC_URL + path
     return request.build_absolute_uri(path) if request is not None else path
@@ -145,115 +142,6 @@ def check_webhook_secret(instance: Instance, authorization: str) -> bool:
         value = value[7:].strip()
     expected = instance.webhook_secret or ""
     return bool(expected) and hmac.compare_digest(value.encode("utf-8", "surrogatepass"), expected.encode())
-
-
-# --- Push events -------------------------------------------------------------------------------
-
-def _decide(instance: Instance, push: PushRecord) -> tuple[str, str, str, object]:
-    """(outcome, reason, human reason, matched rule) for a push; the instance row is locked."""
-    skipped = PushOutcome.SKIPPED
-    earlier = instance.push_events.filter(delivery_id=push.delivery_id).order_by("id").first()
-    if earlier is not None:
-        return skipped, PushReason.ALREADY_SEEN, (
-            f"Delivery '{push.delivery_id}' was already received (event #{earlier.pk}). Registries resend "
-            "notifications they believe were lost; the repeat changes nothing."
-        ), None
-    if not is_image_manifest(push.media_type):
-        return skipped, PushReason.NOT_IMAGE_MANIFEST, (
-            f"Media type '{push.media_type}' is not a container image manifest or index (e.g. an artifact, "
-            "a config or a schema 1 manifest); only images are accelerated."
-        ), None
-    if push.tag and is_signature_tag(push.tag):
-        return skipped, PushReason.NOT_IMAGE_MANIFEST, (
-            f"Tag '{push.tag}' is a signature, attestation or SBOM (cosign naming), not a runnable image."
-        ), None
-    if not push.tag:
-        return skipped, PushReason.NO_TAG, (
-            "Pushed by digest without a tag. Accelerated images are named after tags (<tag>"
-            f"{settings.APPARATE_ACCELERATED_SUFFIX}); the platform images of a multi-platform image arrive "
-            "this way and are converted with the tagged push of their index."
-        ), None
-    suffix = settings.APPARATE_ACCELERATED_SUFFIX
-    if push.tag.endswith(suffix):
-        return skipped, PushReason.ACCELERATED_TAG, (
-            f"Tag '{push.tag}' ends with '{suffix}': it is an accelerated image already, so it is not converted "
-            "again."
-        ), None
-    address = f"{instance.host}/{push.path}:{push.tag}"
-    try:
-        reference = parse_reference(address)
-    except InvalidReference as error:
-        return skipped, PushReason.INVALID_REFERENCE, (
-            f"'{address}' is not an image address rules can match: {error} Rules need host/namespace/repository."
-        ), None
-    if not instance.acceleration_enabled:
-        return skipped, PushReason.ACCELERATION_OFF, (
-            f"Acceleration is off for instance '{instance.name}'. Enable it on the instance page and push the "
-            "image again to convert it."
-        ), None
-    outcome = match_image(instance, reference)
-    if outcome.rule is None:
-        if outcome.closest is None:
-            detail = (
-                f"No rule matched: instance '{instance.name}' has no acceleration rules. Add a rule for namespace "
-                f"'{reference.namespace}' to convert pushes like this one."
-            )
-        else:
-            failure = outcome.closest.first_failure
-            detail = (
-                f"No enabled rule matched. Closest rule: '{outcome.closest.rule.name}', which failed on "
-                f"{failure.name}: {failure.detail}."
-            )
-        return skipped, PushReason.NO_RULE_MATCHED, detail, None
-    converted = (
-        instance.push_events.filter(
-            outcome=PushOutcome.CONVERSION_REQUESTED, namespace=push.namespace, repository=push.repository,
-            digest=push.digest,
-        ).order_by("id").first()
-    )
-    if converted is not None:
-        also = "" if converted.tag == push.tag else (
-            f" Its accelerated image is also tagged '{push.tag}{suffix}'.")
-        return skipped, PushReason.ALREADY_SEEN, (
-            f"{push.path}@{push.digest} was already requested for conversion (event #{converted.pk}, tag "
-            f"'{converted.tag}'); the same content is converted once.{also}"
-        ), outcome.rule
-    return PushOutcome.CONVERSION_REQUESTED, PushReason.RULE_MATCHED, (
-        f"Rule '{outcome.rule.name}' matched; conversion requested. The accelerated image will be "
-        f"{push.path}:{push.tag}{suffix}."
-    ), outcome.rule
-
-
-def record_push(instance: Instance, push: PushRecord) -> PushEvent:
-    """Store one manifest push with its outcome and the reason, exactly once per delivery and digest.
-
-    The instance row is locked while deciding, so concurrent duplicate deliveries are serialized:
-    the first stores "conversion requested", the rest "already seen". A unique constraint backs this
-    up; should it fire anyway, the push is stored as already seen.
-    """
-    fields = {
-        "source": push.source, "delivery_id": push.delivery_id, "actor": push.actor, "namespace": push.namespace,
-        "repository": push.repository, "tag": push.tag, "digest": push.digest, "media_type": push.media_type,
-    }
-    with transaction.atomic():
-        locked = Instance.objects.select_for_update().get(pk=instance.pk)
-        outcome, reason, detail, rule = _decide(locked, push)
-        try:
-            with transaction.atomic():
-                event = PushEvent.objects.create(
-                    instance=locked, outcome=outcome, reason=reason, reason_detail=detail, matched_rule=rule, **fields
-                )
-        except IntegrityError:
-            return PushEvent.objects.create(
-                instance=locked, outcome=PushOutcome.SKIPPED, reason=PushReason.ALREADY_SEEN, matched_rule=rule,
-                reason_detail=f"{push.path}@{push.digest} was already requested for conversion by a concurrent "
-                "delivery; the same content is converted once.", **fields,
-            )
-        if event.outcome == PushOutcome.CONVERSION_REQUESTED:
-            request_conversion_for_event(event)  # the job (event.jobs) is enqueued after commit
-        elif rule is not None:  # known content under another tag: that tag gets its own twin
-            add_twin_tag_for_event(event)
-        return event
 
 
 def delete_instance(instance: Instance) -> dict[str, int]:

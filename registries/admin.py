@@ -1,13 +1,12 @@
-"""Django admin for registry instances and push events; secrets are never shown here either.
+"""Django admin for registry instances; secrets are never shown here either.
 
-Instances use the console's own form (write-only password, no webhook secret field); push events
-are read-only records of what registries reported.
+Instances use the console's own form (write-only password, no webhook secret field).
 """
 
 from django.contrib import admin
 
 from registries.forms import InstanceForm
-from registries.models import Instance, PushEvent
+from registries.models import Instance
 
 
 @admin.register(Instance)
@@ -25,16 +24,3 @@ class InstanceAdmin(admin.ModelAdmin):
         return [*fields, "verify_tls", "ca_bundle", *self.readonly_fields]
 
 
-@admin.register(PushEvent)
-class PushEventAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "instance", "namespace", "repository", "tag", "outcome", "reason"]
-    list_filter = ["outcome", "reason", "source", "instance"]
-    search_fields = ["namespace", "repository", "tag", "digest", "delivery_id", "reason_detail"]
-    date_hierarchy = "received_at"
-    list_select_related = ["instance"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

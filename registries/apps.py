@@ -1,4 +1,4 @@
-"""App configuration for registry instances, webhook intake and push events."""
+"""App configuration for registry instances: credentials, the acceleration switch, the webhook secret."""
 
 from django.apps import AppConfig
 

@@ -4,8 +4,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
-from console.validators import check_http_url, check_pem_certificates
 from converter.reference import COMPONENT
+from core.validators import check_http_url, check_pem_certificates
 
 MANIFEST_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 REPOSITORY_PATH = re.compile(rf"{COMPONENT.pattern}(?:/{COMPONENT.pattern})+")  # namespace/repository[/...]

@@ -1,35 +1,28 @@
-"""Pages of the registries app: instances (list, detail, forms, switches), events, webhook intake.
+"""Pages of the registries app: instances (list, detail, forms, switches, webhook secret).
 
 Views are thin: they load the object, call one verb in registries/actions.py and render a page,
 a partial or a redirect. Reads need the viewer role. Instances, credentials, the acceleration
 switch and the webhook secret are admin matters; "Test connection" changes nothing and is open
-to operators too. The webhook intake is the one view without a login: the instance's secret
-authenticates it.
+to operators too.
 """
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Q
-from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from console.htmx import success_redirect
-from console.roles import Role, role_required
-from console.sorting import sort_queryset
-from registries import actions, catalogue
+from core.htmx import success_redirect
+from core.roles import Role, role_required
+from core.sorting import sort_queryset
+from registries import actions
 from registries.choices import ACCELERATION_COLOURS
-from registries.filters import PushEventFilter
 from registries.forms import ConfirmForm, InstanceForm
-from registries.models import Instance, PushEvent
-from registries.validators import MANIFEST_DIGEST, REPOSITORY_PATH
-from registries.webhooks import MalformedPayload, parse_payload
+from registries.models import Instance
 
 PAGE_SIZE = 25
-EVENTS_PAGE_SIZE = 50
 RECENT_EVENTS = 10
 SORTS = {
     "name": "name", "url": "url", "acceleration": "acceleration_enabled", "rules": "rule_count",
@@ -176,97 +169,9 @@ def rotate_secret(request, pk: int):
     return render(request, "registries/rotate_secret_confirm.html", {"instance": instance, "form": form}, status=status)
 
 
-@role_required()
-def event_list(request):
-    events = PushEvent.objects.select_related("instance", "matched_rule")
-    filterset = PushEventFilter(request.GET or None, queryset=events)
-    filtered = filterset.qs if filterset.is_bound else events
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {
-        "filterset": filterset,
-        "page": Paginator(filtered, EVENTS_PAGE_SIZE).get_page(request.GET.get("page")),
-        "filtering": any(value for key, value in request.GET.items() if key != "page"),
-        "any_events": PushEvent.objects.exists(),
-        "instance_count": Instance.objects.count(),
-    }
-    return render(request, "registries/event_list.html", context)
-
-
 # --- Webhook intake ------------------------------------------------------------------------------
-
-def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
-@csrf_exempt
-@require_POST
-def webhook_intake(request, instance_id: str):
-    """Registry push notifications for one instance (no login: authenticated by the webhook secret)."""
-    known = instance_id.isascii() and instance_id.isdigit() and len(instance_id) < 19
-    instance = Instance.objects.filter(pk=int(instance_id)).first() if known else None
-    if instance is None:
-        return _error(404, "Unknown instance. Check the webhook URL on the instance's page.")
-    if not actions.check_webhook_secret(instance, request.headers.get("Authorization", "")):
-        return _error(401, "Missing or wrong webhook secret in the Authorization header.")
-    limit = settings.APPARATE_WEBHOOK_MAX_BYTES
-    try:
-        declared = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        return _error(400, "Content-Length is not a number.")
-    if declared > limit:
-        return _error(413, f"The body is larger than {limit} bytes.")
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return _error(413, f"The body is larger than {limit} bytes.")
-    try:
-        parsed = parse_payload(body)
-    except MalformedPayload as error:
-        return _error(400, str(error))
-    events = [actions.record_push(instance, push) for push in parsed.pushes]
-    return JsonResponse(
-        {
-            "received": len(events),
-            "ignored": parsed.ignored,
-            "events": [{"id": e.pk, "outcome": e.outcome, "reason": e.reason} for e in events],
-        },
-        status=202,
-    )
 
 
 # --- Images ------------------------------------------------------------------------------------
 
-@role_required()
-def image_list(request):
-    """Per instance: repositories and tags beside their accelerated twins, read live from the registry."""
-    instances = list(Instance.objects.all())
-    instance = next((i for i in instances if str(i.pk) == request.GET.get("instance")), instances[0] if instances
-                    else None)
-    namespace = request.GET.get("namespace", "").strip()[:255]
-    repository = request.GET.get("repository", "").strip()[:255]
-    context = {"instances": instances, "instance": instance, "namespace": namespace, "repository": repository,
-               "suffix": settings.APPARATE_ACCELERATED_SUFFIX,
-               "catalogue": catalogue.list_images(instance, namespace, repository, request.GET.get("page", 1))
-               if instance else None}
-    return render(request, "registries/image_list.html", context)
 
-
-@role_required(read_role=Role.OPERATOR)
-def image_delete(request, pk: int):
-    """Delete one image by digest after a confirmation; the other image of the pair stays."""
-    instance = get_object_or_404(Instance, pk=pk)
-    source = request.POST if request.method == "POST" else request.GET
-    path, digest, tag = source.get("path", ""), source.get("digest", ""), source.get("tag", "")[:128]
-    if not REPOSITORY_PATH.fullmatch(path) or not MANIFEST_DIGEST.fullmatch(digest):
-        return HttpResponseBadRequest("Give the repository path (namespace/repository) and a sha256 digest.")
-    back = f"{reverse('registries:images')}?instance={instance.pk}&namespace={path.partition('/')[0]}"
-    if request.method == "POST":
-        try:
-            catalogue.delete_image(instance, path, digest)
-        except catalogue.DeleteRefused as error:
-            messages.error(request, error.message)
-        else:
-            messages.success(request, f"Deleted {path}@{digest} ({tag or 'untagged'}).")
-        return success_redirect(request, back)
-    return render(request, "registries/image_confirm_delete.html",
-                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})

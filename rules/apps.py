@@ -1,4 +1,4 @@
-"""App configuration for acceleration rules and conversion jobs."""
+"""App configuration for acceleration rules, their matching and the validation box."""
 
 from django.apps import AppConfig
 

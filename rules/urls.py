@@ -15,10 +15,4 @@ urlpatterns = [
     path("<int:pk>/toggle/", views.rule_toggle, name="toggle"),
     path("<int:pk>/move/<str:direction>/", views.rule_move, name="move"),
     path("<int:pk>/validate/", views.rule_validate, name="validate"),
-    path("<int:pk>/backfill/", views.rule_backfill, name="backfill"),
-    path("jobs/", views.job_list, name="jobs"),
-    path("jobs/convert-now/", views.job_convert_now, name="convert-now"),
-    path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
-    path("jobs/<int:pk>/retry/", views.job_retry, name="job-retry"),
-    path("jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
 ]

@@ -10,20 +10,19 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from console.htmx import stop_polling_when, success_redirect
-from console.roles import Role, role_required
 from converter.reference import InvalidReference
+from core.htmx import success_redirect
+from core.roles import Role, role_required
 from registries.models import Instance
 from rules import actions
-from rules.choices import JobStatus
-from rules.forms import PATTERN_FIELDS, AddressForm, ConvertNowForm, RuleForm
-from rules.models import ConversionJob, Rule
+from rules.forms import PATTERN_FIELDS, AddressForm, RuleForm
+from rules.models import Rule
 from rules.validators import PatternError, compile_pattern
 
 PAGE_SIZE = 50
@@ -163,126 +162,4 @@ def check_pattern(request):
 
 # --- Conversion jobs ---------------------------------------------------------------------------
 
-JOB_SORTS = {"created_at", "-created_at", "finished_at", "-finished_at", "status", "-status", "repository",
-             "-repository"}
 
-
-def _job_filters(request) -> tuple[object, dict]:
-    jobs = ConversionJob.objects.select_related("instance", "rule")
-    status = request.GET.get("status", "")
-    if status in JobStatus.values:
-        jobs = jobs.filter(status=status)
-    else:
-        status = ""
-    instance = None
-    if request.GET.get("instance", "").isdigit():
-        instance = Instance.objects.filter(pk=request.GET["instance"]).first()
-        if instance is not None:
-            jobs = jobs.filter(instance=instance)
-    search = request.GET.get("q", "").strip()[:200]
-    if search:
-        jobs = jobs.filter(Q(namespace__icontains=search) | Q(repository__icontains=search)
-                           | Q(source_tag__icontains=search) | Q(source_digest__icontains=search))
-    sort = request.GET.get("sort", "")
-    jobs = jobs.order_by(sort if sort in JOB_SORTS else "-created_at", "-id")
-    return jobs, {"status": status, "current_instance": instance, "search": search}
-
-
-@role_required()
-def job_list(request):
-    """All conversion jobs, filterable by status, instance and repository; newest first. While a
-    job on the page is live, htmx refreshes the rows every 2 seconds."""
-    jobs, filters = _job_filters(request)
-    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
-    live = any(not job.is_terminal for job in page)
-    if request.htmx and request.GET.get("partial") == "rows":
-        # The rows refresh themselves while a job on the page is queued or running; 286 stops that.
-        return stop_polling_when(render(request, "rules/job_list.html#rows", {"page": page, "live": live}), not live)
-    counts = dict(ConversionJob.objects.values_list("status").annotate(n=Count("id")))
-    context = {
-        "page": page,
-        "live": live,
-        "instances": Instance.objects.all(),
-        "statuses": [(value, label, counts.get(value, 0)) for value, label in JobStatus.choices],
-        "convert_form": ConvertNowForm(),
-        "any_jobs": bool(counts),
-        **filters,
-    }
-    return render(request, "rules/job_list.html", context)
-
-
-@role_required()
-def job_detail(request, pk: int):
-    """A job with its progress bar, layers and log; htmx polls the progress partial until it ends.
-
-    The partial answers 286 once the job is terminal, which tells htmx to stop polling.
-    """
-    job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
-    if request.htmx and request.GET.get("partial") == "progress":
-        return stop_polling_when(render(request, "rules/job_detail.html#progress", {"job": job}), job.is_terminal)
-    return render(request, "rules/job_detail.html", {"job": job})
-
-
-def _job_action(request, pk: int, verb) -> object:
-    job = get_object_or_404(ConversionJob, pk=pk)
-    try:
-        job = verb(job)
-    except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
-    else:
-        messages.success(request, f"Job #{job.pk} is {job.get_status_display().lower()}.")
-    return success_redirect(request, reverse("rules:job-detail", args=[job.pk]))
-
-
-@require_POST
-@role_required()
-def job_retry(request, pk: int):
-    return _job_action(request, pk, actions.retry_job)
-
-
-@require_POST
-@role_required()
-def job_cancel(request, pk: int):
-    return _job_action(request, pk, actions.cancel_job)
-
-
-@require_POST
-@role_required()
-def job_convert_now(request):
-    """Convert any tag of an instance now (with the matching rule's options, or the defaults)."""
-    form = ConvertNowForm(request.POST)
-    if form.is_valid():
-        try:
-            job, created = actions.convert_now(form.cleaned_data["instance"], form.cleaned_data["image"],
-                                               requested_by=request.user)
-        except (ValidationError, InvalidReference) as error:
-            form.add_error("image", error.messages if isinstance(error, ValidationError) else str(error))
-        else:
-            messages.success(request, f"Conversion of {job.source} {'requested' if created else 'already known'}.")
-            return success_redirect(request, job.get_absolute_url())
-    if request.htmx:
-        return render(request, "rules/job_list.html#convert-form", {"convert_form": form})
-    jobs, filters = _job_filters(request)
-    return render(request, "rules/job_list.html", {
-        "page": Paginator(jobs, PAGE_SIZE).get_page(1), "instances": Instance.objects.all(),
-        "statuses": [(value, label, 0) for value, label in JobStatus.choices], "convert_form": form,
-        "any_jobs": jobs.exists(), **filters,
-    })
-
-
-@role_required(read_role=Role.OPERATOR)
-def rule_backfill(request, pk: int):
-    """"Convert existing images": GET previews how many tags would be converted, POST requests them."""
-    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
-    error = report = None
-    try:
-        report = actions.backfill_rule(rule, request.user) if request.method == "POST" else actions.preview_backfill(
-            rule)
-    except ValidationError as exc:
-        error = " ".join(exc.messages)
-    if request.method == "POST" and report is not None:
-        messages.success(request, f"{report.requested} conversion(s) requested for existing images.")
-        return success_redirect(request, f"{reverse('rules:jobs')}?q={rule.namespace}")
-    return render(request, "rules/rule_detail.html#backfill", {
-        "rule": rule, "report": report, "backfill_error": error, "previewed": request.method == "GET",
-    })

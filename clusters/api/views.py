@@ -1,4 +1,4 @@
-"""REST API of the clusters app (under /api/v1/): the same verbs as the pages, from clusters/actions.py.
+"""REST API of the clusters app (under /api/v1/): the same verbs as the pages, from clusters/actions/.
 
 Roles: viewers read everything; registering, editing and deleting clusters (credentials) needs
 admin; connection tests, syncs, label jobs, suite operations, Helm charts and deploys need operator.
@@ -10,7 +10,11 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from clusters import actions, helm
+from clusters import helm
+from clusters.actions.deploy import accelerated_images, apply_deploy, plan_deploy
+from clusters.actions.labelling import request_labelling, select_nodes
+from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
+from clusters.actions.sync import annotate_counts, sync_nodes, test_connection
 from clusters.api.serializers import (
     AcceleratedImageSerializer,
     ClusterSerializer,
@@ -23,7 +27,7 @@ from clusters.api.serializers import (
     SuiteSerializer,
 )
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
-from console.roles import Role, has_role
+from core.roles import Role, has_role
 from registries.models import Instance
 
 
@@ -38,18 +42,18 @@ class ClusterViewSet(viewsets.ModelViewSet):
     filterset_fields = ["connection_status", "auth_method", "auto_label"]
 
     def get_queryset(self):
-        return actions.annotate_counts(Cluster.objects.all())
+        return annotate_counts(Cluster.objects.all())
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], url_path="test-connection")
     def test_connection(self, request, pk=None):
-        ok, message = actions.test_connection(self.get_object())
+        ok, message = test_connection(self.get_object())
         return Response({"ok": ok, "message": message}, status=status.HTTP_200_OK)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
-        result = actions.sync_nodes(self.get_object())
+        result = sync_nodes(self.get_object())
         body = {"ok": result.ok, "message": result.message, "created": result.created, "updated": result.updated,
                 "removed": result.removed,
                 "auto_label_job": result.auto_label_job.pk if result.auto_label_job else None}
@@ -68,10 +72,10 @@ class ClusterViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            suite = actions.request_suite_operation(cluster, data["operation"], request.user,
+            suite = request_suite_operation(cluster, data["operation"], request.user,
                                                     instance=data.get("instance"), namespace=data.get("namespace", ""),
                                                     version=data.get("version", ""))
-        except (actions.SuiteBusy, actions.SuiteNotInstalled) as error:
+        except (SuiteBusy, SuiteNotInstalled) as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         except ValueError as error:
             return Response({"instance": [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
@@ -90,7 +94,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
                             status=status.HTTP_400_BAD_REQUEST)
         probe = suite or Suite(cluster=cluster)
         probe.instance = instance
-        archive = helm.chart_archive(actions.suite_params(probe), include_password=has_role(request.user, Role.ADMIN))
+        archive = helm.chart_archive(suite_params(probe), include_password=has_role(request.user, Role.ADMIN))
         response = HttpResponse(archive, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{helm.CHART_NAME}-{helm.CHART_VERSION}.tgz"'
         return response
@@ -116,7 +120,7 @@ class LabelJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         serializer = LabelRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        nodes = actions.select_nodes(cluster_ids=[c.pk for c in data.get("clusters", [])],
+        nodes = select_nodes(cluster_ids=[c.pk for c in data.get("clusters", [])],
                                      node_ids=data.get("nodes"), all_compatible=data["all_compatible"],
                                      selector=data.get("selector", ""))
         if not nodes.exists():
@@ -124,7 +128,7 @@ class LabelJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         description = ("api: " + ("all compatible nodes" if data["all_compatible"] else
                                   f"selector {data['selector']}" if data.get("selector") else
                                   f"{len(data['nodes'])} node(s)"))
-        job = actions.request_labelling(request.user, nodes, data["operation"], data["force"], description)
+        job = request_labelling(request.user, nodes, data["operation"], data["force"], description)
         return Response(LabelJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["get"])
@@ -153,13 +157,13 @@ class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        plan = actions.plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
+        plan = plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
                                    data.get("replicas", 1), data["reference"], use_original=data["use_original"])
         preview = {"image": plan.image, "accelerated": plan.accelerated, "original_image": plan.original_image,
                    "accelerated_image": plan.accelerated_image, "warnings": plan.warnings, "yaml": plan.yaml}
         if data["dry_run"]:
             return Response(preview)
-        deploy = actions.deploy(plan, request.user)
+        deploy = apply_deploy(plan, request.user)
         code = status.HTTP_201_CREATED if deploy.status == "succeeded" else status.HTTP_502_BAD_GATEWAY
         return Response({**DeploySerializer(deploy).data, **preview}, status=code)
 
@@ -173,4 +177,4 @@ class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         if instance is None:
             return Response({"instance": ["Give ?instance=<id> of a registry instance."]},
                             status=status.HTTP_400_BAD_REQUEST)
-        return Response(AcceleratedImageSerializer(actions.accelerated_images(instance), many=True).data)
+        return Response(AcceleratedImageSerializer(accelerated_images(instance), many=True).data)

@@ -2,7 +2,7 @@
 
 import clusters.models
 import clusters.validators
-import console.fields
+import core.fields
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
@@ -30,9 +30,9 @@ class Migration(migrations.Migration):
                 ('ca_data', models.TextField(blank=True, help_text="PEM of the CA that signed the API server's certificate.", validators=[clusters.validators.validate_pem_certificates], verbose_name='CA certificate')),
                 ('insecure_skip_tls_verify', models.BooleanField(default=False, verbose_name='skip TLS verification')),
                 ('tls_server_name', models.CharField(blank=True, max_length=253)),
-                ('token', console.fields.EncryptedTextField(blank=True, verbose_name='bearer token')),
+                ('token', core.fields.EncryptedTextField(blank=True, verbose_name='bearer token')),
                 ('client_certificate', models.TextField(blank=True, validators=[clusters.validators.validate_pem_certificates])),
-                ('client_key', console.fields.EncryptedTextField(blank=True)),
+                ('client_key', core.fields.EncryptedTextField(blank=True)),
                 ('auto_label', models.BooleanField(default=False, help_text='Each sync labels compatible nodes seen for the first time.', verbose_name='label new compatible nodes on sync')),
                 ('connection_status', models.CharField(choices=[('unknown', 'Not tested'), ('ok', 'Connected'), ('unreachable', 'Unreachable'), ('unauthorized', 'Credentials refused'), ('error', 'Error')], default='unknown', max_length=20)),
                 ('server_version', models.CharField(blank=True, max_length=64)),

@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from registries import actions
-from registries.models import Instance, PushEvent
-from registries.validators import validate_credentials, validate_manifest_digest, validate_repository_path
+from registries.models import Instance
+from registries.validators import validate_credentials
 
 
 class InstanceSerializer(serializers.ModelSerializer):
@@ -75,70 +75,3 @@ class WebhookSecretSerializer(serializers.Serializer):
     webhook_secret = serializers.CharField(help_text="The new secret, shown only in this response.")
 
 
-class PushEventSerializer(serializers.ModelSerializer):
-    instance_name = serializers.CharField(source="instance.name", read_only=True)
-    matched_rule_name = serializers.CharField(source="matched_rule.name", read_only=True, default=None)
-    outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
-    reason_display = serializers.CharField(source="get_reason_display", read_only=True)
-
-    class Meta:
-        model = PushEvent
-        fields = [
-            "id", "instance", "instance_name", "received_at", "source", "delivery_id", "actor", "namespace",
-            "repository", "tag", "digest", "media_type", "outcome", "outcome_display", "reason", "reason_display",
-            "reason_detail", "matched_rule", "matched_rule_name",
-        ]
-        read_only_fields = fields
-
-
-class ImageQuerySerializer(serializers.Serializer):
-    """Which images to list: one instance, optionally narrowed by namespace and part of the repository name."""
-
-    instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all())
-    namespace = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
-    repository = serializers.CharField(required=False, allow_blank=True, max_length=255, default="",
-                                       help_text="Part of the repository name below the namespace.")
-    page = serializers.IntegerField(required=False, min_value=1, default=1,
-                                    help_text="Page of repositories (50 per page).")
-
-
-class ImageInfoSerializer(serializers.Serializer):
-    tag = serializers.CharField()
-    digest = serializers.CharField(help_text="Manifest digest; delete by this.")
-    size = serializers.IntegerField(allow_null=True, help_text="Config and layers, in bytes.")
-    error = serializers.CharField(help_text="Why the image could not be read, if it could not.")
-
-
-class TagRowSerializer(serializers.Serializer):
-    tag = serializers.CharField(help_text="The source tag (for an orphan: its twin's tag without the suffix).")
-    orphan = serializers.BooleanField(help_text="The accelerated image remains but its source tag is gone.")
-    original = ImageInfoSerializer(source="source", allow_null=True)
-    accelerated = ImageInfoSerializer(source="twin", allow_null=True)
-    job = serializers.IntegerField(source="job.pk", allow_null=True, default=None,
-                                   help_text="The latest conversion job of the tag.")
-    job_status = serializers.CharField(source="job.status", allow_null=True, default=None)
-
-
-class RepositoryImagesSerializer(serializers.Serializer):
-    path = serializers.CharField(help_text="namespace/repository")
-    error = serializers.CharField()
-    tags = TagRowSerializer(source="rows", many=True)
-
-
-class CatalogueSerializer(serializers.Serializer):
-    page = serializers.IntegerField(source="page.number", help_text="This page of repositories.")
-    pages = serializers.IntegerField(source="page.paginator.num_pages", help_text="Pages of repositories in all.")
-    repository_count = serializers.IntegerField(source="page.paginator.count",
-                                                help_text="Repositories matching the filters, on all pages.")
-    original_bytes = serializers.IntegerField()
-    accelerated_bytes = serializers.IntegerField()
-    repositories = RepositoryImagesSerializer(many=True)
-
-
-class ImageDeleteSerializer(serializers.Serializer):
-    """One image to delete, by manifest digest. Its twin (or source) is another manifest and stays."""
-
-    instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all())
-    repository = serializers.CharField(max_length=1024, validators=[validate_repository_path],
-                                       help_text="namespace/repository")
-    digest = serializers.CharField(max_length=71, validators=[validate_manifest_digest])

@@ -1,4 +1,4 @@
-"""REST API of the registries app: instances (with their switches), push events and images.
+"""REST API of the registries app: instances, with their switches.
 
 Reading needs the viewer role. Creating, editing and deleting instances, the acceleration switch
 and rotating the webhook secret need admin; "test connection" changes nothing and is open to
@@ -6,26 +6,21 @@ operators. Deleting an image needs operator, as on the Images page (images and j
 operator's). The same verbs as the web UI are called (registries/actions.py, registries/catalogue.py).
 """
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from console.roles import Role
-from registries import actions, catalogue
+from core.roles import Role
+from registries import actions
 from registries.api.serializers import (
     AccelerationSerializer,
-    CatalogueSerializer,
     ConnectionResultSerializer,
-    ImageDeleteSerializer,
-    ImageQuerySerializer,
     InstanceCreatedSerializer,
     InstanceSerializer,
-    PushEventSerializer,
     WebhookSecretSerializer,
 )
-from registries.filters import PushEventFilter
-from registries.models import Instance, PushEvent
+from registries.models import Instance
 
 
 class InstanceViewSet(viewsets.ModelViewSet):
@@ -82,63 +77,3 @@ class InstanceViewSet(viewsets.ModelViewSet):
         return Response({"webhook_secret": secret})
 
 
-class PushEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Push events (read-only): every manifest push a registry reported, its outcome and why."""
-
-    queryset = PushEvent.objects.select_related("instance", "matched_rule")
-    serializer_class = PushEventSerializer
-    filterset_class = PushEventFilter
-    search_fields = ["namespace", "repository", "tag", "digest", "delivery_id"]
-    ordering_fields = ["received_at", "namespace", "repository", "tag", "outcome", "reason"]
-    ordering = ["-received_at", "-id"]
-
-
-DELETE_STATUS = {catalogue.DeleteRefused.DISABLED: status.HTTP_409_CONFLICT,
-                 catalogue.DeleteRefused.NOT_FOUND: status.HTTP_404_NOT_FOUND,
-                 catalogue.DeleteRefused.INVALID: status.HTTP_400_BAD_REQUEST}
-
-
-class ImageViewSet(viewsets.ViewSet):
-    """The images of an instance, read live from its registry, beside their accelerated twins."""
-
-    write_role = Role.OPERATOR
-
-    @extend_schema(
-        parameters=[ImageQuerySerializer],
-        responses={200: CatalogueSerializer,
-                   502: OpenApiResponse(description="The registry could not be listed; `detail` says why.")},
-    )
-    def list(self, request):
-        """Repositories and tags of `?instance=`, each original beside its accelerated twin and job.
-
-        Filter with `namespace` (exact) and `repository` (part of the name); 50 repositories per
-        `page` (`pages` and `repository_count` say how many there are).
-        """
-        query = ImageQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        data = query.validated_data
-        found = catalogue.list_images(data["instance"], data["namespace"], data["repository"], data["page"])
-        if found.error:
-            return Response({"detail": f"Could not list the images of {data['instance'].name}: {found.error}"},
-                            status=status.HTTP_502_BAD_GATEWAY)
-        return Response(CatalogueSerializer(found).data)
-
-    @extend_schema(
-        request=ImageDeleteSerializer,
-        responses={200: OpenApiResponse(description="Deleted; `detail` names the image."),
-                   404: OpenApiResponse(description="No manifest with that digest in the repository."),
-                   409: OpenApiResponse(description="The registry has deletion disabled."),
-                   502: OpenApiResponse(description="The registry refused or failed; `detail` says why.")},
-    )
-    @action(detail=False, methods=["post"], url_path="delete")
-    def delete_image(self, request):
-        """Delete one image (original or accelerated) by manifest digest; the other image of the pair stays."""
-        serializer = ImageDeleteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        try:
-            catalogue.delete_image(data["instance"], data["repository"], data["digest"])
-        except catalogue.DeleteRefused as error:
-            return Response({"detail": error.message},
-                            status=DELETE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY))
-        return Response({"detail": f"Deleted {data['repository']}@{data['digest']}."})

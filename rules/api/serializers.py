@@ -5,10 +5,9 @@ import copy
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from registries.models import Instance
 from rules import actions
 from rules.actions import DOWN, UP
-from rules.models import ConversionJob, Rule
+from rules.models import Rule
 
 
 class RuleSerializer(serializers.ModelSerializer):
@@ -85,39 +84,3 @@ class ValidationResultSerializer(serializers.Serializer):
     first_failure = CriterionSerializer(allow_null=True)
 
 
-class JobSerializer(serializers.ModelSerializer):
-    """A conversion job, read-only: progress, result and why it failed or was skipped."""
-
-    instance_name = serializers.CharField(source="instance.name", read_only=True)
-    source = serializers.CharField(read_only=True, help_text="host/namespace/repository:tag")
-    accelerated = serializers.CharField(read_only=True, help_text="The accelerated image, once pushed.")
-    percent = serializers.IntegerField(read_only=True)
-    is_terminal = serializers.BooleanField(read_only=True)
-
-    class Meta:
-        model = ConversionJob
-        fields = [
-            "id", "instance", "instance_name", "namespace", "repository", "source_tag", "source_digest", "source",
-            "rule", "event", "trigger", "format", "options", "status", "is_terminal", "percent", "attempts",
-            "retries", "last_error", "reason", "created_at", "started_at", "finished_at", "bytes_in", "bytes_out",
-            "bytes_total", "layers", "log", "result_tag", "result_digest", "result_size", "accelerated",
-        ]
-        read_only_fields = fields
-
-
-class BackfillReportSerializer(serializers.Serializer):
-    """What "Convert existing images" found (GET) or requested (POST) for one rule."""
-
-    repositories = serializers.IntegerField(help_text="Repositories of the rule's namespace that were walked.")
-    tags = serializers.IntegerField(help_text="Tags looked at.")
-    with_twin = serializers.IntegerField(help_text="Matching tags that already have an accelerated twin.")
-    with_job = serializers.IntegerField(help_text="Matching tags that already have a conversion job.")
-    requested = serializers.IntegerField(help_text="Tags that would be (GET) or were (POST) requested.")
-    errors = serializers.ListField(child=serializers.CharField(), help_text="Registry errors met on the way.")
-
-
-class ConvertNowSerializer(serializers.Serializer):
-    """Convert one tag of an instance now, with or without a matching rule."""
-
-    instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all())
-    image = serializers.CharField(max_length=4096, help_text="namespace/repository:tag, or the full address.")

@@ -6,9 +6,9 @@ import pytest
 
 from clusters.choices import AuthMethod
 from clusters.models import Cluster
+from pipeline.choices import JobStatus
+from pipeline.models import ConversionJob
 from registries.models import Instance
-from rules.choices import JobStatus
-from rules.models import ConversionJob
 
 
 def _sha256(text: str) -> str:

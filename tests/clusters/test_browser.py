@@ -5,7 +5,7 @@ real Celery worker process (tests/support/worker.py) that reaches the emulator o
 import pytest
 from playwright.sync_api import expect
 
-from console.roles import Role
+from core.roles import Role
 from registries.models import Instance
 from tests.clusters.conftest import add_fleet
 from tests.support.browser import login

@@ -5,13 +5,21 @@ import json
 
 import pytest
 
-from clusters import actions
+from clusters.actions.deploy import (
+    DeployPlan,
+    TwinLookup,
+    accelerated_images,
+    accelerated_twin,
+    apply_deploy,
+    plan_deploy,
+)
+from clusters.actions.sync import sync_nodes
 from clusters.choices import DeployStatus, SuiteStatus
 from clusters.models import Suite
-from console.models import AuditEntry
 from converter.reference import parse_reference
+from core.models import AuditEntry
+from pipeline.choices import JobStatus
 from registries.models import Instance
-from rules.choices import JobStatus
 from tests.clusters.conftest import add_fleet
 
 LABEL = "cloud.tencent.com/apparate"
@@ -19,12 +27,12 @@ SHOP = "registry.example.com/team/shop"
 pytestmark = pytest.mark.django_db
 
 
-def twin_of(instance, image: str) -> actions.TwinLookup:
-    return actions.accelerated_twin(instance, parse_reference(image))
+def twin_of(instance, image: str) -> TwinLookup:
+    return accelerated_twin(instance, parse_reference(image))
 
 
-def plan(cluster, instance, image: str, replicas: int = 1, namespace: str = "web", **options) -> actions.DeployPlan:
-    return actions.plan_deploy(cluster, instance, namespace, "shop", replicas, parse_reference(image), **options)
+def plan(cluster, instance, image: str, replicas: int = 1, namespace: str = "web", **options) -> DeployPlan:
+    return plan_deploy(cluster, instance, namespace, "shop", replicas, parse_reference(image), **options)
 
 
 def test_accelerated_twin_answers_from_the_jobs_both_ways(instance, converted):
@@ -34,11 +42,11 @@ def test_accelerated_twin_answers_from_the_jobs_both_ways(instance, converted):
     assert twin_of(instance, f"{SHOP}:2.0-apparate").accelerated == ""
 
     job = converted(instance, "team/shop", "1.0")
-    assert twin_of(instance, f"{SHOP}:1.0") == actions.TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
-    assert twin_of(instance, f"{SHOP}:1.0-apparate") == actions.TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
-    assert twin_of(instance, f"{SHOP}@{job.source_digest}") == actions.TwinLookup(
+    assert twin_of(instance, f"{SHOP}:1.0") == TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
+    assert twin_of(instance, f"{SHOP}:1.0-apparate") == TwinLookup(f"{SHOP}:1.0", f"{SHOP}:1.0-apparate")
+    assert twin_of(instance, f"{SHOP}@{job.source_digest}") == TwinLookup(
         f"{SHOP}@{job.source_digest}", f"{SHOP}@{job.result_digest}")
-    assert twin_of(instance, f"{SHOP}@{job.result_digest}") == actions.TwinLookup(
+    assert twin_of(instance, f"{SHOP}@{job.result_digest}") == TwinLookup(
         f"{SHOP}@{job.source_digest}", f"{SHOP}@{job.result_digest}")
     # Same tag in another repository or another instance: no twin.
     assert twin_of(instance, "registry.example.com/team/cart:1.0").accelerated == ""
@@ -57,8 +65,8 @@ def test_twin_tags_of_the_same_content_have_twins_too(instance, converted):
     job = converted(instance, "team/shop", "1.0")
     job.twin_tags = ["latest"]
     job.save()
-    assert twin_of(instance, f"{SHOP}:latest") == actions.TwinLookup(f"{SHOP}:latest", f"{SHOP}:latest-apparate")
-    assert twin_of(instance, f"{SHOP}:latest-apparate") == actions.TwinLookup(
+    assert twin_of(instance, f"{SHOP}:latest") == TwinLookup(f"{SHOP}:latest", f"{SHOP}:latest-apparate")
+    assert twin_of(instance, f"{SHOP}:latest-apparate") == TwinLookup(
         f"{SHOP}:latest", f"{SHOP}:latest-apparate")
     assert twin_of(instance, f"{SHOP}:stable").accelerated == ""
 
@@ -70,7 +78,7 @@ def test_accelerated_images_lists_current_twins_of_the_instance(instance, conver
     converted(instance, "team/api", "1.0")
     converted(instance, "team/api", "1.0", status=JobStatus.RUNNING)  # newer push still converting
     converted(Instance.objects.create(name="other", url="https://other.example.com"), "team/shop", "3.0")
-    images = actions.accelerated_images(instance)
+    images = accelerated_images(instance)
     assert [job.accelerated for job in images] == [f"{SHOP}:1.0-apparate", f"{SHOP}:2.0-apparate"]
 
 
@@ -124,12 +132,12 @@ def test_deploy_applies_secret_and_deployment_with_node_selector(kube_emulator, 
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     cluster = register(kube_emulator)
     kube_emulator.patch("nodes", "", "node-a", {"metadata": {"labels": {LABEL: "true"}}})
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     Suite.objects.create(cluster=cluster, instance=instance, status=SuiteStatus.READY)
     converted(instance, "team/shop", "1.0")
     planned = plan(cluster, instance, f"{SHOP}:1.0-apparate", replicas=3)
     assert planned.warnings == []
-    request = actions.deploy(planned, admin_user)
+    request = apply_deploy(planned, admin_user)
     assert request.status == DeployStatus.SUCCEEDED, request.message
     assert request.image == f"{SHOP}:1.0-apparate" and request.accelerated and request.instance == instance
     deployment = kube_emulator.get_object("deployments", "shop", "web")
@@ -142,16 +150,16 @@ def test_deploy_applies_secret_and_deployment_with_node_selector(kube_emulator, 
     assert AuditEntry.objects.filter(model="deployrequest", object_id=str(request.pk)).exists()
 
     # Deploying again replaces the Deployment (idempotent).
-    again = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0-apparate"), admin_user)
+    again = apply_deploy(plan(cluster, instance, f"{SHOP}:1.0-apparate"), admin_user)
     assert again.status == DeployStatus.SUCCEEDED
     assert kube_emulator.get_object("deployments", "shop", "web")["spec"]["replicas"] == 1
 
 
 def test_deploy_failures_are_reported(kube_emulator, register, instance, admin_user):
     cluster = register(kube_emulator)
-    request = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0", namespace="missing"), admin_user)
+    request = apply_deploy(plan(cluster, instance, f"{SHOP}:1.0", namespace="missing"), admin_user)
     assert request.status == DeployStatus.FAILED and 'namespaces "missing" not found' in request.message
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     kube_emulator.deny("create", "deployments")
-    request = actions.deploy(plan(cluster, instance, f"{SHOP}:1.0"), admin_user)
+    request = apply_deploy(plan(cluster, instance, f"{SHOP}:1.0"), admin_user)
     assert request.status == DeployStatus.FAILED and request.message.startswith("Deployment web/shop: Forbidden")

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from clusters import actions
+from clusters.actions.suite import SuiteBusy, refresh_rollout, request_suite_operation, run_suite_operation
+from clusters.actions.sync import sync_nodes
 from clusters.choices import SuiteOperation, SuiteStatus
 from clusters.models import Node, Suite
 from tests.clusters.conftest import add_fleet
@@ -28,8 +29,8 @@ def installed(emulator) -> dict:
 
 
 def operate(cluster, operation, user, **kwargs) -> Suite:
-    suite = actions.request_suite_operation(cluster, operation, user, **kwargs)
-    return actions.run_suite_operation(suite.pk)
+    suite = request_suite_operation(cluster, operation, user, **kwargs)
+    return run_suite_operation(suite.pk)
 
 
 @pytest.fixture
@@ -59,13 +60,13 @@ def test_install_rollout_upgrade_and_uninstall(kube_emulator, labelled_cluster, 
     assert ds["spec"]["template"]["spec"]["nodeSelector"] == {LABEL: "true"}
 
     # The agent becomes ready one node per status read: the view sees the rollout progress.
-    suite = actions.refresh_rollout(suite)
+    suite = refresh_rollout(suite)
     assert (suite.desired, suite.ready, suite.status) == (2, 1, SuiteStatus.ROLLING_OUT)
-    suite = actions.refresh_rollout(suite)
+    suite = refresh_rollout(suite)
     assert (suite.desired, suite.ready, suite.updated, suite.status) == (2, 2, 2, SuiteStatus.READY)
     assert {n["node"] for n in suite.node_status if n["ready"]} == {"node-a", "node-b"}
     assert set(Node.objects.filter(agent_ready=True).values_list("name", flat=True)) == {"node-a", "node-b"}
-    actions.sync_nodes(labelled_cluster)  # a sync reads the agent pods too
+    sync_nodes(labelled_cluster)  # a sync reads the agent pods too
     assert set(Node.objects.filter(agent_ready=True).values_list("name", flat=True)) == {"node-a", "node-b"}
 
     # Installing again is idempotent: objects are replaced, nothing duplicated, still "created by us".
@@ -132,11 +133,11 @@ def test_failed_object_is_named_and_retry_completes(kube_emulator, labelled_clus
 def test_rollout_names_nodes_whose_agent_fails(kube_emulator, labelled_cluster, instance, admin_user, settings):
     kube_emulator.broken_agent_nodes = {"node-b"}
     suite = operate(labelled_cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
-    suite = actions.refresh_rollout(suite)
+    suite = refresh_rollout(suite)
     assert (suite.desired, suite.ready) == (2, 1) and suite.status == SuiteStatus.ROLLING_OUT
     assert {n["node"]: n["reason"] for n in suite.node_status}["node-b"] == "CrashLoopBackOff"
     settings.APPARATE_SUITE_ROLLOUT_TIMEOUT = 0
-    suite = actions.refresh_rollout(suite)
+    suite = refresh_rollout(suite)
     assert suite.status == SuiteStatus.FAILED and "node-b (CrashLoopBackOff)" in suite.last_error
     assert suite.failed_object == "DaemonSet apparate-system/apparate-agent"
 
@@ -148,7 +149,7 @@ def test_unreachable_cluster_fails_with_a_clear_message(kube_emulator, labelled_
 
 
 def test_busy_suite_refuses_a_second_request(kube_emulator, labelled_cluster, instance, admin_user):
-    actions.request_suite_operation(labelled_cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
-    with pytest.raises(actions.SuiteBusy):
-        actions.request_suite_operation(labelled_cluster, SuiteOperation.UNINSTALL, admin_user)
+    request_suite_operation(labelled_cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
+    with pytest.raises(SuiteBusy):
+        request_suite_operation(labelled_cluster, SuiteOperation.UNINSTALL, admin_user)
 

@@ -2,10 +2,13 @@
 
 import pytest
 
-from clusters import actions
+from clusters.actions import sync
+from clusters.actions.labelling import request_labelling, run_label_job, select_nodes
+from clusters.actions.sync import annotate_counts, sync_nodes
 from clusters.choices import Compatibility, ConnectionStatus, JobStatus, LabelOperation, LabelResultStatus
+from clusters.kube import session_for
 from clusters.models import LabelJob, LabelResult, Node
-from console.models import AuditEntry
+from core.models import AuditEntry
 from tests.clusters.conftest import add_fleet
 
 LABEL = "cloud.tencent.com/apparate"
@@ -14,19 +17,19 @@ pytestmark = pytest.mark.django_db
 
 def test_connection_reads_version_and_reports_failures(kube_emulator, register):
     cluster = register(kube_emulator)
-    ok, message = actions.test_connection(cluster)
+    ok, message = sync.test_connection(cluster)
     assert ok and "v1.28.4" in message
     cluster.refresh_from_db()
     assert cluster.connection_status == ConnectionStatus.OK and cluster.server_version == "v1.28.4"
 
     kube_emulator.token_expired = True
-    ok, message = actions.test_connection(cluster)
+    ok, message = sync.test_connection(cluster)
     assert not ok and "expired" in message
     cluster.refresh_from_db()
     assert cluster.connection_status == ConnectionStatus.UNAUTHORIZED
 
     kube_emulator.stop()
-    ok, message = actions.test_connection(cluster)
+    ok, message = sync.test_connection(cluster)
     assert not ok and "Cannot reach" in message and "connection refused" in message
     cluster.refresh_from_db()
     assert cluster.connection_status == ConnectionStatus.UNREACHABLE
@@ -36,7 +39,7 @@ def test_sync_records_facts_and_verdicts(kube_emulator, register):
     add_fleet(kube_emulator)
     kube_emulator.add_node("node-old", kubelet="v1.15.12", runtime="containerd://1.3.9", ready=False)
     cluster = register(kube_emulator)
-    result = actions.sync_nodes(cluster)
+    result = sync_nodes(cluster)
     assert result.ok and result.created == 5
     nodes = {n.name: n for n in Node.objects.filter(cluster=cluster)}
     a = nodes["node-a"]
@@ -52,27 +55,27 @@ def test_sync_records_facts_and_verdicts(kube_emulator, register):
     assert old.compatibility == Compatibility.INCOMPATIBLE and not old.ready
     assert any("older than 1.16" in r for r in old.reasons) and any("1.4.3" in r for r in old.reasons)
 
-    counts = actions.annotate_counts(type(cluster).objects.filter(pk=cluster.pk)).get()
+    counts = annotate_counts(type(cluster).objects.filter(pk=cluster.pk)).get()
     assert (counts.node_count, counts.compatible_count, counts.labelled_count, counts.ready_count) == (5, 3, 0, 4)
 
     kube_emulator.delete("nodes", "", "node-old")
-    again = actions.sync_nodes(cluster)
+    again = sync_nodes(cluster)
     assert again.removed == 1 and again.created == 0
     assert not Node.objects.filter(name="node-old").exists()
 
 
 def run(job):
-    return actions.run_label_job(job.pk)
+    return run_label_job(job.pk)
 
 
 def test_label_job_patches_with_merge_patch_and_refuses_incompatible(kube_emulator, register, admin_user,
                                                                      django_capture_on_commit_callbacks):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
-    nodes = actions.select_nodes(cluster_ids=[cluster.pk])
+    sync_nodes(cluster)
+    nodes = select_nodes(cluster_ids=[cluster.pk])
     with django_capture_on_commit_callbacks() as callbacks:
-        job = actions.request_labelling(admin_user, nodes, LabelOperation.LABEL, selection="4 nodes")
+        job = request_labelling(admin_user, nodes, LabelOperation.LABEL, selection="4 nodes")
     assert len(callbacks) == 1  # enqueued on commit
     assert AuditEntry.objects.filter(model="labeljob", object_id=str(job.pk)).exists()
     job = run(job)
@@ -89,11 +92,11 @@ def test_label_job_patches_with_merge_patch_and_refuses_incompatible(kube_emulat
     run(job)
     assert kube_emulator.count("PATCH", "/nodes/") == 3
 
-    forced = actions.request_labelling(admin_user, nodes.filter(name="node-docker"), LabelOperation.LABEL, force=True)
+    forced = request_labelling(admin_user, nodes.filter(name="node-docker"), LabelOperation.LABEL, force=True)
     assert run(forced).status == JobStatus.SUCCEEDED
     assert kube_emulator.node("node-docker")["metadata"]["labels"][LABEL] == "true"
 
-    unlabel = actions.request_labelling(admin_user, actions.select_nodes(selector=f"{LABEL}=true"),
+    unlabel = request_labelling(admin_user, select_nodes(selector=f"{LABEL}=true"),
                                         LabelOperation.UNLABEL)
     assert unlabel.total == 4 and run(unlabel).status == JobStatus.SUCCEEDED
     assert all(LABEL not in kube_emulator.node(n)["metadata"]["labels"] for n in kube_emulator.names("nodes"))
@@ -103,12 +106,12 @@ def test_label_job_patches_with_merge_patch_and_refuses_incompatible(kube_emulat
 def test_label_job_retries_conflicts_and_transient_errors_and_reports_rbac(kube_emulator, register, admin_user):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     kube_emulator.touch_node("node-a")  # stale resourceVersion → 409, then a fresh GET and retry
     kube_emulator.fail_next("PATCH", "/nodes/node-b$", 503, times=2)
     kube_emulator.fail_next("PATCH", "/nodes/node-centos$", 429, times=1)
     kube_emulator.deny("patch", "nodes", name="node-docker")
-    job = actions.request_labelling(admin_user, actions.select_nodes(cluster_ids=[cluster.pk]), LabelOperation.LABEL,
+    job = request_labelling(admin_user, select_nodes(cluster_ids=[cluster.pk]), LabelOperation.LABEL,
                                     force=True)
     job = run(job)
     results = {r.node_name: r for r in LabelResult.objects.filter(job=job)}
@@ -123,9 +126,9 @@ def test_label_job_retries_conflicts_and_transient_errors_and_reports_rbac(kube_
 def test_label_job_with_expired_token_fails_every_node_with_a_clear_message(kube_emulator, register, admin_user):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     kube_emulator.token_expired = True
-    job = run(actions.request_labelling(admin_user, actions.select_nodes(all_compatible=True), LabelOperation.LABEL))
+    job = run(request_labelling(admin_user, select_nodes(all_compatible=True), LabelOperation.LABEL))
     assert job.status == JobStatus.FAILED and job.failed == 3
     assert all("expired" in r.message for r in LabelResult.objects.filter(job=job))
 
@@ -133,14 +136,14 @@ def test_label_job_with_expired_token_fails_every_node_with_a_clear_message(kube
 def test_auto_label_policy_labels_new_compatible_nodes_on_sync(kube_emulator, register):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator, auto_label=True)
-    result = actions.sync_nodes(cluster)
+    result = sync_nodes(cluster)
     job = result.auto_label_job
     assert job is not None and job.total == 3  # the Docker node is not compatible
     run(job)
     assert {n for n in kube_emulator.names("nodes") if LABEL in kube_emulator.node(n)["metadata"]["labels"]} == {
         "node-a", "node-b", "node-centos"}
     kube_emulator.add_node("node-new")
-    assert actions.sync_nodes(cluster).auto_label_job.total == 1
+    assert sync_nodes(cluster).auto_label_job.total == 1
 
 
 def test_labelling_2000_nodes_across_4_clusters(kube_emulator_factory, register, admin_user, settings):
@@ -152,9 +155,9 @@ def test_labelling_2000_nodes_across_4_clusters(kube_emulator_factory, register,
             emulator.add_node(f"c{index}-node-{n:03d}")
         emulator.fail_next("PATCH", "/nodes/", 503, times=5)
         cluster = register(emulator, name=f"cluster-{index}")
-        assert actions.sync_nodes(cluster).created == 500
+        assert sync_nodes(cluster).created == 500
         clusters.append((cluster, emulator))
-    job = run(actions.request_labelling(admin_user, actions.select_nodes(all_compatible=True), LabelOperation.LABEL))
+    job = run(request_labelling(admin_user, select_nodes(all_compatible=True), LabelOperation.LABEL))
     assert job.total == 2000 and job.succeeded == 2000 and job.status == JobStatus.SUCCEEDED
     assert LabelResult.objects.filter(job=job, status=LabelResultStatus.DONE).count() == 2000
     assert LabelJob.objects.get(pk=job.pk).finished_at is not None
@@ -166,7 +169,7 @@ def test_labelling_2000_nodes_across_4_clusters(kube_emulator_factory, register,
 def test_node_list_follows_continue_pages(kube_emulator, register):
     for n in range(5):
         kube_emulator.add_node(f"n{n}")
-    with actions.session_for(register(kube_emulator)) as session:
+    with session_for(register(kube_emulator)) as session:
         names = [item["metadata"]["name"] for item in session.list("Node", page_size=2)]
     assert names == ["n0", "n1", "n2", "n3", "n4"]
     assert kube_emulator.count("GET", "^/api/v1/nodes$") == 3
@@ -191,17 +194,17 @@ def test_tls_with_ca_client_certificate_and_clear_tls_errors(kube_emulator_facto
     emulator = kube_emulator_factory(tls=True)
     emulator.add_node("secure-node")
     cluster = register(emulator, ca_data=emulator.ca_pem)
-    assert actions.test_connection(cluster)[0]
+    assert sync.test_connection(cluster)[0]
 
     by_certificate = register(emulator, name="cert", token="", ca_data=emulator.ca_pem,
                               client_certificate=emulator.client_cert_pem, client_key=emulator.client_key_pem)
-    assert actions.sync_nodes(by_certificate).created == 1
+    assert sync_nodes(by_certificate).created == 1
 
     unknown_ca = register(emulator, name="no-ca")
-    ok, message = actions.test_connection(unknown_ca)
+    ok, message = sync.test_connection(unknown_ca)
     assert not ok and "TLS verification" in message
     unknown_ca.refresh_from_db()
     assert unknown_ca.connection_status == ConnectionStatus.UNREACHABLE
 
     skipping = register(emulator, name="insecure", insecure_skip_tls_verify=True)
-    assert actions.test_connection(skipping)[0]
+    assert sync.test_connection(skipping)[0]

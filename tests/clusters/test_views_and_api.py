@@ -9,11 +9,13 @@ import yaml
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from clusters import actions
+from clusters.actions.labelling import run_label_job
+from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation
+from clusters.actions.sync import sync_nodes
 from clusters.choices import SuiteOperation, SuiteStatus
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
-from console.models import AuditEntry
-from console.roles import Role
+from core.models import AuditEntry
+from core.roles import Role
 from registries.models import Instance
 from tests.clusters.conftest import add_fleet
 
@@ -98,7 +100,7 @@ def test_labelling_from_the_page_and_job_progress_polling(kube_emulator, registe
                                                           django_capture_on_commit_callbacks):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     client = client_as(Role.OPERATOR)
     ids = list(Node.objects.filter(name__in=["node-a", "node-docker"]).values_list("pk", flat=True))
     with django_capture_on_commit_callbacks() as callbacks:
@@ -108,7 +110,7 @@ def test_labelling_from_the_page_and_job_progress_polling(kube_emulator, registe
     assert len(callbacks) == 1
     progress = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
     assert progress.status_code == 200 and 'hx-trigger="every 1s"' in progress.content.decode()
-    actions.run_label_job(job.pk)
+    run_label_job(job.pk)
     done = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "every 1s" not in done.content.decode()
     page = client.get(reverse("clusters:job", args=[job.pk])).content.decode()
@@ -121,7 +123,7 @@ def test_labelling_from_the_page_and_job_progress_polling(kube_emulator, registe
 def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, instance):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     node = Node.objects.get(name="node-a")
     before = kube_emulator.revision
     web, api = client_as(Role.VIEWER), api_as(Role.VIEWER)
@@ -184,7 +186,7 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
     with django_capture_on_commit_callbacks(execute=False):
         job = operator.post("/api/v1/label-jobs/", {"all_compatible": True, "clusters": [cluster_id]}, format="json")
     assert job.status_code == 202 and job.json()["total"] == 3
-    actions.run_label_job(job.json()["id"])
+    run_label_job(job.json()["id"])
     results = operator.get(f"/api/v1/label-jobs/{job.json()['id']}/results/").json()["results"]
     assert {r["status"] for r in results} == {"done"}
     assert operator.post("/api/v1/label-jobs/", {"nodes": [1], "selector": "a"}, format="json").status_code == 400
@@ -193,9 +195,9 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
         suite = operator.post(f"/api/v1/clusters/{cluster_id}/suite/",
                               {"operation": SuiteOperation.INSTALL, "instance": instance.pk}, format="json")
     assert suite.status_code == 202 and suite.json()["status"] == "pending"
-    actions.run_suite_operation(suite.json()["id"])
+    run_suite_operation(suite.json()["id"])
     assert operator.get(f"/api/v1/suites/{suite.json()['id']}/").json()["status"] == SuiteStatus.ROLLING_OUT
-    actions.refresh_rollout(Suite.objects.get())
+    refresh_rollout(Suite.objects.get())
     assert operator.get(f"/api/v1/clusters/{cluster_id}/suite/").json()["ready"] == 3
 
     chart = operator.get(f"/api/v1/clusters/{cluster_id}/helm-chart/")
@@ -272,11 +274,11 @@ def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, i
     cluster = register(kube_emulator)
     client = client_as(Role.VIEWER)
     assert client.get(reverse("clusters:suite-status", args=[cluster.pk])).status_code == 286
-    suite = actions.request_suite_operation(cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
-    actions.run_suite_operation(suite.pk)
+    suite = request_suite_operation(cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
+    run_suite_operation(suite.pk)
     polling = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
     assert polling.status_code == 200 and "every 1s" in polling.content.decode()
-    actions.refresh_rollout(Suite.objects.get())
+    refresh_rollout(Suite.objects.get())
     done = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "1 of 1 ready" in done.content.decode()
 
@@ -294,26 +296,26 @@ def test_labelling_across_clusters_from_the_node_list(kube_emulator_factory, reg
     second.add_node("other-a", labels={"zone": "z1"})
     second.add_node("other-b", labels={"zone": "z2"})
     for emulator, name in [(first, "one"), (second, "two")]:
-        actions.sync_nodes(register(emulator, name=name))
+        sync_nodes(register(emulator, name=name))
     client = client_as(Role.OPERATOR)
     page = client.get(reverse("clusters:nodes")).content.decode()
     assert "other-a" in page and "node-docker" in page
     response = client.post(reverse("clusters:label"), {"operation": "label", "mode": "all_compatible"})
     job = LabelJob.objects.get()
     assert response.status_code == 302 and job.total == 5
-    actions.run_label_job(job.pk)
+    run_label_job(job.pk)
     assert "cloud.tencent.com/apparate" in second.node("other-b")["metadata"]["labels"]
     client.post(reverse("clusters:label"), {"operation": "unlabel", "mode": "selector", "selector": "zone=z1"})
     unlabel = LabelJob.objects.exclude(pk=job.pk).get()
     assert unlabel.total == 1
-    actions.run_label_job(unlabel.pk)
+    run_label_job(unlabel.pk)
     assert "cloud.tencent.com/apparate" not in second.node("other-a")["metadata"]["labels"]
 
 
 def test_admin_removes_a_cluster_and_admin_site_lists_every_model(kube_emulator, register, client_as):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
-    actions.sync_nodes(cluster)
+    sync_nodes(cluster)
     client = client_as(Role.ADMIN)
     User.objects.filter(username="web-admin").update(is_staff=True, is_superuser=True)  # Django admin needs staff
     for model in ["cluster", "node", "labeljob", "labelresult", "suite", "deployrequest"]:

@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from console.models import AuditEntry
-from console.roles import Role
+from core.models import AuditEntry
+from core.roles import Role
 from tests.support.users import PASSWORD
 
 pytestmark = pytest.mark.django_db

@@ -8,9 +8,9 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from console.audit import MASK
-from console.models import AuditEntry
-from console.roles import Role
+from core.audit import MASK
+from core.models import AuditEntry
+from core.roles import Role
 from registries.models import Instance
 from tests.support.users import PASSWORD
 

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
-from console.roles import Role
+from core.roles import Role
 from tests.support.browser import login
 from tests.support.users import PASSWORD
 

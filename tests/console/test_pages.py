@@ -9,10 +9,11 @@ from django.test import Client
 from django.utils import timezone
 
 from clusters.models import Cluster, Node
-from console.actions import record_heartbeat
-from console.models import AuditEntry
-from console.roles import Role
-from registries.models import Instance, PushEvent
+from core.actions import record_heartbeat
+from core.models import AuditEntry
+from core.roles import Role
+from pipeline.models import PushEvent
+from registries.models import Instance
 from rules.models import Rule
 
 pytestmark = pytest.mark.django_db
@@ -198,11 +199,11 @@ def test_audit_entries_are_read_only_in_admin(make_user):
     client = Client()
     client.force_login(root)
     entry = AuditEntry.objects.first()
-    listing = html(client.get("/admin/console/auditentry/?source__exact=system&q=releases"))
+    listing = html(client.get("/admin/core/auditentry/?source__exact=system&q=releases"))
     assert "releases" in listing
-    assert client.get("/admin/console/auditentry/add/").status_code == 403
-    assert client.post(f"/admin/console/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
-    client.post(f"/admin/console/auditentry/{entry.pk}/change/", {"actor_name": "forged"})
+    assert client.get("/admin/core/auditentry/add/").status_code == 403
+    assert client.post(f"/admin/core/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    client.post(f"/admin/core/auditentry/{entry.pk}/change/", {"actor_name": "forged"})
     entry.refresh_from_db()
     assert entry.actor_name == "system"
 
@@ -211,7 +212,7 @@ def test_every_model_of_ours_is_in_admin_with_filters_and_search():
     from django.apps import apps
     from django.contrib import admin
 
-    for app in ("console", "registries", "rules", "clusters"):
+    for app in ("core", "registries", "rules", "pipeline", "clusters"):
         for model in apps.get_app_config(app).get_models():
             model_admin = admin.site._registry.get(model)
             assert model_admin is not None, model._meta.label
@@ -224,8 +225,8 @@ def test_worker_heartbeats_are_read_only_in_admin():
     record_heartbeat("celery@box-1")
     client = Client()
     client.force_login(User.objects.create_superuser("root", password="x-long-password-1"))
-    assert "celery@box-1" in html(client.get("/admin/console/workerheartbeat/?q=box-1"))
-    assert client.get("/admin/console/workerheartbeat/add/").status_code == 403
+    assert "celery@box-1" in html(client.get("/admin/core/workerheartbeat/?q=box-1"))
+    assert client.get("/admin/core/workerheartbeat/add/").status_code == 403
 
 
 def test_audit_creation_lists_only_the_fields_given_a_value():

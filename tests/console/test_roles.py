@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
-from console.roles import Role, has_role, role_of
+from core.roles import Role, has_role, role_of
 from tests.support.users import PASSWORD
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.console.urls")]

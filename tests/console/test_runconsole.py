@@ -112,7 +112,7 @@ def test_runconsole_serves_and_runs_a_worker_on_embedded_defaults(tmp_path):
         # The worker reports in when it starts (a task it sends itself through the broker) ...
         ((_, first_seen),) = wait_for(lambda: heartbeats(database), "the first heartbeat", process)
         # ... and runs a task sent from another process through the filesystem broker.
-        manage("shell", "-c", "from console.tasks import heartbeat; heartbeat.delay()", env=env)
+        manage("shell", "-c", "from core.tasks import heartbeat; heartbeat.delay()", env=env)
         wait_for(lambda: heartbeats(database)[0][1] > first_seen, "the second heartbeat", process)
         assert "Heartbeat from" in (tmp_path / "runconsole.log").read_text()
 

@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from console.local_secrets import load_or_create_local_secrets
-from console.roles import Role, role_of
+from core.roles import Role, role_of
 from registries.models import Instance
 
 

@@ -12,8 +12,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from console.roles import Role, RoleRequiredMixin, role_required
 from console.urls import urlpatterns as console_urlpatterns
+from core.roles import Role, RoleRequiredMixin, role_required
 
 
 class GroupForm(forms.ModelForm):

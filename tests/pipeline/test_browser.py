@@ -6,7 +6,7 @@ import re
 import requests
 from playwright.sync_api import expect
 
-from console.roles import Role
+from core.roles import Role
 from registries.models import Instance
 from tests.support.browser import login
 from tests.support.images import Platform, push_image

@@ -4,11 +4,11 @@ once, with a reason, and cause no retry storm (requests are counted at the proxy
 
 import pytest
 
+from pipeline import actions
+from pipeline.choices import JobStatus
+from pipeline.tasks import convert_image_task
 from registries.models import Instance
-from rules import actions
-from rules.choices import JobStatus
 from rules.models import Rule
-from rules.tasks import convert_image_task
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@ deletion by digest that never touches the other image; a registry with deletion 
 
 import requests
 
-from console.roles import Role
-from registries import catalogue
+from core.roles import Role
+from pipeline import actions, catalogue
 from registries.models import Instance
-from rules import actions
 from tests.support.images import push_image
 
 OCI = "application/vnd.oci.image.manifest.v1+json"

@@ -10,9 +10,10 @@ import requests
 from django.db import connection
 
 from converter.image import TOC_DIGEST_ANNOTATION
-from rules import actions
-from rules.choices import TERMINAL, JobStatus, JobTrigger
-from rules.models import ConversionJob, LayerCacheEntry, options_key, options_of
+from pipeline import actions
+from pipeline.choices import TERMINAL, JobStatus, JobTrigger
+from pipeline.models import ConversionJob, LayerCacheEntry, options_key
+from rules.models import options_of
 
 OCI = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 

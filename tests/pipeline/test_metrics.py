@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from console.roles import Role
-from rules import actions
-from rules.choices import JobStatus
-from rules.models import ConversionJob
+from core.roles import Role
+from pipeline import actions
+from pipeline.choices import JobStatus
+from pipeline.models import ConversionJob
 
 
 def test_metrics_need_viewer_or_token(client, client_as, settings, db):

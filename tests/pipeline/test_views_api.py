@@ -3,10 +3,10 @@
 
 import pytest
 
-from console.roles import Role
-from rules import actions
-from rules.choices import JobStatus
-from rules.models import ConversionJob
+from core.roles import Role
+from pipeline import actions
+from pipeline.choices import JobStatus
+from pipeline.models import ConversionJob
 
 DIGEST = "sha256:" + "12" * 32
 

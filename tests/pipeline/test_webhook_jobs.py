@@ -1,9 +1,8 @@
 """Webhook → job: a matched push creates exactly one job however often it is delivered and however
 many rules match; the event records which rule decided, and the job points back at the event."""
 
-from registries.choices import PushOutcome
-from registries.models import PushEvent
-from rules.models import ConversionJob
+from pipeline.choices import PushOutcome
+from pipeline.models import ConversionJob, PushEvent
 from tests.registries.conftest import envelope, manifest_event
 
 

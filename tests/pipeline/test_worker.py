@@ -10,12 +10,12 @@ import time
 import pytest
 import requests
 
-from console.roles import Role
 from converter.image import TOC_DIGEST_ANNOTATION
-from registries.choices import PushOutcome
-from registries.models import Instance, PushEvent
-from rules.choices import JobStatus
-from rules.models import ConversionJob, Rule
+from core.roles import Role
+from pipeline.choices import JobStatus, PushOutcome
+from pipeline.models import ConversionJob, PushEvent
+from registries.models import Instance
+from rules.models import Rule
 from tests.converter.estargz_support import check_chunks, read_toc
 from tests.support.images import Platform, push_image
 

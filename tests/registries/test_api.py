@@ -2,7 +2,7 @@
 
 import pytest
 
-from console.roles import Role
+from core.roles import Role
 from registries.models import Instance
 from tests.registries.conftest import envelope, manifest_event
 

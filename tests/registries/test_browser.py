@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from console.roles import Role
+from core.roles import Role
 from registries.models import Instance
 from tests.registries.conftest import envelope, manifest_event
 from tests.support.browser import login

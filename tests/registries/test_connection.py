@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from console.roles import Role
+from core.roles import Role
 from registries import actions
 from registries.models import Instance
 from tests.support.registry import free_port

@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from registries.models import Instance, PushEvent
+from pipeline.models import PushEvent
+from registries.models import Instance
 from tests.registries.conftest import (
     DISTRIBUTION_TYPE,
     blob_event,
@@ -308,7 +309,7 @@ def test_url_in_the_body_is_not_used(instance, make_rule, post_webhook):
 
 
 def test_events_are_not_audited(instance, make_rule, post_webhook):
-    from console.models import AuditEntry
+    from core.models import AuditEntry
 
     make_rule(instance)
     before = AuditEntry.objects.count()

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from registries.models import Instance, PushEvent
+from pipeline.models import PushEvent
+from registries.models import Instance
 from rules.models import Rule
 from tests.support.images import Platform, push_image
 

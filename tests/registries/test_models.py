@@ -4,12 +4,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 
-from console.roles import Role
+from core.roles import Role
+from pipeline.actions import record_push
+from pipeline.intake import PushRecord
+from pipeline.models import PushEvent
 from registries import actions
 from registries.forms import InstanceForm
-from registries.models import Instance, PushEvent
+from registries.models import Instance
 from registries.validators import validate_credentials
-from registries.webhooks import PushRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +94,7 @@ def test_enable_needs_confirm_and_is_idempotent(make_user):
 def test_record_push_and_the_one_conversion_constraint(make_rule):
     instance = Instance.objects.create(name="h", url="https://h.example", acceleration_enabled=True)
     rule = make_rule(instance)
-    event = actions.record_push(instance, record())
+    event = record_push(instance, record())
     assert (event.outcome, event.matched_rule, event.source) == ("conversion_requested", rule, "distribution")
     assert event.image == "team/web:1.0" and event.outcome_colour == "green"
     assert str(event) == "team/web:1.0 (Conversion requested)"
@@ -104,7 +106,7 @@ def test_record_push_and_the_one_conversion_constraint(make_rule):
 def test_rule_deletion_keeps_the_event(make_rule):
     instance = Instance.objects.create(name="h", url="https://h.example", acceleration_enabled=True)
     rule = make_rule(instance)
-    event = actions.record_push(instance, record())
+    event = record_push(instance, record())
     rule.delete()
     event.refresh_from_db()
     assert event.matched_rule is None and "team apps" in event.reason_detail
@@ -113,7 +115,7 @@ def test_rule_deletion_keeps_the_event(make_rule):
 def test_delete_instance_counts(make_rule):
     instance = Instance.objects.create(name="h", url="https://h.example", acceleration_enabled=True)
     make_rule(instance)
-    actions.record_push(instance, record())
-    actions.record_push(instance, record(delivery_id="d2", tag="2.0"))
+    record_push(instance, record())
+    record_push(instance, record(delivery_id="d2", tag="2.0"))
     assert actions.delete_instance(instance) == {"rules": 1, "events": 2}
     assert not PushEvent.objects.exists()

@@ -5,9 +5,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from console.models import AuditEntry
-from console.roles import Role
-from registries.models import Instance, PushEvent
+from core.models import AuditEntry
+from core.roles import Role
+from pipeline.models import PushEvent
+from registries.models import Instance
 from tests.registries.conftest import envelope, manifest_event
 
 pytestmark = pytest.mark.django_db

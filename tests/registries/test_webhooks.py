@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from registries.webhooks import MalformedPayload, is_image_manifest, is_signature_tag, parse_payload
+from pipeline.intake import MalformedPayload, is_image_manifest, is_signature_tag, parse_payload
 from tests.registries.conftest import blob_event, digest_of, envelope, harbor_push, manifest_event
 
 

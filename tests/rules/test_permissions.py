@@ -3,8 +3,8 @@
 import pytest
 from django.forms.models import model_to_dict
 
-from console.models import AuditEntry
-from console.roles import Role
+from core.models import AuditEntry
+from core.roles import Role
 from rules.models import Rule
 from tests.rules.conftest import HOST
 

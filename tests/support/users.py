@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from console.roles import Role
+from core.roles import Role
 
 PASSWORD = "correct-horse-battery-9"
 

@@ -1,0 +1,140 @@
+"""Cluster connections and node sync: what each node is, whether it can lazy-pull, and its label."""
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from clusters import manifests
+from clusters.actions.labelling import request_labelling
+from clusters.choices import (
+    USABLE_COMPATIBILITY,
+    ConnectionStatus,
+    LabelOperation,
+)
+from clusters.compatibility import verdict
+from clusters.kube import KubeError, KubeSession, session_for
+from clusters.models import Cluster, LabelJob, Node, Suite
+
+logger = logging.getLogger(__name__)
+
+CONNECTION_STATUS_OF = {"unauthorized": ConnectionStatus.UNAUTHORIZED, "unreachable": ConnectionStatus.UNREACHABLE,
+                        "tls": ConnectionStatus.UNREACHABLE}
+
+def annotate_counts(queryset):
+    """Clusters with node counts: nodes, compatible (incl. warnings), labelled, ready."""
+    return queryset.annotate(
+        node_count=Count("nodes"),
+        compatible_count=Count("nodes", filter=Q(nodes__compatibility__in=USABLE_COMPATIBILITY)),
+        labelled_count=Count("nodes", filter=Q(nodes__labelled=True)),
+        ready_count=Count("nodes", filter=Q(nodes__ready=True)),
+    )
+
+def test_connection(cluster: Cluster) -> tuple[bool, str]:
+    """Read /version; record the outcome on the cluster. (ok, message)."""
+    try:
+        with session_for(cluster) as session:
+            info = session.version()
+    except KubeError as error:
+        _record_connection(cluster, CONNECTION_STATUS_OF.get(error.kind, ConnectionStatus.ERROR), error.message)
+        return False, error.message
+    version = str(info.get("gitVersion") or f"v{info.get('major')}.{info.get('minor')}")
+    _record_connection(cluster, ConnectionStatus.OK, "", version)
+    return True, f"Connected: Kubernetes {version}."
+
+def _record_connection(cluster: Cluster, status: str, error: str, version: str | None = None) -> None:
+    values = {"connection_status": status, "last_error": error, "last_checked_at": timezone.now()}
+    if version is not None:
+        values["server_version"] = version
+    Cluster.objects.filter(pk=cluster.pk).update(**values)
+    for name, value in values.items():
+        setattr(cluster, name, value)
+
+@dataclass
+class SyncResult:
+    ok: bool
+    message: str
+    created: int = 0
+    updated: int = 0
+    removed: int = 0
+    auto_label_job: LabelJob | None = None
+
+def _node_facts(item: dict, label_key: str, label_value: str, agent_ready_nodes: set[str]) -> dict:
+    meta, status = item.get("metadata") or {}, item.get("status") or {}
+    info = status.get("nodeInfo") or {}
+    runtime, _, runtime_version = (info.get("containerRuntimeVersion") or "").partition("://")
+    labels = meta.get("labels") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    judged = verdict(info.get("kubeletVersion", ""), runtime, runtime_version, info.get("osImage", ""),
+                     info.get("operatingSystem", "linux"))
+    return {
+        "uid": meta.get("uid", ""), "resource_version": meta.get("resourceVersion", ""), "labels": labels,
+        "ready": ready, "kubelet_version": info.get("kubeletVersion", ""), "container_runtime": runtime,
+        "runtime_version": runtime_version, "os_image": info.get("osImage", ""),
+        "kernel_version": info.get("kernelVersion", ""), "architecture": info.get("architecture", ""),
+        "labelled": labels.get(label_key) == label_value, "agent_ready": meta.get("name") in agent_ready_nodes,
+        "compatibility": judged.compatibility, "reasons": judged.reasons,
+    }
+
+def _agent_ready_nodes(session: KubeSession, cluster: Cluster) -> set[str]:
+    suite = Suite.objects.filter(cluster=cluster).first()
+    if suite is None or not suite.applied:
+        return set()
+    try:
+        pods = session.list("Pod", suite.namespace, label_selector=f"app.kubernetes.io/name={manifests.AGENT}")
+    except KubeError:
+        return set()
+    return {p["spec"].get("nodeName") for p in pods if pod_ready(p)}
+
+def pod_ready(pod: dict) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+def sync_nodes(cluster: Cluster) -> SyncResult:
+    """Read every node of the cluster and store its facts and verdict; auto-label if the policy says so."""
+    try:
+        with session_for(cluster) as session:
+            items = session.list("Node")
+            agents = _agent_ready_nodes(session, cluster)
+    except KubeError as error:
+        _record_connection(cluster, CONNECTION_STATUS_OF.get(error.kind, ConnectionStatus.ERROR), error.message)
+        return SyncResult(False, error.message)
+    key, value = settings.APPARATE_NODE_LABEL_KEY, settings.APPARATE_NODE_LABEL_VALUE
+    seen = {item["metadata"]["name"]: _node_facts(item, key, value, agents) for item in items}
+    fields = list(next(iter(seen.values())).keys()) if seen else []
+    with transaction.atomic():
+        existing = {node.name: node for node in Node.objects.select_for_update().filter(cluster=cluster)}
+        created = [Node(cluster=cluster, name=name, **facts) for name, facts in seen.items() if name not in existing]
+        changed = []
+        for name, facts in seen.items():
+            node = existing.get(name)
+            if node is not None and any(getattr(node, f) != v for f, v in facts.items()):
+                for f, v in facts.items():
+                    setattr(node, f, v)
+                changed.append(node)
+        Node.objects.bulk_create(created, batch_size=500)
+        if changed:
+            for node in changed:
+                node.last_seen_at = timezone.now()
+            Node.objects.bulk_update(changed, [*fields, "last_seen_at"], batch_size=500)
+        removed, _ = Node.objects.filter(cluster=cluster).exclude(name__in=list(seen)).delete()
+        Cluster.objects.filter(pk=cluster.pk).update(
+            last_synced_at=timezone.now(), connection_status=ConnectionStatus.OK, last_error=""
+        )
+    result = SyncResult(True, f"{len(seen)} nodes: {len(created)} new, {len(changed)} changed, {removed} removed.",
+                        len(created), len(changed), removed)
+    if cluster.auto_label and created:
+        fresh = Node.objects.filter(cluster=cluster, name__in=[n.name for n in created],
+                                    compatibility__in=USABLE_COMPATIBILITY, labelled=False)
+        if fresh.exists():
+            result.auto_label_job = request_labelling(
+                None, fresh, LabelOperation.LABEL, force=False, selection=f"auto-label policy of {cluster.name}"
+            )
+    return result
+
+def sync_all_clusters() -> dict[str, str]:
+    """Periodic: sync every cluster; one failing cluster doesn't stop the others."""
+    return {cluster.name: sync_nodes(cluster).message for cluster in Cluster.objects.all()}

@@ -1,0 +1,13 @@
+"""App configuration of the shared layer at the bottom: roles, audit log, encrypted fields, worker heartbeat."""
+
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    verbose_name = "Console core"
+
+    def ready(self):
+        from core.audit import connect_signals
+
+        connect_signals()

@@ -1,0 +1,71 @@
+"""Template helpers of every page: menu links, sortable table headers, pagination.
+
+Load with `{% load layout_tags %}`.
+"""
+
+from django import template
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+
+# The main menu: (URL name, label), in display order.
+MAIN_MENU = (
+    ("dashboard", "Dashboard"),
+    ("registries:list", "Instances"),
+    ("rules:list", "Rules"),
+    ("pipeline:images", "Images"),
+    ("pipeline:jobs", "Jobs"),
+    ("clusters:list", "Clusters"),
+    ("audit", "Audit"),
+)
+
+
+@register.simple_tag(takes_context=True)
+def main_menu(context) -> str:
+    """The main-menu links; the entry whose path is the longest prefix of the page's path is
+    marked active (`/rules/jobs/5/` belongs to Jobs, not Rules; `/` only to the dashboard)."""
+    request = context.get("request")
+    path = request.path if request is not None else ""
+    entries = [(reverse(name), label) for name, label in MAIN_MENU]
+    prefixes = [href for href, _ in entries if path == href or (href != "/" and path.startswith(href))]
+    active = max(prefixes, key=len, default=None)
+    links = [
+        format_html('<a class="menu-item active" href="{}" aria-current="page">{}</a>', href, label)
+        if href == active
+        else format_html('<a class="menu-item" href="{}">{}</a>', href, label)
+        for href, label in entries
+    ]
+    return mark_safe("\n".join(links))  # noqa: S308 - each link is built by format_html
+
+
+@register.simple_tag(takes_context=True)
+def sort_header(context, field: str, label: str, default: str = "", param: str = "sort") -> str:
+    """A sortable column header link: toggles `?sort=field` / `?sort=-field`, keeping other filters.
+
+    The current order is read from the request (`default` when absent, e.g. "-timestamp"); the
+    link carries `aria-sort` on the active column.
+    """
+    request = context["request"]
+    current = request.GET.get(param) or default
+    query = request.GET.copy()
+    query.pop("page", None)
+    if current == field:
+        query[param], state, aria = f"-{field}", "asc", "ascending"
+    elif current == f"-{field}":
+        query[param], state, aria = field, "desc", "descending"
+    else:
+        query[param], state, aria = field, "", "none"
+    return format_html(
+        '<a class="sort {}" href="?{}" aria-sort="{}">{}</a>', state, query.urlencode(), aria, label
+    )
+
+
+@register.inclusion_tag("console/_pagination.html", takes_context=True)
+def pagination(context, page):
+    """Previous/next links and "page X of Y" for a Paginator page, keeping the current filters."""
+    query = context["request"].GET.copy()
+    query.pop("page", None)
+    return {"page": page, "query": query.urlencode()}

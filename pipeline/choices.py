@@ -1,0 +1,74 @@
+"""Choices of the pipeline: where a push came from, its outcome and reason, and the life of a job.
+
+Every push event is final when stored (the conversion job, not the event, carries progress); a
+job's TERMINAL statuses are listed explicitly. Colour names map to the CSS classes `badge-<colour>`.
+"""
+
+from django.db import models
+
+
+class PushSource(models.TextChoices):
+    DISTRIBUTION = "distribution", "CNCF Distribution"
+    HARBOR = "harbor", "Harbor"
+
+
+class PushOutcome(models.TextChoices):
+    CONVERSION_REQUESTED = "conversion_requested", "Conversion requested"
+    SKIPPED = "skipped", "Skipped"
+
+
+class PushReason(models.TextChoices):
+    RULE_MATCHED = "rule_matched", "A rule matched"
+    ACCELERATION_OFF = "acceleration_off", "Acceleration is off"
+    NO_RULE_MATCHED = "no_rule_matched", "No enabled rule matched"
+    ACCELERATED_TAG = "accelerated_tag", "Tag is itself accelerated"
+    NOT_IMAGE_MANIFEST = "not_image_manifest", "Not an image manifest"
+    ALREADY_SEEN = "already_seen", "Already seen"
+    NO_TAG = "no_tag", "Pushed by digest, without a tag"
+    INVALID_REFERENCE = "invalid_reference", "Not a valid image address"
+
+COLOURS = {
+    PushOutcome.CONVERSION_REQUESTED: "green",
+    PushOutcome.SKIPPED: "grey",
+    PushReason.RULE_MATCHED: "green",
+    PushReason.ACCELERATION_OFF: "amber",
+    PushReason.NO_RULE_MATCHED: "amber",
+    PushReason.ACCELERATED_TAG: "grey",
+    PushReason.NOT_IMAGE_MANIFEST: "grey",
+    PushReason.ALREADY_SEEN: "grey",
+    PushReason.NO_TAG: "grey",
+    PushReason.INVALID_REFERENCE: "red",
+}
+
+
+class JobStatus(models.TextChoices):
+    """Life of a conversion job. Queued and running jobs are live; the rest are TERMINAL."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+JOB_COLOURS = {
+    JobStatus.QUEUED: "grey",
+    JobStatus.RUNNING: "blue",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.SKIPPED: "amber",
+    JobStatus.CANCELLED: "grey",
+}
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.SKIPPED, JobStatus.CANCELLED})
+
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class JobTrigger(models.TextChoices):
+    """What asked for the conversion."""
+
+    WEBHOOK = "webhook", "Push webhook"
+    RECONCILER = "reconciler", "Reconciler"
+    BACKFILL = "backfill", "Convert existing images"
+    MANUAL = "manual", "Convert now"

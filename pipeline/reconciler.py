@@ -1,0 +1,192 @@
+"""The reconciler: find tags that should have an accelerated twin but have neither twin nor job.
+
+It walks the registry's catalog and tag lists (paginated by the converter's client), keeps the
+repositories of the namespaces the rules name, and checks each tag against the rules in order,
+exactly as a push would be. What it finds is then requested for conversion by
+`reconcile_instance` (periodic, from Celery beat) or `backfill_rule` ("Convert existing images" on
+a rule page). A webhook that was lost costs a delay, not an image.
+"""
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from converter.reference import ImageReference
+from converter.registry import (
+    RegistryClient,
+    RegistryError,
+    RegistryNotFound,
+)
+from pipeline.actions import enqueue_job, request_conversion
+from pipeline.choices import JobStatus, JobTrigger
+from pipeline.models import ConversionJob
+from registries.models import Instance
+from rules.matching import evaluate_rule
+from rules.models import Rule
+
+logger = logging.getLogger("apparate.jobs")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    reference: ImageReference  # host/namespace/repository:tag
+    rule: Rule  # the first enabled matching rule: it decides the options
+
+
+@dataclass
+class Scan:
+    """What one walk found: candidates, and how much was looked at."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    repositories: int = 0
+    tags: int = 0
+    with_twin: int = 0
+    with_job: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _winner(rules: list[Rule], reference: ImageReference) -> Rule | None:
+    return next((rule for rule in rules if evaluate_rule(rule, reference).matched), None)
+
+
+def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Scan:
+    """Walk the instance's registry for tags without twin or job that an enabled rule matches.
+
+    With `only_rule`, keep the tags that rule matches (they are still converted with the options of
+    the first matching rule, as a push would be).
+    """
+    suffix = settings.APPARATE_ACCELERATED_SUFFIX
+    rules = list(instance.rules.filter(enabled=True).order_by("position", "id"))
+    result = Scan()
+    if not instance.acceleration_enabled or not rules:
+        return result
+    namespaces = {rule.namespace for rule in rules}
+    for path in client.catalog():
+        namespace, slash, repository = path.partition("/")
+        if not slash or namespace not in namespaces:
+            continue
+        try:
+            tags = client.tags(path)
+        except RegistryNotFound:  # deleted between the catalog and now
+            continue
+        result.repositories += 1
+        present = set(tags)
+        jobs = set()  # tags that have a job: its source tag and its twin tags (same content)
+        for source_tag, twin_tags in ConversionJob.objects.filter(
+            instance=instance, namespace=namespace, repository=repository,
+        ).values_list("source_tag", "twin_tags"):
+            jobs.update((source_tag, *twin_tags))
+        for tag in tags:
+            if tag.endswith(suffix):
+                continue
+            result.tags += 1
+            reference = ImageReference(instance.host, namespace, repository, tag=tag)
+            if only_rule is not None and not evaluate_rule(only_rule, reference).matched:
+                continue
+            rule = _winner(rules, reference)
+            if rule is None:
+                continue
+            if tag + suffix in present:
+                result.with_twin += 1
+            elif tag in jobs:
+                result.with_job += 1
+            else:
+                result.candidates.append(Candidate(reference, rule))
+    return result
+
+
+# --- Requests: the periodic pass and backfill -----------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconciler pass or a backfill did, for logs, the rule page and the API."""
+
+    repositories: int = 0
+    tags: int = 0
+    with_twin: int = 0
+    with_job: int = 0
+    requested: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _request_candidates(instance: Instance, client: RegistryClient, found: Scan, trigger: str,
+                        requested_by=None) -> ReconcileReport:
+    report = ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, 0, list(found.errors))
+    for candidate in found.candidates:
+        try:
+            head = client.head_manifest(candidate.reference.path, candidate.reference.tag)
+        except RegistryError as error:
+            report.errors.append(error.message)
+            continue
+        if head is None:  # deleted since the tag list was read
+            continue
+        _, created = request_conversion(instance, candidate.reference, head.digest, rule=candidate.rule,
+                                        requested_by=requested_by, trigger=trigger)
+        report.requested += created
+    return report
+
+
+def _requeue_stale(instance: Instance) -> int:
+    """Enqueue again the jobs that have not moved for a reconciler interval: queued ones (a message
+    lost with a broker restart, say) and running ones (a worker that died on a broker that does not
+    redeliver, like the filesystem broker of `make run`; a running job writes progress every
+    second). Harmless when the job is in fact alive: the task is guarded and, on PostgreSQL, a
+    job held by a live worker is left alone."""
+    cutoff = timezone.now() - timedelta(seconds=settings.APPARATE_RECONCILE_INTERVAL)
+    stale = list(ConversionJob.objects.filter(
+        instance=instance, status__in=[JobStatus.QUEUED, JobStatus.RUNNING], updated_at__lt=cutoff))
+    for job in stale:
+        enqueue_job(job)
+        logger.info("job=%s action=requeue-stale", job.pk)
+    return len(stale)
+
+
+def reconcile_instance(instance: Instance) -> ReconcileReport:
+    """One reconciler pass over an instance: request the conversion of every tag that an enabled
+    rule matches and that has neither an accelerated twin nor a job (pushes whose webhook was lost,
+    images older than their rule), and re-enqueue jobs stuck in the queue. Registry failures are
+    reported, not raised; the next pass retries."""
+    _requeue_stale(instance)
+    with instance.registry_client() as client:
+        try:
+            found = scan(instance, client)
+            report = _request_candidates(instance, client, found, JobTrigger.RECONCILER)
+        except RegistryError as error:
+            report = ReconcileReport(errors=[error.message])
+    logger.info("reconcile instance=%s repositories=%s tags=%s requested=%s errors=%s", instance.pk,
+                report.repositories, report.tags, report.requested, len(report.errors))
+    return report
+
+
+def _backfill_scan(rule: Rule, client: RegistryClient) -> Scan:
+    if not rule.is_active:
+        raise ValidationError(f"Rule '{rule.name}' is not active (disabled, or acceleration is off for its "
+                              "instance); enable it first.")
+    try:
+        return scan(rule.instance, client, only_rule=rule)
+    except RegistryError as error:
+        raise ValidationError(f"Could not list the registry's images: {error.message}") from None
+
+
+def preview_backfill(rule: Rule) -> ReconcileReport:
+    """How many existing tags "Convert existing images" would convert for this rule (nothing is written)."""
+    with rule.instance.registry_client() as client:
+        found = _backfill_scan(rule, client)
+    return ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, len(found.candidates))
+
+
+def backfill_rule(rule: Rule, requested_by=None) -> ReconcileReport:
+    """Convert the existing images this rule matches that have no accelerated twin and no job yet."""
+    with rule.instance.registry_client() as client:
+        report = _request_candidates(rule.instance, client, _backfill_scan(rule, client), JobTrigger.BACKFILL,
+                                     requested_by)
+    logger.info("backfill rule=%s requested=%s", rule.pk, report.requested)
+    return report

@@ -1,0 +1,47 @@
+"""Celery entry points of the pipeline: thin, idempotent wrappers around its actions.
+
+The task names are the ones they had in the rules app, so messages already queued still land.
+
+Tasks take ids, never objects. `convert_image_task` is safe to run twice or to redeliver after a
+worker died (acks late, rejected on worker loss): the action locks the job and does nothing when
+the work is done or a live worker is on it.
+"""
+
+from celery import shared_task
+
+from converter.registry import RegistryError
+from pipeline import actions, reconciler
+from registries.models import Instance
+
+
+@shared_task(name="rules.tasks.convert_image_task", bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=None, ignore_result=True)
+def convert_image_task(self, job_id: int) -> None:
+    """Run one conversion job; transient registry failures come back after a backoff."""
+    try:
+        actions.run_conversion(job_id)
+    except actions.RetryLater as later:
+        raise self.retry(countdown=later.countdown) from None
+
+
+@shared_task(name="rules.tasks.push_twin_tags_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             autoretry_for=(RegistryError,), retry_backoff=True, retry_jitter=True, max_retries=5)
+def push_twin_tags_task(job_id: int) -> list[str]:
+    """Tag a succeeded job's accelerated image for the further tags of the same content."""
+    return actions.push_twin_tags(job_id)
+
+
+@shared_task(name="rules.tasks.reconcile_instance_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def reconcile_instance_task(instance_id: int) -> dict | None:
+    """One reconciler pass over one instance (skipped when it is gone or acceleration is off)."""
+    instance = Instance.objects.filter(pk=instance_id, acceleration_enabled=True).first()
+    return reconciler.reconcile_instance(instance).as_dict() if instance else None
+
+
+@shared_task(name="rules.tasks.reconcile_all_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def reconcile_all_task() -> int:
+    """Beat entry point: one reconcile task per instance with acceleration on."""
+    ids = list(Instance.objects.filter(acceleration_enabled=True).values_list("pk", flat=True))
+    for instance_id in ids:
+        reconcile_instance_task.delay(instance_id)
+    return len(ids)

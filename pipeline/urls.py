@@ -1,0 +1,20 @@
+"""Web routes of the pipeline, mounted at the site root so that every path stays where it was
+when these pages lived in the registries and rules apps (/instances/events/, /rules/jobs/, ...)."""
+
+from django.urls import path
+
+from pipeline import views
+
+app_name = "pipeline"
+urlpatterns = [
+    path("webhooks/registry/<str:instance_id>/", views.webhook_intake, name="webhook"),
+    path("instances/events/", views.event_list, name="events"),
+    path("instances/images/", views.image_list, name="images"),
+    path("instances/<int:pk>/images/delete/", views.image_delete, name="image-delete"),
+    path("rules/jobs/", views.job_list, name="jobs"),
+    path("rules/jobs/convert-now/", views.job_convert_now, name="convert-now"),
+    path("rules/jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("rules/jobs/<int:pk>/retry/", views.job_retry, name="job-retry"),
+    path("rules/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("rules/<int:pk>/backfill/", views.rule_backfill, name="backfill"),
+]
