@@ -2,7 +2,9 @@
 and Redis it uses as they are or starts for the run and removes afterwards (real servers, no stand-ins)."""
 
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg2
@@ -151,6 +153,24 @@ def test_given_urls_are_used_verbatim_without_probing_or_starting(parent):
         assert (services.database_url, services.broker_url) == (given["TEST_DATABASE_URL"], given["TEST_BROKER_URL"])
         assert services.started == []
         assert list(parent.iterdir()) == []
+
+
+def test_a_postgresql_that_asks_for_a_password_does_not_count_and_a_throwaway_one_is_started(parent):
+    with testenv.throwaway_postgres(parent) as guarded:
+        (guarded.directory / "data" / "pg_hba.conf").write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+        guarded.process.send_signal(signal.SIGHUP)  # reload the configuration; it takes effect shortly after
+        for _ in range(100):
+            if not testenv.postgres_lets_in(guarded.address):
+                break
+            time.sleep(0.1)
+        assert not testenv.postgres_lets_in(guarded.address)
+        with testenv.suite_services(
+            {"TEST_BROKER_URL": "redis://unused/0"}, postgres=guarded.address, redis=nowhere(), parent=parent
+        ) as services:
+            [started] = services.started
+            assert started.name == "PostgreSQL"
+            assert started.address != guarded.address
+            assert services.database_url == f"postgres://postgres@127.0.0.1:{started.address[1]}/test"
 
 
 def test_a_server_of_the_other_kind_does_not_count_as_answering(parent):
