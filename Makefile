@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test lint
 
@@ -26,8 +24,13 @@ run: $(VENV)/.runtime-installed
 	$(BIN)/python manage.py bootstrap_admin
 	$(BIN)/python manage.py runconsole --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-installed
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/pytest $(PYTEST_ARGS)
+# In this order: Debian packages (building the venv may need python3-venv), the venv, then pytest against
+# PostgreSQL and Redis. TEST_DATABASE_URL / TEST_BROKER_URL, given on the command line or in the environment,
+# reach the script as environment variables and name existing servers; see scripts/testenv.py.
+test:
+	$(PYTHON) scripts/testenv.py install
+	$(MAKE) --no-print-directory $(VENV)/.dev-installed
+	$(BIN)/python scripts/testenv.py run $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
