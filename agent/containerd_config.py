@@ -31,7 +31,6 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Table
 
 SNAPSHOTTER = "stargz"
-DEFAULT_HOSTS_DIR = "/etc/containerd/certs.d"
 CRI_V2 = ("plugins", "io.containerd.grpc.v1.cri")
 IMAGES_V3 = ("plugins", "io.containerd.cri.v1.images")
 PROXY = ("proxy_plugins", SNAPSHOTTER)
@@ -146,8 +145,10 @@ def registry_path(schema: int) -> Path:
     return (CRI_V2 if schema == 2 else IMAGES_V3) + ("registry", "config_path")
 
 
-def apply(text: str | None, containerd_major: int, socket: str, needs_hosts: bool) -> Edit:
-    """Wire the stargz snapshotter into `text` (None: no file, containerd's defaults)."""
+def apply(text: str | None, containerd_major: int, socket: str, hosts_dir: str | None) -> Edit:
+    """Wire the stargz snapshotter into `text` (None: no file, containerd's defaults). `hosts_dir`:
+    the `registry.config_path` to set when a registry needs a hosts.toml and the file names none
+    (None: no registry needs one)."""
     schema_default = schema_for(containerd_major)
     document = _parse(text) if text is not None else tomlkit.document()
     schema = file_schema(document)
@@ -165,10 +166,9 @@ def apply(text: str | None, containerd_major: int, socket: str, needs_hosts: boo
     if schema not in SUPPORTED_SCHEMAS:
         raise ConfigError(f"the containerd config declares version = {schema}; the agent edits versions 2 "
                           "(containerd 1.x) and 3 (containerd 2.x)")
-    hosts_dir = ""
-    if needs_hosts:
+    if hosts_dir:
         current = _plain(_get(document, registry_path(schema)))
-        hosts_dir = current if isinstance(current, str) and current else DEFAULT_HOSTS_DIR
+        hosts_dir = current if isinstance(current, str) and current else hosts_dir
     for path, value in _wanted(schema, socket, hosts_dir):
         current = _get(document, path)
         if current is not None and _plain(current) == value:
@@ -184,7 +184,7 @@ def apply(text: str | None, containerd_major: int, socket: str, needs_hosts: boo
         if not table.is_super_table():
             table.add(tomlkit.nl())  # a blank line before whatever table follows
     new_text = document.as_string() if changes else (text or "")
-    return Edit(new_text, schema, hosts_dir, changes, created)
+    return Edit(new_text, schema, hosts_dir or "", changes, created)
 
 
 def holds_any(text: str, changes: list[Change]) -> bool:

@@ -79,7 +79,7 @@ class Node:
             return {}
 
     def save_state(self, state: dict) -> None:
-        write_file(self.state_dir / STATE_FILE, json.dumps(state, indent=2).encode(), 0o600)
+        write_if_changed(self.state_dir / STATE_FILE, json.dumps(state, indent=2).encode(), 0o600)
 
 
 def sha256(data: bytes | None) -> str | None:
@@ -278,7 +278,7 @@ def configure_containerd(node: Node, inputs: AgentInputs, version: str) -> list[
     try:
         text = before.decode() if before is not None else None
         edit = containerd_config.apply(text, containerd.parse_version(version)[0], paths.snapshotter_address,
-                                       needs_hosts)
+                                       paths.registry_hosts_dir if needs_hosts else None)
     except (ConfigError, UnicodeDecodeError) as error:
         raise Failure(Code.CONFIG_NOT_WRITTEN, f"the containerd config {paths.containerd_config} could not be "
                                                f"written: {error}") from error

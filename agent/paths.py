@@ -25,6 +25,8 @@ class HostPaths:
     containerd_address: str = "/run/containerd/containerd.sock"
     # containerd's systemd service (k3s and rke2 name theirs differently).
     containerd_service: str = "containerd"
+    # registry.config_path the agent sets when containerd's config has none (hosts.toml files go there).
+    registry_hosts_dir: str = "/etc/containerd/certs.d"
     unit_dir: str = "/etc/systemd/system"
     snapshotter_binary: str = "/opt/apparate/bin/containerd-stargz-grpc"
     snapshotter_config_dir: str = "/etc/apparate/stargz"

@@ -233,6 +233,11 @@ class TestNode:
         return node
 
     @property
+    def prefix(self) -> Path:
+        """Where the node's own files are (what would be `/` on a real node)."""
+        return self.directory / "node"
+
+    @property
     def address(self) -> str:
         return self.paths.containerd_address
 
