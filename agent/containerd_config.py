@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Table
+from tomlkit.items import String, StringType, Table
 
 SNAPSHOTTER = "stargz"
 CRI_V2 = ("plugins", "io.containerd.grpc.v1.cri")
@@ -66,7 +66,7 @@ class Edit:
 
     text: str
     schema: int
-    hosts_dir: str  # where hosts.toml files go ("" when no registry needs one)
+    hosts_dir: str  # where hosts.toml files go: the first directory of config_path ("" when none is needed)
     changes: list[Change] = field(default_factory=list)
     created_tables: list[Path] = field(default_factory=list)
 
@@ -108,6 +108,14 @@ def _get(document, path: Path):
 def _plain(value):
     """tomlkit items as plain Python values, for comparison and for the JSON record."""
     return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def _like(current, value):
+    """`value` written the way `current` is: 'literal' strings stay literal (containerd 2.x writes them)."""
+    if isinstance(current, String) and current.type == StringType.SLL and isinstance(value, str) \
+            and "'" not in value and "\n" not in value:
+        return tomlkit.string(value, literal=True)
+    return value
 
 
 def _table(document, path: Path, created: list[Path]):
@@ -177,14 +185,14 @@ def apply(text: str | None, containerd_major: int, socket: str, hosts_dir: str |
         if current is None:
             table.add(path[-1], value)
         else:
-            table[path[-1]] = value
+            table[path[-1]] = _like(current, value)
         changes.append(Change(path, current is not None, _plain(current), value))
-    for path in created:
+    for path in created if text else ():
         table = _get(document, path)
         if not table.is_super_table():
-            table.add(tomlkit.nl())  # a blank line before whatever table follows
+            table.add(tomlkit.nl())  # a blank line before the file's next table
     new_text = document.as_string() if changes else (text or "")
-    return Edit(new_text, schema, hosts_dir or "", changes, created)
+    return Edit(new_text, schema, hosts_dir.split(":")[0] if hosts_dir else "", changes, created)
 
 
 def holds_any(text: str, changes: list[Change]) -> bool:
@@ -211,7 +219,7 @@ def revert(text: str, changes: list[Change], created_tables: list[Path]) -> tupl
             continue
         parent = _get(document, change.path[:-1]) if len(change.path) > 1 else document
         if change.existed:
-            parent[change.path[-1]] = change.before
+            parent[change.path[-1]] = _like(current, change.before)
         else:
             del parent[change.path[-1]]
     for path in sorted(created_tables, key=len, reverse=True):
