@@ -181,3 +181,13 @@ def test_committed_grpc_modules_match_their_protos(tmp_path):
     assert len(generated) == 2 * len(protos)
     for path in generated:
         assert (ROOT / path).read_text() == (tmp_path / path).read_text(), path
+
+
+def test_the_agent_imports_no_django_and_no_app():
+    code = ("import sys, agent.cli, agent.node, agent.run\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                       check=True, timeout=60).stdout.replace("'", '"'))
+    assert not set(loaded) & {"django", "rest_framework", "celery", "console", "registries", "rules", "pipeline",
+                              "clusters", "converter", "kubernetes"}
+    assert {"agent", "grpc", "tomlkit"} <= set(loaded)

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+from tests.support.faulty_proxy import HOP_HEADERS
+
 _BLOB = re.compile(r"/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 _CHUNK = 64 * 1024
 
