@@ -229,7 +229,11 @@ class TestNode:
         unit.write_text(f"[Service]\nExecStart=containerd --config {config} --log-level info\n")
         services.start(paths.containerd_service)
         services.calls.clear()
-        node.wait_for_containerd()
+        try:
+            node.wait_for_containerd()
+        except BaseException:
+            node.close()
+            raise
         return node
 
     @property
