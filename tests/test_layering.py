@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["core", "registries", "rules", "pipeline", "clusters", "console"]
-LIBRARIES = ["converter"]
+LIBRARIES = ["converter", "agent"]
 
 
 def imported_packages(path: Path) -> set[str]:

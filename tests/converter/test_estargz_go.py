@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from converter.estargz import LayerOptions, convert_layer
+from tests.support.gobuild import build_go
 
 from .estargz_support import Entry, build_tar
 from .test_estargz import PRIORITY_LAYER, features
@@ -21,22 +21,12 @@ from .test_estargz import PRIORITY_LAYER, features
 pytestmark = pytest.mark.go
 
 SOURCE = Path(__file__).parent / "go" / "verify"
-GOCODE = "/usr/share/gocode"
 
 
 @pytest.fixture(scope="session")
-def go_verify(tmp_path_factory):
-    """Build tests/converter/go/verify once, offline, in GOPATH mode against Debian's Go packages."""
-    if shutil.which("go") is None or not os.path.isdir(f"{GOCODE}/src/github.com/containerd/stargz-snapshotter"):
-        pytest.fail("golang-go and golang-github-containerd-stargz-snapshotter-dev must be installed (.ci/run does it)")
-    build = tmp_path_factory.mktemp("go")
-    binary = build / "verify"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{build}/gopath:{GOCODE}", "GOFLAGS": "",
-           "GOPROXY": "off", "GOCACHE": str(build / "cache"), "CGO_ENABLED": "0"}
-    proc = subprocess.run(["go", "build", "-o", str(binary), "."], cwd=SOURCE, env=env, capture_output=True,
-                          text=True, timeout=280)
-    assert proc.returncode == 0, proc.stderr
-    return binary
+def go_verify():
+    """tests/converter/go/verify, built offline against Debian's Go packages (cached across runs)."""
+    return build_go(SOURCE)
 
 
 def verify(binary, tmp_path, layer: bytes, **options):

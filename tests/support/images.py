@@ -39,9 +39,16 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def tar_bytes(files: dict[str, bytes | Symlink | None], mtime: int = 1_700_000_000) -> bytes:
+@dataclass(frozen=True)
+class Executable:
+    """A regular file with mode 0755 in `tar_bytes` (plain bytes get 0644)."""
+
+    content: bytes
+
+
+def tar_bytes(files: dict[str, bytes | Symlink | Executable | None], mtime: int = 1_700_000_000) -> bytes:
     """A tar archive: `name/` or a None value makes a directory, a `Symlink` a symbolic link,
-    anything else a regular file."""
+    an `Executable` a file runnable in a container, anything else a regular file."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for name, content in files.items():
@@ -53,6 +60,9 @@ def tar_bytes(files: dict[str, bytes | Symlink | None], mtime: int = 1_700_000_0
             elif isinstance(content, Symlink):
                 info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, content.target
                 archive.addfile(info)
+            elif isinstance(content, Executable):
+                info.size, info.mode = len(content.content), 0o755
+                archive.addfile(info, io.BytesIO(content.content))
             else:
                 info.size, info.mode = len(content), 0o644
                 archive.addfile(info, io.BytesIO(content))
@@ -63,7 +73,8 @@ def tar_bytes(files: dict[str, bytes | Symlink | None], mtime: int = 1_700_000_0
 class Platform:
     os: str = "linux"
     architecture: str = "amd64"
-    layers: list[dict[str, bytes | Symlink | None]] = field(default_factory=lambda: [{"hello.txt": b"hello\n"}])
+    layers: list[dict[str, bytes | Symlink | Executable | None]] = field(
+        default_factory=lambda: [{"hello.txt": b"hello\n"}])
     variant: str | None = None
 
     @property
