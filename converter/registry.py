@@ -9,6 +9,15 @@ Behaviour worth knowing:
 - Auth: anonymous first; on a 401 the `WWW-Authenticate` challenge decides. `Basic` sends the
   configured credentials; `Bearer` fetches a token from the challenge's realm (with `service` and
   `scope`, and the credentials as Basic auth when given) and caches it per scope until it expires.
+- Credentials stay home. The registry's origin is the scheme, host and port of its base URL.
+  Basic credentials and Bearer tokens go only to that origin; the credentials also go to the token
+  realm when it is HTTPS (any host, like Docker Hub's auth.docker.io) or the registry's own origin,
+  never to a plain-HTTP realm elsewhere (refused when there are credentials to send; anonymous
+  tokens are still fetched). A next-page `Link` or an upload `Location` on another origin is
+  refused: a registry has no reason to send its listing or its uploads elsewhere, and following
+  would hand another host the registry's data. Redirects are followed for GET and HEAD only (blob
+  storage, CDNs), by the client itself, and the `Authorization` header is dropped as soon as a
+  redirect leaves the origin the request started at (an https-to-http downgrade leaves it too).
 - TLS: `verify=False` turns verification off; `ca_bundle_pem` adds PEM certificates to the system
   store (written to a private temp file that `close()` removes). Plain-HTTP registries use an
   `http://` base URL (`RegistryClient.for_host(..., insecure=True)` picks the scheme).
@@ -58,6 +67,7 @@ MANIFEST_MEDIA_TYPES = IMAGE_MEDIA_TYPES | INDEX_MEDIA_TYPES
 ACCEPT_MANIFESTS = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit Distribution and containerd apply
 USER_AGENT = "apparate-converter"
+MAX_REDIRECTS = 5  # blob storage behind a CDN takes one or two; more is a loop or a trick
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _READ_SIZE = 1024 * 1024
 
@@ -208,6 +218,26 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, default ports filled in: what "the same origin" compares."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # an invalid port is no origin anyone is allowed to receive credentials at
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _without_authorization(headers: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() != "authorization"}
+
+
 def _link_next(response: requests.Response) -> str | None:
     for part in response.headers.get("Link", "").split(","):
         match = re.match(r'\s*<([^>]+)>\s*;.*rel="?next"?', part)
@@ -294,6 +324,7 @@ class RegistryClient:
             raise ValueError(f"'{base_url}' is not an http(s) registry URL.")
         self.base_url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.host = parts.netloc
+        self.origin = _origin(self.base_url)
         self.username = username or None
         self._password = password or ""
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
@@ -359,11 +390,18 @@ class RegistryClient:
 
     def _send(self, method: str, path_or_url: str, *, scope: str | None = None, headers: dict | None = None,
               params: dict | None = None, body: bytes | BinaryIO | None = None, stream: bool = False,
-              retries: int | None = None, auth: bool = True) -> requests.Response:
-        """One logical request: auth challenge handling and retries of transient failures.
-        Returns the final response whatever its status; raises on network errors after retries."""
+              retries: int | None = None, auth: bool = True, source: str = "the URL") -> requests.Response:
+        """One logical request: auth challenge handling, redirects and retries of transient failures.
+        Returns the final response whatever its status; raises on network errors after retries.
+
+        With `auth` (every request but the token fetch) the URL must be on the registry's origin:
+        a URL the registry named elsewhere (`source` says which) is refused before anything is sent."""
         url = self._url(path_or_url)
         label = self._label(method, url)
+        if auth and _origin(url) != self.origin:
+            raise RegistryProtocolError(
+                f"{label} refused: {source} points to {_origin_url(url)}, not to the registry at "
+                f"{_origin_url(self.base_url)}. The registry's credentials and data go only to its own address.")
         retries = self.retries if retries is None else retries
         start = body.tell() if body is not None and hasattr(body, "seek") else None
         attempt, authenticated_retry = 0, False
@@ -374,10 +412,9 @@ class RegistryClient:
             if auth:
                 request_headers.update(self._auth_headers(scope))
             try:
-                response = self._session.request(method, url, headers=request_headers, params=params, data=body,
-                                                 stream=stream, timeout=self.timeout, allow_redirects=True)
+                response = self._request(method, url, request_headers, params, body, stream)
             except requests.exceptions.RequestException as error:
-                failure = _explain_network_error(error, self.host, self.timeout)
+                failure = _explain_network_error(error, urlsplit(url).netloc, self.timeout)
                 if failure.transient and attempt < retries:
                     self._sleep_before_retry(attempt)
                     attempt += 1
@@ -385,7 +422,9 @@ class RegistryClient:
                 failure.message = f"{label} failed: {failure.message}"
                 failure.args = (failure.message,)
                 raise failure from error
-            if response.status_code == 401 and auth and not authenticated_retry:
+            # only the registry itself may ask for its credentials: a 401 from blob storage is its failure
+            if (response.status_code == 401 and auth and not authenticated_retry
+                    and _origin(response.url) == self.origin):
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge and self._learn_challenge(challenge, scope, label):
                     response.close()
@@ -398,6 +437,26 @@ class RegistryClient:
                 attempt += 1
                 continue
             return response
+
+    def _request(self, method: str, url: str, headers: dict[str, str], params: dict | None,
+                 body: bytes | BinaryIO | None, stream: bool) -> requests.Response:
+        """Send one request and follow the redirects of a GET or HEAD (blob storage, CDNs) ourselves,
+        so that the Authorization header stays only while on the origin the request started at."""
+        home = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._session.request(method, url, headers=headers, params=params, data=body, stream=stream,
+                                             timeout=self.timeout, allow_redirects=False)
+            target = self._session.get_redirect_target(response) if method in ("GET", "HEAD") else None
+            if not target:
+                return response
+            response.close()  # a redirect's body is never read
+            url, params = urljoin(response.url, target), None
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise RegistryProtocolError(
+                    f"{self._label(method, response.url)} failed: redirected to a non-HTTP URL.")
+            if _origin(url) != home:
+                headers = _without_authorization(headers)
+        raise RegistryProtocolError(f"{self._label(method, response.url)} failed: more than {MAX_REDIRECTS} redirects.")
 
     def _auth_headers(self, scope: str | None) -> dict[str, str]:
         if self._scheme == "basic" and self.username:
@@ -428,6 +487,14 @@ class RegistryClient:
 
     def _fetch_token(self, scope: str | None) -> tuple[str, float]:
         realm = self._challenge["realm"]
+        label = f"GET {urlsplit(realm).path or '/'} (token endpoint of {urlsplit(realm).netloc})"
+        if urlsplit(realm).scheme not in ("http", "https") or not urlsplit(realm).netloc:
+            raise RegistryProtocolError(f"{label} failed: the token realm is not an http(s) URL.")
+        if self.username and urlsplit(realm).scheme != "https" and _origin(realm) != self.origin:
+            raise RegistryAuthError(
+                f"{label} refused: the registry names a token endpoint over plain HTTP on another address "
+                f"({_origin_url(realm)}). The credentials of user '{self.username}' go only to the registry "
+                f"itself ({_origin_url(self.base_url)}) or to a token endpoint over HTTPS.")
         query = [("service", self._challenge["service"])] if self._challenge.get("service") else []
         query += [("scope", item) for item in (scope or "").split(" ") if item]
         if self.username:
@@ -435,7 +502,6 @@ class RegistryClient:
         headers = {}
         if self.username:
             headers["Authorization"] = requests.auth._basic_auth_str(self.username, self._password)
-        label = f"GET {urlsplit(realm).path or '/'} (token endpoint of {urlsplit(realm).netloc})"
         response = self._send("GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers,
                               auth=False)
         if response.status_code in (401, 403):
@@ -518,7 +584,7 @@ class RegistryClient:
         params: dict | None = {"n": page_size}
         seen: set[str] = set()
         while url:
-            response = self._send("GET", url, scope=scope, params=params)
+            response = self._send("GET", url, scope=scope, params=params, source="the next-page Link")
             if response.status_code != 200:
                 raise self._fail(response)
             try:
@@ -670,7 +736,8 @@ class RegistryClient:
         response.close()
         if location:
             with contextlib.suppress(RegistryError):
-                self._send("DELETE", location, scope=self._scope(repository, push=True), retries=0).close()
+                self._send("DELETE", location, scope=self._scope(repository, push=True), retries=0,
+                           source="the upload Location").close()
         return False
 
     def upload_blob(self, repository: str, source: bytes | Path, digest: str | None = None,
@@ -726,7 +793,8 @@ class RegistryClient:
                 while offset < size:
                     piece = stream.read(chunk_size)
                     end = offset + len(piece) - 1
-                    patch = self._send("PATCH", location, scope=scope, body=piece, retries=0, headers={
+                    patch = self._send("PATCH", location, scope=scope, body=piece, retries=0,
+                                       source="the upload Location", headers={
                         "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}",
                         "Content-Length": str(len(piece))})
                     if patch.status_code != 202:
@@ -738,6 +806,7 @@ class RegistryClient:
             else:
                 body = stream
             put = self._send("PUT", _with_query(location, digest=digest), scope=scope, body=body, retries=0,
+                             source="the upload Location",
                              headers={"Content-Type": "application/octet-stream",
                                       "Content-Length": str(0 if chunk_size else size)})
         if put.status_code not in (201, 204):

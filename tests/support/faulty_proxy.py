@@ -317,8 +317,9 @@ class _StaticHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert file, key file)."""
+def self_signed_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1",)) -> tuple[str, Path, Path]:
+    """A throwaway CA and a server certificate signed by it, valid for `hosts` (IP addresses or DNS
+    names; the first is the subject): (CA PEM, cert file, key file)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -337,11 +338,10 @@ def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     server = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
               .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
+              .add_extension(x509.SubjectAlternativeName([_alternative_name(host) for host in hosts]), critical=False)
               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
               .sign(ca_key, hashes.SHA256()))
@@ -351,6 +351,15 @@ def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
     key_file.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()))
     return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file
+
+
+def _alternative_name(host: str):
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 @pytest.fixture
