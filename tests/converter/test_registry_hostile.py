@@ -4,14 +4,25 @@ received), and that answer compression bombs and oversized bodies (asserting the
 memory stayed near the limit)."""
 
 import base64
+import contextlib
 import json
+import tracemalloc
+import zlib
 from collections.abc import Callable
 
 import pytest
 
 from converter.registry import (
+    MAX_CONFIG_BYTES,
+    MAX_LIST_ITEMS,
+    MAX_LIST_PAGE_BYTES,
+    MAX_LIST_PAGES,
+    MAX_MANIFEST_BYTES,
     MAX_REDIRECTS,
+    MAX_TOKEN_RESPONSE_BYTES,
+    OCI_MANIFEST,
     RegistryAuthError,
+    RegistryNotFound,
     RegistryProtocolError,
 )
 from tests.support.faulty_proxy import self_signed_certificate
@@ -23,20 +34,21 @@ BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 TOKEN = "registry-token-5f1d"
 JSON = {"Content-Type": "application/json"}
 UNAUTHORIZED = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+MiB = 1024 * 1024
 
 
 def registry(routes: dict[str, Callable[[StubRequest], tuple] | tuple], auth: str = "none",
              realm: str | None = None) -> Callable[[StubRequest], tuple]:
     """`respond` for a registry stub. `routes` maps "METHOD /path" to an answer or a function of the
     request. `auth`: "none"; "basic" (wants USER:PASSWORD); "bearer" (wants TOKEN, challenges with
-    `realm`). The registry's own `/token` issues TOKEN to USER:PASSWORD."""
+    `realm`). The registry's own `/token` issues TOKEN to USER:PASSWORD unless `routes` say otherwise."""
+    routes = {"GET /token": token_endpoint, **routes}
 
     def respond(request: StubRequest) -> tuple:
-        if request.path == "/token":
-            return token_endpoint(request)
-        if auth == "basic" and request.authorization != BASIC:
+        guarded = request.path != "/token"
+        if guarded and auth == "basic" and request.authorization != BASIC:
             return 401, {**JSON, "WWW-Authenticate": 'Basic realm="stub"'}, json.dumps(UNAUTHORIZED).encode()
-        if auth == "bearer" and request.authorization != f"Bearer {TOKEN}":
+        if guarded and auth == "bearer" and request.authorization != f"Bearer {TOKEN}":
             challenge = f'Bearer realm="{realm}",service="stub"'
             return 401, {**JSON, "WWW-Authenticate": challenge}, json.dumps(UNAUTHORIZED).encode()
         answer = routes.get(f"{request.method} {request.path}")
@@ -192,3 +204,175 @@ def test_token_realm_on_another_https_host_keeps_working_and_storage_gets_no_tok
     assert token_requests[1].query["scope"] == ["repository:team/app:pull"]
     assert [r.authorization for r in auth_host.requests() if r.path.startswith("/cdn/")] == [None]
     assert set(home.authorizations()) == {f"Bearer {TOKEN}"}
+
+
+# -- bounded responses (finding 8) --------------------------------------------------------------
+
+
+def bomb(prefix: bytes, mib: int = 64, encoding: str = "gzip") -> bytes:
+    """`prefix` and then `mib` MiB of one letter, compressed about 1000:1 with `encoding`."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, {"gzip": 31, "deflate": 15}[encoding])
+    letters = b"a" * MiB
+    parts = [compressor.compress(prefix), *(compressor.compress(letters) for _ in range(mib)), compressor.flush()]
+    return b"".join(parts)
+
+
+def pieces(total: int, size: int = 64 * 1024):
+    """A body of `total` bytes sent piece by piece without Content-Length."""
+    for offset in range(0, total, size):
+        yield b"x" * min(size, total - offset)
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """The peak of Python allocations inside the block, in bytes, as `measured["peak"]`."""
+    measured = {}
+    tracemalloc.start()
+    try:
+        yield measured
+    finally:
+        measured["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def test_gzip_bomb_catalog_is_refused_near_the_limit(stub_server, make_client):
+    body = bomb(b'{"repositories":["')
+    assert len(body) < 100_000  # 64 MiB once decompressed
+    server = start_registry(stub_server, {"GET /v2/_catalog": (200, {**JSON, "Content-Encoding": "gzip"}, body)})
+    client = make_client(server.url)
+    with peak_memory() as memory, pytest.raises(RegistryProtocolError) as refused:
+        client.catalog()
+    assert refused.value.message == (
+        "GET /v2/_catalog: the repository list page is larger than the limit of 4 MiB (4194304 bytes); "
+        "not read further.")
+    assert not refused.value.transient
+    assert memory["peak"] < MAX_LIST_PAGE_BYTES + 4 * MiB
+    assert len(server.requests()) == 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_manifest_bomb_is_refused_near_the_limit(encoding, stub_server, make_client):
+    body = bomb(b'{"schemaVersion":2,"annotations":{"a":"', encoding=encoding)
+    server = start_registry(stub_server, {"GET /v2/team/app/manifests/1": (
+        200, {"Content-Type": OCI_MANIFEST, "Content-Encoding": encoding}, body)})
+    client = make_client(server.url)
+    with peak_memory() as memory, pytest.raises(RegistryProtocolError) as refused:
+        client.get_manifest("team/app", "1")
+    assert refused.value.message == (
+        "GET /v2/team/app/manifests/1: the manifest is larger than the limit of 4 MiB (4194304 bytes); "
+        "not read further.")
+    assert memory["peak"] < MAX_MANIFEST_BYTES + 4 * MiB
+
+
+def test_manifest_size_limit_is_exact_and_content_length_is_not_trusted(stub_server, make_client):
+    def manifest_of(size: int) -> bytes:
+        head = b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'","layers":[],"annotations":{"pad":"'
+        return head + b"p" * (size - len(head) - 3) + b'"}}'
+
+    largest = manifest_of(MAX_MANIFEST_BYTES)
+    server = start_registry(stub_server, {
+        "GET /v2/team/app/manifests/largest": (200, {"Content-Type": OCI_MANIFEST}, largest),
+        "GET /v2/team/app/manifests/one-more": (200, {"Content-Type": OCI_MANIFEST},
+                                                iter([manifest_of(MAX_MANIFEST_BYTES + 1)])),
+        "GET /v2/team/app/manifests/endless": lambda request: (200, {"Content-Type": OCI_MANIFEST},
+                                                               pieces(64 * MiB)),
+    })
+    client = make_client(server.url)
+    assert client.get_manifest("team/app", "largest").content == largest
+    for tag in ("one-more", "endless"):
+        with peak_memory() as memory, pytest.raises(RegistryProtocolError, match=(
+                f"GET /v2/team/app/manifests/{tag}: the manifest is larger than the limit of 4 MiB")):
+            client.get_manifest("team/app", tag)
+        assert memory["peak"] < MAX_MANIFEST_BYTES + 4 * MiB
+
+
+def test_token_response_bomb_is_refused_near_the_limit(stub_server, make_client):
+    server = start_registry(stub_server, {"GET /v2/": v2_root, "GET /token": (
+        200, {**JSON, "Content-Encoding": "gzip"}, bomb(b'{"token":"'))}, "bearer")
+    client = make_client(server.url, USER, PASSWORD)
+    with peak_memory() as memory, pytest.raises(RegistryProtocolError) as refused:
+        client.ping()
+    assert refused.value.message == (
+        f"GET /token (token endpoint of {server.host}): the token response is larger than the limit of "
+        "1 MiB (1048576 bytes); not read further.")
+    assert memory["peak"] < MAX_TOKEN_RESPONSE_BYTES + 4 * MiB
+
+
+def test_error_body_bomb_still_reports_the_status(stub_server, make_client):
+    server = start_registry(stub_server, {"GET /v2/team/app/manifests/gone": (
+        404, {**JSON, "Content-Encoding": "gzip"}, bomb(b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"'))})
+    client = make_client(server.url)
+    with peak_memory() as memory, pytest.raises(RegistryNotFound) as missing:
+        client.get_manifest("team/app", "gone")
+    assert missing.value.message == "GET /v2/team/app/manifests/gone failed: not found (404 Not Found)."
+    assert memory["peak"] < 4 * MiB
+
+
+def test_list_pages_hold_names_and_are_bounded_in_number_and_total(stub_server, make_client):
+    many = json.dumps({"name": "team/many", "tags": [f"t{i}" for i in range(MAX_LIST_ITEMS + 1)]}).encode()
+    assert len(many) < MAX_LIST_PAGE_BYTES
+
+    def endless(request: StubRequest) -> tuple:
+        page = int(request.query.get("page", ["0"])[0])
+        return 200, {**JSON, "Link": f'</v2/team/endless/tags/list?page={page + 1}>; rel="next"'}, b'{"tags":[]}'
+
+    server = start_registry(stub_server, {
+        "GET /v2/team/many/tags/list": (200, JSON, many),
+        "GET /v2/team/endless/tags/list": endless,
+        "GET /v2/team/odd/tags/list": (200, JSON, b'{"tags":"latest"}'),
+        "GET /v2/team/empty/tags/list": (200, JSON, b'{"name":"team/empty","tags":null}'),
+    })
+    client = make_client(server.url)
+    with pytest.raises(RegistryProtocolError) as too_many:
+        client.tags("team/many")
+    assert too_many.value.message == f"GET /v2/team/many/tags/list: the registry lists more than {MAX_LIST_ITEMS} tags."
+    with pytest.raises(RegistryProtocolError) as too_long:
+        client.tags("team/endless")
+    assert too_long.value.message == (
+        f"GET /v2/team/endless/tags/list: the tag list goes on for more than {MAX_LIST_PAGES} pages.")
+    assert len([r for r in server.requests() if r.path == "/v2/team/endless/tags/list"]) == MAX_LIST_PAGES
+    with pytest.raises(RegistryProtocolError) as odd:
+        client.tags("team/odd")
+    assert odd.value.message == "GET /v2/team/odd/tags/list: the tag list page holds no list of names under 'tags'."
+    assert client.tags("team/empty") == []
+
+
+def test_config_blob_read_into_memory_is_bounded(stub_server, make_client):
+    huge = sha256(b"a config that never ends")
+    server = start_registry(stub_server, {
+        f"GET /v2/team/app/blobs/{huge}": lambda request: (200, {}, pieces(64 * MiB)),
+    })
+    client = make_client(server.url)
+    with peak_memory() as memory, pytest.raises(RegistryProtocolError) as unsized:
+        client.get_blob("team/app", huge)
+    assert unsized.value.message == (
+        f"GET /v2/team/app/blobs/{huge} failed: the blob is larger than the limit of 8 MiB (8388608 bytes) "
+        "for a blob read into memory; not read further.")
+    assert memory["peak"] < MAX_CONFIG_BYTES + 4 * MiB
+    with pytest.raises(RegistryProtocolError) as declared:
+        client.get_blob("team/app", huge, MAX_CONFIG_BYTES + 1)
+    assert declared.value.message == (
+        f"GET /v2/team/app/blobs/{huge}: the descriptor says {MAX_CONFIG_BYTES + 1} bytes, more than the limit "
+        "of 8 MiB (8388608 bytes) for a blob read into memory; not downloaded.")
+    assert len(server.requests()) == 1
+
+
+def test_blob_stream_stops_at_the_descriptor_size(stub_server, make_client):
+    digest = sha256(b"x" * 1000)
+    server = start_registry(stub_server, {
+        f"GET /v2/team/app/blobs/{digest}": lambda request: (200, {}, pieces(64 * MiB)),
+    })
+    client = make_client(server.url)
+    with client.open_blob("team/app", digest, 1000) as reader, pytest.raises(
+            RegistryProtocolError, match=f"GET /v2/team/app/blobs/{digest} failed: the body is longer than the "
+                                         "expected 1000 bytes"):
+        while reader.read(1024 * 1024):
+            pass
+    assert reader.bytes_read == 1001
+    for size in (None, -1, "1000", True, 1.5):
+        with pytest.raises(RegistryProtocolError) as unusable:
+            client.open_blob("team/app", digest, size)
+        assert unusable.value.message == (
+            f"GET /v2/team/app/blobs/{digest}: the descriptor's size {size!r} is not a byte count; "
+            "the blob is not downloaded.")
+    assert len(server.requests()) == 1

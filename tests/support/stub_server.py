@@ -76,6 +76,7 @@ class StubServer:
 class _Handler(BaseHTTPRequestHandler):
     stub: StubServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no delayed-ACK stall
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
