@@ -28,6 +28,9 @@ Behaviour worth knowing:
   retry later can help.
 - Blob downloads are verified: the digest of the bytes read must match, and a short body is an
   error, never a silently truncated layer.
+- `read_blob_range` reads part of a blob with an HTTP Range request (an eStargz footer and TOC)
+  and returns exactly the bytes asked for, or an error; a registry that ignores Range and sends the
+  whole blob is refused without reading it.
 - Nothing the registry sends is trusted for size. Every body read into memory (manifests, list
   pages, token responses, error bodies, configs) is streamed and cut off at a limit named below,
   counted after decoding its Content-Encoding, whatever Content-Length says; a compression bomb
@@ -81,6 +84,9 @@ MAX_LIST_PAGES = 1000  # pages of one listing: empty pages that keep linking on 
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024  # a token answer is a JWT or two and a few fields
 MAX_CONFIG_BYTES = 8 * 1024 * 1024  # a blob held in memory (image configs); layers stream to disk
 MAX_ERROR_BODY_BYTES = 64 * 1024  # read to explain a failure; a longer body loses its details, not its status
+MAX_RANGE_BYTES = 64 * 1024 * 1024  # one ranged read: an eStargz TOC, not a layer
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _READ_SIZE = 1024 * 1024
 # what reading a body can raise besides decoding errors: resets, timeouts, a body cut short
@@ -208,8 +214,10 @@ def _read_failure(error: Exception, label: str, bytes_read: int, host: str, time
 
 
 def _limit_text(limit: int) -> str:
-    unit, name = (1024 * 1024, "MiB") if limit % (1024 * 1024) == 0 else (1024, "KiB")
-    return f"{limit // unit} {name} ({limit} bytes)"
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if limit >= unit and limit % unit == 0:
+            return f"{limit // unit} {name} ({limit} bytes)"
+    return f"{limit} bytes"
 
 
 def _release(response: requests.Response) -> None:
@@ -517,7 +525,7 @@ class RegistryClient:
         raise RegistryProtocolError(f"{self._label(method, response.url)} failed: more than {MAX_REDIRECTS} redirects.")
 
     def _fetch(self, method: str, path_or_url: str, *, limit: int, what: str, ok: tuple[int, ...] = (200,),
-               label: str | None = None, **options) -> tuple[requests.Response, bytes]:
+               label: str | None = None, decode: bool = True, **options) -> tuple[requests.Response, bytes]:
         """`_send`, then, when the status is in `ok`, the body read into memory within `limit` (see
         `_read_body`); a body cut short is fetched again like any transient failure. Other answers
         come back unread, for `_fail`."""
@@ -528,22 +536,23 @@ class RegistryClient:
             if response.status_code not in ok:
                 return response, b""
             try:
-                return response, self._read_body(response, limit, what, label)
+                return response, self._read_body(response, limit, what, label, decode)
             except RegistryError as error:
                 if not error.transient or attempt >= retries:
                     raise
             self._sleep_before_retry(attempt)
             attempt += 1
 
-    def _read_body(self, response: requests.Response, limit: int, what: str, label: str | None = None) -> bytes:
-        """The body, decoded as its Content-Encoding says, refusing more than `limit` decoded bytes
-        whatever Content-Length announced. Reads go in bounded steps, so a compression bomb costs
-        about `limit` bytes of memory before it is refused. Closes the response."""
+    def _read_body(self, response: requests.Response, limit: int, what: str, label: str | None = None,
+                   decode: bool = True) -> bytes:
+        """The body, decoded as its Content-Encoding says (unless not `decode`), refusing more than
+        `limit` bytes whatever Content-Length announced. Reads go in bounded steps, so a compression
+        bomb costs about `limit` bytes of memory before it is refused. Closes the response."""
         label = label or self._label(response.request.method, response.url)
         body = bytearray()
         try:
             while len(body) <= limit:
-                chunk = response.raw.read(min(_READ_SIZE, limit + 1 - len(body)), decode_content=True)
+                chunk = response.raw.read(min(_READ_SIZE, limit + 1 - len(body)), decode_content=decode)
                 if not chunk:
                     return bytes(body)
                 body += chunk
@@ -867,6 +876,49 @@ class RegistryClient:
                 if progress:
                     progress(len(chunk))
             return reader.bytes_read
+
+    def read_blob_range(self, repository: str, digest: str, start: int, length: int) -> bytes:
+        """Exactly `length` bytes of a blob from offset `start`, read with an HTTP Range request and
+        never more (at most MAX_RANGE_BYTES). The bytes cannot be checked against the blob's digest:
+        the caller verifies what it reads (an eStargz TOC against its own digest, say)."""
+        if not (_byte_count(start) and _byte_count(length) and length >= 1):
+            raise ValueError(f"A blob range needs start >= 0 and length >= 1, not {start!r} and {length!r}.")
+        path = f"/v2/{repository}/blobs/{digest}"
+        if length > MAX_RANGE_BYTES:
+            raise RegistryProtocolError(
+                f"GET {path}: a range of {length} bytes was asked for, more than the limit of "
+                f"{_limit_text(MAX_RANGE_BYTES)} for a ranged read; not requested.")
+        end = start + length - 1
+        label = self._label("GET", self._url(path))
+        response, data = self._fetch("GET", path, limit=length, what="answer to the range request", ok=(206,),
+                                     decode=False, scope=self._scope(repository),
+                                     headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+        content_range = response.headers.get("Content-Range", "")
+        if response.status_code == 200:
+            response.close()  # the whole blob is on its way: drop the connection rather than read it
+            raise RegistryProtocolError(f"{label} failed: the registry answered the whole blob instead of bytes "
+                                        f"{start}-{end} (it ignores Range requests); not read.", status=200)
+        if response.status_code == 416 and (unsatisfied := _UNSATISFIED_RANGE.fullmatch(content_range)):
+            _release(response)
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, but the blob has only "
+                                        f"{unsatisfied.group(1)} bytes.", status=416)
+        if response.status_code != 206:
+            raise self._fail(response)
+        encoding = response.headers.get("Content-Encoding", "identity")
+        if encoding.lower() != "identity":
+            raise RegistryProtocolError(f"{label} failed: the range came with Content-Encoding '{encoding}'; only "
+                                        "the blob's own bytes can be used.")
+        answered = _CONTENT_RANGE.fullmatch(content_range)
+        if answered and answered.group(3) != "*" and end >= int(answered.group(3)):
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, but the blob has only "
+                                        f"{answered.group(3)} bytes.")
+        if not answered or (int(answered.group(1)), int(answered.group(2))) != (start, end):
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, the registry answered "
+                                        f"'{content_range}'.")
+        if len(data) != length:
+            raise RegistryProtocolError(f"{label} failed: got {len(data)} of {length} bytes (truncated download).",
+                                        transient=True)
+        return data
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-repository mount; True if the blob is now in `repository`. When the registry

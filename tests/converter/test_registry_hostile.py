@@ -18,6 +18,7 @@ from converter.registry import (
     MAX_LIST_PAGE_BYTES,
     MAX_LIST_PAGES,
     MAX_MANIFEST_BYTES,
+    MAX_RANGE_BYTES,
     MAX_REDIRECTS,
     MAX_TOKEN_RESPONSE_BYTES,
     OCI_MANIFEST,
@@ -376,3 +377,79 @@ def test_blob_stream_stops_at_the_descriptor_size(stub_server, make_client):
             f"GET /v2/team/app/blobs/{digest}: the descriptor's size {size!r} is not a byte count; "
             "the blob is not downloaded.")
     assert len(server.requests()) == 1
+
+
+# -- ranged blob reads --------------------------------------------------------------------------
+
+
+def ranged(content: bytes, **extra_headers: str) -> Callable[[StubRequest], tuple]:
+    """Storage that honours `Range: bytes=a-b` the way HTTP servers do."""
+    def respond(request: StubRequest) -> tuple:
+        first, _, last = request.headers["range"].removeprefix("bytes=").partition("-")
+        piece = content[int(first):int(last) + 1]
+        return 206, {"Content-Range": f"bytes {first}-{last}/{len(content)}", **extra_headers}, piece
+    return respond
+
+
+def test_ranged_read_follows_a_storage_redirect_without_credentials(stub_server, make_client):
+    content = bytes(range(256)) * 4
+    digest = sha256(content)
+    elsewhere = stub_server(ranged(content))
+    home = start_registry(stub_server, {f"GET /v2/team/app/blobs/{digest}": redirect(f"{elsewhere.url}/b/1")},
+                          "basic")
+    assert make_client(home.url, USER, PASSWORD).read_blob_range("team/app", digest, 1000, 24) == content[1000:]
+    assert [(r.headers["range"], r.authorization) for r in elsewhere.requests()] == [("bytes=1000-1023", None)]
+    assert home.requests()[-1].headers["range"] == "bytes=1000-1023"
+
+
+def test_ranged_read_refuses_a_whole_blob_answer_without_reading_it(stub_server, make_client):
+    digest = sha256(b"huge")
+    server = start_registry(stub_server, {
+        f"GET /v2/team/app/blobs/{digest}": lambda request: (200, {}, pieces(64 * MiB))})
+    client = make_client(server.url)
+    with peak_memory() as memory, pytest.raises(RegistryProtocolError) as whole:
+        client.read_blob_range("team/app", digest, 100, 10)
+    assert whole.value.message == (
+        f"GET /v2/team/app/blobs/{digest} failed: the registry answered the whole blob instead of bytes 100-109 "
+        "(it ignores Range requests); not read.")
+    assert memory["peak"] < 2 * MiB and not whole.value.transient
+
+
+def test_ranged_read_refuses_wrong_ranges_encodings_and_sizes(stub_server, make_client):
+    content = b"0123456789" * 10
+    digests = {name: sha256(name.encode()) for name in ("shifted", "gzipped", "longer", "shorter")}
+    server = start_registry(stub_server, {
+        f"GET /v2/team/app/blobs/{digests['shifted']}": (206, {"Content-Range": "bytes 0-9/100"}, content[:10]),
+        f"GET /v2/team/app/blobs/{digests['gzipped']}": ranged(content, **{"Content-Encoding": "gzip"}),
+        f"GET /v2/team/app/blobs/{digests['longer']}": lambda request: (
+            206, {"Content-Range": "bytes 10-19/100"}, iter([content[10:40]])),
+        f"GET /v2/team/app/blobs/{digests['shorter']}": lambda request: (
+            206, {"Content-Range": "bytes 10-19/100"}, iter([content[10:15]])),
+    })
+    client = make_client(server.url)
+    path = "GET /v2/team/app/blobs/"
+    with pytest.raises(RegistryProtocolError) as shifted:
+        client.read_blob_range("team/app", digests["shifted"], 10, 10)
+    assert shifted.value.message == (
+        f"{path}{digests['shifted']} failed: bytes 10-19 were asked for, the registry answered 'bytes 0-9/100'.")
+    with pytest.raises(RegistryProtocolError) as gzipped:
+        client.read_blob_range("team/app", digests["gzipped"], 10, 10)
+    assert gzipped.value.message == (
+        f"{path}{digests['gzipped']} failed: the range came with Content-Encoding 'gzip'; only the blob's own "
+        "bytes can be used.")
+    with pytest.raises(RegistryProtocolError) as longer:
+        client.read_blob_range("team/app", digests["longer"], 10, 10)
+    assert longer.value.message == (
+        f"{path}{digests['longer']}: the answer to the range request is larger than the limit of 10 bytes; "
+        "not read further.")
+    with pytest.raises(RegistryProtocolError) as shorter:
+        client.read_blob_range("team/app", digests["shorter"], 10, 10)
+    assert shorter.value.message == f"{path}{digests['shorter']} failed: got 5 of 10 bytes (truncated download)."
+    assert shorter.value.transient
+    requests_before = len(server.requests())
+    with pytest.raises(RegistryProtocolError) as too_long:
+        client.read_blob_range("team/app", digests["longer"], 0, MAX_RANGE_BYTES + 1)
+    assert too_long.value.message == (
+        f"{path}{digests['longer']}: a range of {MAX_RANGE_BYTES + 1} bytes was asked for, more than the limit of "
+        "64 MiB (67108864 bytes) for a ranged read; not requested.")
+    assert len(server.requests()) == requests_before
