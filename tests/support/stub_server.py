@@ -11,7 +11,12 @@ recorded (method, path, query, headers), so a test can assert what each host rec
 
 With `tls=(certfile, keyfile)` it serves HTTPS (see `faulty_proxy.self_signed_certificate`).
 
-Fixture: `stub_server(respond, **options)` starts one and stops it after the test.
+`StaticServer(routes)` is the simple case: canned `(status, headers, body)` per path, for a blob
+whose bytes do not match its digest, a body cut short, a schema 1 manifest, or some other web
+server entirely.
+
+Fixtures: `stub_server(respond, **options)` and `static_server(routes)` start one and stop it
+after the test.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pytest
 @dataclass(frozen=True)
 class StubRequest:
     method: str
+    target: str  # path and query string, as sent
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]  # names in lower case
@@ -86,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         parts = urlsplit(self.path)
-        request = StubRequest(self.command, parts.path, parse_qs(parts.query),
+        request = StubRequest(self.command, self.path, parts.path, parse_qs(parts.query),
                               {name.lower(): value for name, value in self.headers.items()})
         with self.stub._lock:
             self.stub.received.append(request)
@@ -112,15 +118,39 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-@pytest.fixture
-def stub_server():
+class StaticServer(StubServer):
+    """Answers `routes[path] = (status, headers, body)` (a key with a query string matches that
+    exact request first); unknown paths get 404. The connection closes after each answer, so a
+    `Content-Length` header larger than the body makes a truncated response."""
+
+    def __init__(self, routes: dict[str, Answer]):
+        self.routes = routes
+        super().__init__(self._answer)
+
+    def _answer(self, request: StubRequest) -> Answer:
+        status, headers, body = (self.routes.get(request.target) or self.routes.get(request.path)
+                                 or (404, {}, b"404 page not found\n"))
+        return status, {**headers, "Connection": "close"}, body
+
+
+def _serve(kind: type[StubServer]):
     started: list[StubServer] = []
 
-    def start(respond: Callable[[StubRequest], Answer], **options) -> StubServer:
-        server = StubServer(respond, **options)
+    def start(*args, **options) -> StubServer:
+        server = kind(*args, **options)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def static_server():
+    yield from _serve(StaticServer)
+
+
+@pytest.fixture
+def stub_server():
+    yield from _serve(StubServer)
