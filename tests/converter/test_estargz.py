@@ -12,6 +12,7 @@ import zstandard
 
 from converter.errors import InvalidOptionsError, PrioritizedFileError
 from converter.estargz import LayerOptions, convert_layer
+from converter.overlay import LayerPaths
 
 from .estargz_support import (
     Entry,
@@ -262,7 +263,11 @@ def test_options_change_output_and_cache_key():
     assert LayerOptions(workers=1, max_uncompressed_bytes=10).cache_key() == LayerOptions().cache_key()
     normalized = LayerOptions(prioritized_files=("a", "b")).cache_key()
     assert LayerOptions(prioritized_files=["/a", "./b"]).cache_key() == normalized
+    assert LayerOptions(prioritized_files=("a", "b"), require_prioritized=False).cache_key() == normalized
+    assert LayerOptions(prioritized_files=("b", "a")).cache_key() != normalized  # the order is the front order
     assert "0.1.0" in LayerOptions().cache_key()
+    assert LayerOptions().cache_key().endswith(";prioritized=-")  # unchanged: entries cached before still match
+    assert ";prioritized=files-sha256:" in normalized
 
 
 @pytest.mark.parametrize("options, message", [
@@ -273,6 +278,7 @@ def test_options_change_output_and_cache_key():
     ({"workers": 0}, "workers"),
     ({"max_uncompressed_bytes": 0}, "limit"),
     ({"prioritized_files": ("/",)}, "does not name a file"),
+    ({"require_prioritized": "yes"}, "require_prioritized must be True or False"),
 ])
 def test_invalid_options_are_refused(options, message):
     with pytest.raises(InvalidOptionsError, match=message):
@@ -384,6 +390,45 @@ def test_prioritized_files_work_from_a_non_seekable_source():
 def test_missing_prioritized_file_is_an_error():
     with pytest.raises(PrioritizedFileError, match="prioritized file 'usr/bin/nope' is not in the layer"):
         convert(build_tar(PRIORITY_LAYER), prioritized_files=("usr/bin/nope",))
+
+
+@pytest.mark.parametrize("dest_kind", ["seekable", "stream"])
+def test_missing_prioritized_files_can_be_skipped(dest_kind):
+    layer = build_tar(PRIORITY_LAYER)
+    dest = io.BytesIO() if dest_kind == "seekable" else OneWayWriter()
+    result = convert_layer(io.BytesIO(layer), dest, LayerOptions(
+        chunk_size=CHUNK, prioritized_files=("/usr/bin/nope", "var/log", "etc/os-release/x"),
+        require_prioritized=False))
+    blob = bytes(dest.getvalue() if dest_kind == "seekable" else dest.data)
+    assert names_in_blob(blob)[:3] == ["var", "var/log", ".prefetch.landmark"]
+    assert result.prioritized == ("var/log",)
+    # the same bytes as asking for just the file the layer has
+    assert blob == convert(layer, chunk_size=CHUNK, prioritized_files=("var/log",))[0]
+
+
+def test_skipping_missing_files_in_a_layer_without_any_gives_the_plain_conversion():
+    layer = build_tar(DUPLICATES)  # duplicates: the optimistic pass starts over with a plan as well
+    result = convert(layer, chunk_size=CHUNK, prioritized_files=("nope",), require_prioritized=False)
+    assert result == convert(layer, chunk_size=CHUNK)
+    assert result[1].prioritized == () and names_in_blob(result[0])[0] == ".no.prefetch.landmark"
+
+
+def test_a_skipped_file_does_not_excuse_a_prioritized_hardlink_to_nothing():
+    layer = build_tar([Entry("link", tarfile.LNKTYPE, linkname="gone")])
+    with pytest.raises(PrioritizedFileError,
+                       match="prioritized hardlink 'link' points at 'gone', which is not in the layer"):
+        convert(layer, prioritized_files=("link",), require_prioritized=False)
+
+
+@pytest.mark.parametrize("prioritized", [(), ("usr/bin/app",)])
+def test_every_entry_is_shown_to_the_paths_observer(prioritized):
+    layer = build_tar([*PRIORITY_LAYER, Entry("etc/.wh.hosts"), Entry("usr/lib/.wh..wh..opq")])
+    paths = LayerPaths(("usr/bin/app", "etc/hosts", "usr/lib/libc.so", "usr/lib/old.so", "nope"))
+    result = convert_layer(io.BytesIO(layer), io.BytesIO(), LayerOptions(
+        chunk_size=CHUNK, prioritized_files=prioritized, require_prioritized=False), paths=paths)
+    assert paths.present == ("usr/bin/app", "usr/lib/libc.so")
+    assert paths.hidden == ("etc/hosts", "usr/lib/old.so")
+    assert result.prioritized == prioritized
 
 
 # -- input formats and progress ---------------------------------------------------------------
