@@ -8,6 +8,7 @@ import sys
 import tarfile
 
 from converter.cli import EXIT_BAD_INPUT, EXIT_USAGE
+from converter.startup import startup_bytes
 
 from .estargz_support import Entry, build_tar, check_chunks, gunzip, read_toc
 
@@ -28,8 +29,11 @@ def test_layer_prints_one_json_object_describing_the_blob(tmp_path):
     proc = run("layer", source, out, "--chunk-size", "4K", "--level", "6")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert set(result) == {"digest", "size", "diff_id", "toc_digest", "uncompressed_size"}
+    assert set(result) == {"digest", "size", "diff_id", "toc_digest", "uncompressed_size", "startup_bytes",
+                           "prioritized"}
     blob = out.read_bytes()
+    assert result["startup_bytes"] == startup_bytes(lambda start, length: blob[start:start + length], len(blob)).total
+    assert result["prioritized"] == []
     assert result["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert result["size"] == len(blob)
     assert result["diff_id"] == "sha256:" + hashlib.sha256(gunzip(blob)).hexdigest()
@@ -74,6 +78,18 @@ def test_missing_input_and_missing_prioritized_file_are_bad_input(tmp_path):
     proc = run("layer", source, tmp_path / "out.blob", "--prioritized", "etc/nope")
     assert proc.returncode == EXIT_BAD_INPUT and "prioritized file 'etc/nope' is not in the layer" in proc.stderr
     assert not (tmp_path / "out.blob").exists()
+
+
+def test_missing_prioritized_files_are_skipped_with_a_warning_when_asked(tmp_path):
+    source = tmp_path / "layer.tar"
+    source.write_bytes(build_tar(LAYER))
+    out = tmp_path / "out.blob"
+    proc = run("layer", source, out, "--prioritized", "/etc/nope", "etc/hosts", "--skip-missing")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "warning: prioritized file 'etc/nope' is not in the layer; skipped\n"
+    assert json.loads(proc.stdout)["prioritized"] == ["etc/hosts"]
+    with tarfile.open(out) as tar:
+        assert tar.getnames()[:3] == ["etc", "etc/hosts", ".prefetch.landmark"]
 
 
 def test_invalid_options_are_usage_errors(tmp_path):
