@@ -49,7 +49,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 
 ISAL_DEFAULT_LEVEL = 2
-FAST_HELP = f"fast mode: zlib-ng level {PROFILES['fast']['level']}, about twice as fast, a few %% larger"
+FAST_HELP = (f"fast mode: {PROFILES['fast']['compressor']} level {PROFILES['fast']['level']}, several times "
+             "as fast, a few %% larger")
 LEVEL_HELP = f"compression level (default {PROFILES['best']['level']}, {PROFILES['fast']['level']} with --fast"
 
 
@@ -112,7 +113,8 @@ def add_layer_command(subparsers) -> None:
                         help="skip prioritized files the layer does not have, with a warning (default: error)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--compressor", choices=["zlib-ng", "isal"],
-                      help="deflate implementation (default zlib-ng; isal is fastest but not byte-deterministic)")
+                      help="deflate implementation (default zlib-ng; isal is several times as fast, and its "
+                           "bytes depend on the CPU generation)")
     mode.add_argument("--fast", action="store_true",
                       help=FAST_HELP)
     parser.add_argument("--max-uncompressed", type=_byte_size, default=LayerOptions.max_uncompressed_bytes,

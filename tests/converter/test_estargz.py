@@ -5,13 +5,17 @@ import gzip
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
+import isal
 import pytest
 import zstandard
 
 from converter.errors import InvalidOptionsError, PrioritizedFileError
-from converter.estargz import LayerOptions, convert_layer
+from converter.estargz import PROFILES, LayerOptions, convert_layer
 from converter.overlay import LayerPaths
 
 from .estargz_support import (
@@ -29,6 +33,7 @@ from .estargz_support import (
 LANDMARK_DIGEST = "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
 EMPTY_DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 CHUNK = 4096
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sha(data: bytes) -> str:
@@ -251,6 +256,42 @@ def test_output_is_deterministic_and_independent_of_workers():
     blobs = {convert(layer, chunk_size=CHUNK, workers=w)[0] for w in (1, 2, 7)}
     assert len(blobs) == 1
     assert convert(layer, chunk_size=CHUNK)[0] in blobs
+
+
+def mixed_layer() -> bytes:
+    """Text, incompressible data, long runs of headers and tiny files: every way members are fed."""
+    text = b"".join(b"line %d of some source file, with words repeated\n" % i for i in range(40000))
+    entries = [Entry(f"d{i}/", tarfile.DIRTYPE) for i in range(3000)]
+    entries += [Entry(f"text/{i}.txt", data=text[i * 997:i * 997 + i * 131]) for i in range(200)]
+    entries += [Entry(f"bin/{i}.bin", data=hashlib.shake_256(b"%d" % i).digest(i * 3001)) for i in range(60)]
+    return build_tar([*entries, Entry("big.txt", data=text), Entry("big.bin", data=os.urandom(3 << 20))])
+
+
+FAST_CHILD = """
+import hashlib, io, sys
+from converter.estargz import PROFILES, LayerOptions, convert_layer
+out = io.BytesIO()
+convert_layer(sys.stdin.buffer, out, LayerOptions(**PROFILES["fast"], workers=int(sys.argv[1]), chunk_size=1 << 20))
+print(hashlib.sha256(out.getvalue()).hexdigest())
+"""
+
+
+def test_fast_profile_output_is_the_same_in_every_run_and_with_any_number_of_workers():
+    layer = gzip.compress(mixed_layer(), compresslevel=1)
+    in_process = {convert(layer, chunk_size=1 << 20, workers=w, **PROFILES["fast"])[0] for w in (1, 2, 5)}
+    assert len(in_process) == 1
+    # fresh processes too: their heaps hold other garbage, the library is loaded anew
+    digests = {subprocess.run([sys.executable, "-c", FAST_CHILD, str(w)], input=layer, capture_output=True,
+                              check=True, cwd=ROOT, timeout=120).stdout.decode().strip() for w in (1, 3)}
+    assert digests == {hashlib.sha256(in_process.pop()).hexdigest()}
+
+
+def test_isal_cache_keys_name_the_cpu_variant():
+    keys = {level: LayerOptions(compressor="isal", level=level).cache_key() for level in range(4)}
+    assert all(f"compressor=isal/{isal.ISAL_VERSION}+probe-" in key for key in keys.values())
+    assert len({key.split(";")[2] for key in keys.values()}) == 4  # each level probed on its own
+    assert keys[2] == LayerOptions(compressor="isal", level=2).cache_key()  # stable within the process
+    assert "+probe-" not in LayerOptions().cache_key()  # zlib-ng gives the same bytes on every x86-64 CPU
 
 
 def test_options_change_output_and_cache_key():
