@@ -23,10 +23,12 @@ How it stays fast and small:
   names, xattrs, devices and big ids survive.
 
 Duplicate names keep the last occurrence at its later position, as the reference does. That needs
-knowing the future, so without prioritized files the layer is converted in one pass that bails
-out on the first duplicate and starts over with a plan (the destination is rewound); with
-prioritized files a planning pass comes first. Passes after the first re-read the source: by
-seeking if it can, else from a copy of the compressed input spooled in the work directory.
+knowing the future, so without prioritized files, or with ones the layer need not have (the image
+converter asks each layer for the files that may live in it, and most layers hold none), the layer
+is converted in one pass that bails out on the first duplicate or prioritized file and starts over
+with a plan (the destination is rewound); with required prioritized files a planning pass comes
+first. Passes after the first re-read the source: by seeking if it can, else from a copy of the
+compressed input spooled in the work directory.
 """
 
 import base64
@@ -109,7 +111,8 @@ def _default_workers() -> int:
 @dataclass(frozen=True)
 class LayerOptions:
     """How to convert a layer. Only `chunk_size`, `level`, `compressor` and `prioritized_files`
-    change the output bytes; `workers`, `max_uncompressed_bytes` and `require_prioritized` never do.
+    change the output bytes (and, for isal, the CPU's generation: see `_isal_variant`); `workers`,
+    `max_uncompressed_bytes` and `require_prioritized` never do.
 
     `require_prioritized`: every prioritized file must be in the layer (a missing one is a
     `PrioritizedFileError`); when False, those the layer lacks are skipped and the result's

@@ -32,7 +32,8 @@ What `convert_image` guarantees:
   digest first, the tag last, so no partial image is ever visible under the tag.
 - The accelerated manifest (and index) carries `io.apparate.source.digest` and
   `io.apparate.converter.version` annotations and never a `subject` field.
-- Same input and options give the same digests (no timestamps are added).
+- Same input and options give the same digests (no timestamps are added); with isal (the `fast`
+  profile) on CPUs of the same generation (docs/isal-determinism.md).
 - Refusals are `ImageRefused` subclasses: a tag already ending with the suffix
   (`SuffixedTagRefused`), an image whose layers are already eStargz (`AlreadyAccelerated`), no
   requested platform in the image (`PlatformNotFound`), a digest-only source without destination
