@@ -2,9 +2,9 @@
 
 import logging
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -132,20 +132,23 @@ def run_label_job(job_id: int) -> LabelJob | None:
     pending = list(LabelResult.objects.filter(job=job, status=LabelResultStatus.PENDING).select_related("node"))
     clusters = Cluster.objects.in_bulk({r.cluster_id for r in pending})
     concurrency = max(1, settings.APPARATE_LABEL_CONCURRENCY)
-    sessions = {pk: session_for(cluster, pool_size=concurrency) for pk, cluster in clusters.items()}
-    slots = {pk: threading.BoundedSemaphore(concurrency) for pk in clusters}
+    # One pool per cluster, so every cluster has its own calls in flight from the start (a shared pool
+    # fed cluster by cluster left most threads waiting on the first cluster); the thread budget is shared.
+    workers = max(1, min(concurrency, MAX_LABEL_THREADS // max(len(clusters), 1)))
+    sessions = {pk: session_for(cluster, pool_size=workers) for pk, cluster in clusters.items()}
     aborts: dict[int, dict] = {pk: {} for pk in clusters}
 
     def label(result: LabelResult):
-        with slots[result.cluster_id]:
-            return _label_one(sessions[result.cluster_id], result.node_name, labels,
-                              result.node.resource_version if result.node else "", aborts[result.cluster_id])
+        return _label_one(sessions[result.cluster_id], result.node_name, labels,
+                          result.node.resource_version if result.node else "", aborts[result.cluster_id])
 
     done_nodes: list[Node] = []
     batch: list[LabelResult] = []
     try:
-        with ThreadPoolExecutor(min(concurrency * max(len(clusters), 1), MAX_LABEL_THREADS)) as pool:
-            futures = {pool.submit(label, result): result for result in pending}
+        with ExitStack() as stack:
+            pools = {pk: stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix=f"label-{pk}"))
+                     for pk in clusters}
+            futures = {pools[result.cluster_id].submit(label, result): result for result in pending}
             for future in as_completed(futures):
                 result = futures[future]
                 result.status, result.message, result.attempts, obj = future.result()
@@ -164,36 +167,48 @@ def run_label_job(job_id: int) -> LabelJob | None:
         for session in sessions.values():
             session.close()
     _save_results(job, batch)
-    _write_rows(Node, ["labels", "resource_version", "labelled"], done_nodes)
+    with transaction.atomic():
+        _write_rows(Node, ["labels", "resource_version", "labelled"], done_nodes)
     return _finish_job(job)
 
-def _write_rows(model, fields: list[str], rows: list) -> None:
-    """UPDATE many rows, each with its own values, in one executemany.
+def _write_rows(model, fields: list[str], rows: list, chunk: int = 500) -> None:
+    """UPDATE many rows, each with its own values, in one `UPDATE … FROM (VALUES …)` per chunk of rows.
 
-    bulk_update's CASE expressions cost seconds of CPU for thousands of rows; this costs milliseconds.
+    bulk_update's CASE expressions cost seconds of CPU for thousands of rows, and executemany one
+    round trip per row (most of the label job's overhead on PostgreSQL); this is one round trip per chunk.
     """
     if not rows:
         return
     connection = connections[model.objects.db]
-    columns = [model._meta.get_field(name) for name in fields]
     quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
-    # Identifiers come from model metadata (quoted); every value is a query parameter.
-    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"  # noqa: S608
-    params = [[column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns] + [row.pk]
-              for row in rows]
+    columns = [model._meta.pk, *(model._meta.get_field(name) for name in fields)]
+    if connection.vendor == "postgresql":  # VALUES columns are typed from their literals: name each type
+        row_sql = "(" + ", ".join(f"CAST(%s AS {column.db_type(connection)})" for column in columns) + ")"
+    else:  # SQLite applies each column's affinity on assignment (a CAST to datetime would make it a number)
+        row_sql = "(" + ", ".join("%s" for _ in columns) + ")"
+    table = quote(model._meta.db_table)
+    # VALUES columns are called column1, column2, … in both PostgreSQL and SQLite; column1 is the key.
+    assignments = ", ".join(f"{quote(column.column)} = v.column{index}"
+                            for index, column in enumerate(columns[1:], start=2))
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        for first in range(0, len(rows), chunk):
+            part = rows[first:first + chunk]
+            # Identifiers and types come from model metadata (quoted); every value is a query parameter.
+            sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(part))}) AS v "  # noqa: S608
+                   f"WHERE {table}.{quote(model._meta.pk.column)} = v.column1")
+            cursor.execute(sql, [column.get_db_prep_save(getattr(row, column.attname), connection)
+                                 for row in part for column in columns])
 
 def _save_results(job: LabelJob, batch: list[LabelResult]) -> None:
     if not batch:
         return
-    _write_rows(LabelResult, ["status", "message", "attempts", "finished_at"], batch)
-    counts = LabelResult.objects.filter(job=job).aggregate(
-        ok=Count("pk", filter=Q(status__in=LABEL_RESULT_OK)),
-        bad=Count("pk", filter=~Q(status__in=[*LABEL_RESULT_OK, LabelResultStatus.PENDING])),
-    )
-    LabelJob.objects.filter(pk=job.pk).update(succeeded=counts["ok"], failed=counts["bad"])
+    with transaction.atomic():  # one commit per batch, not one per row
+        _write_rows(LabelResult, ["status", "message", "attempts", "finished_at"], batch)
+        counts = LabelResult.objects.filter(job=job).aggregate(
+            ok=Count("pk", filter=Q(status__in=LABEL_RESULT_OK)),
+            bad=Count("pk", filter=~Q(status__in=[*LABEL_RESULT_OK, LabelResultStatus.PENDING])),
+        )
+        LabelJob.objects.filter(pk=job.pk).update(succeeded=counts["ok"], failed=counts["bad"])
 
 def _finish_job(job: LabelJob) -> LabelJob:
     _save_results(job, [])

@@ -1,5 +1,8 @@
 """Node sync, compatibility and labelling, through the official client against the emulator."""
 
+import threading
+import time
+
 import pytest
 
 from clusters.actions import sync
@@ -10,6 +13,7 @@ from clusters.kube import session_for
 from clusters.models import LabelJob, LabelResult, Node
 from core.models import AuditEntry
 from tests.clusters.conftest import add_fleet
+from tests.support.kube_emulator import KubeEmulator
 
 LABEL = "cloud.tencent.com/apparate"
 pytestmark = pytest.mark.django_db
@@ -164,6 +168,55 @@ def test_labelling_2000_nodes_across_4_clusters(kube_emulator_factory, register,
     for _cluster, emulator in clusters:
         assert all(LABEL in emulator.node(n)["metadata"]["labels"] for n in emulator.names("nodes"))
     assert Node.objects.filter(labelled=True).count() == 2000
+
+
+class SlowEmulator(KubeEmulator):
+    """An API server that takes a while per node PATCH, and records when each starts and how many overlap."""
+
+    def __init__(self, started: list, lock: threading.Lock, **kwargs):
+        super().__init__(**kwargs)
+        self.started, self.started_lock = started, lock
+        self.in_flight = self.peak_in_flight = 0
+
+    def patch(self, plural, namespace, name, patch):
+        with self.started_lock:
+            self.started.append(self)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        time.sleep(0.2)  # long beside thread start-up, so calls that are meant to overlap do
+        try:
+            return super().patch(plural, namespace, name, patch)
+        finally:
+            with self.started_lock:
+                self.in_flight -= 1
+
+
+def test_label_job_patches_all_clusters_at_once_each_within_its_concurrency(register, admin_user, settings):
+    """Every cluster has its own `APPARATE_LABEL_CONCURRENCY` calls in flight from the start (one cluster
+    after another would leave the others idle), never more; results and node rows are written in bulk."""
+    settings.APPARATE_LABEL_CONCURRENCY = 2
+    started, lock = [], threading.Lock()
+    emulators = [SlowEmulator(started, lock).start() for _ in range(2)]
+    try:
+        for index, emulator in enumerate(emulators):
+            for n in range(5):
+                emulator.add_node(f"c{index}-node-{n}", labels={"team": f"it's \"{index}\" ✓"})
+            sync_nodes(register(emulator, name=f"cluster-{index}"))
+        job = run(request_labelling(admin_user, select_nodes(all_compatible=True), LabelOperation.LABEL))
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+    assert job.status == JobStatus.SUCCEEDED and job.succeeded == 10
+    assert [e.peak_in_flight for e in emulators] == [2, 2]
+    assert sorted(started[:4], key=emulators.index) == [emulators[0]] * 2 + [emulators[1]] * 2
+    results = LabelResult.objects.filter(job=job)
+    assert {(r.status, r.attempts, r.message) for r in results} == {(LabelResultStatus.DONE, 1, "")}
+    assert all(r.finished_at is not None and r.finished_at >= job.started_at for r in results)
+    for index, emulator in enumerate(emulators):
+        for node in Node.objects.filter(name__startswith=f"c{index}-"):
+            stored = emulator.node(node.name)["metadata"]
+            assert node.labels == stored["labels"] and node.labels["team"] == f"it's \"{index}\" ✓"
+            assert node.resource_version == stored["resourceVersion"] and node.labelled
 
 
 def test_node_list_follows_continue_pages(kube_emulator, register):
