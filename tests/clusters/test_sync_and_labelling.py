@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 
 from clusters.actions import sync
 from clusters.actions.labelling import request_labelling, run_label_job, select_nodes
@@ -217,6 +218,32 @@ def test_label_job_patches_all_clusters_at_once_each_within_its_concurrency(regi
             stored = emulator.node(node.name)["metadata"]
             assert node.labels == stored["labels"] and node.labels["team"] == f"it's \"{index}\" ✓"
             assert node.resource_version == stored["resourceVersion"] and node.labelled
+
+
+@pytest.mark.django_db(transaction=True)
+def test_label_job_progress_is_written_while_it_runs(register, admin_user, settings):
+    """Results reach the database every PROGRESS_SECONDS, so the job page's "n of m done" moves
+    during a slow job rather than jumping at the end."""
+    settings.APPARATE_LABEL_CONCURRENCY = 1
+    seen: list[int] = []
+
+    class Watching(SlowEmulator):
+        def patch(self, plural, namespace, name, patch):
+            seen.append(LabelJob.objects.get().succeeded)  # what the page would show as this node starts
+            connection.close()  # this server thread's own connection
+            return super().patch(plural, namespace, name, patch)
+
+    emulator = Watching([], threading.Lock()).start()
+    try:
+        for n in range(8):  # 8 calls of 0.2 s one after another: several progress intervals
+            emulator.add_node(f"node-{n}")
+        sync_nodes(register(emulator))
+        job = run(request_labelling(admin_user, select_nodes(all_compatible=True), LabelOperation.LABEL))
+    finally:
+        emulator.stop()
+    assert job.status == JobStatus.SUCCEEDED and job.succeeded == 8
+    assert seen[0] == 0 and any(0 < count < 8 for count in seen), seen
+    assert seen == sorted(seen)
 
 
 def test_node_list_follows_continue_pages(kube_emulator, register):
