@@ -444,7 +444,9 @@ def _exclusive(job_id: int):
 def _start(job_id: int) -> ConversionJob | None:
     """Mark the job running (one more attempt), or return None when there is nothing to do."""
     with transaction.atomic():
-        job = ConversionJob.objects.select_for_update().select_related("instance").filter(pk=job_id).first()
+        # Lock the job row only (`of`): the instance is read, not locked, so a start never waits for (or
+        # deadlocks with) a delivery that holds the instance lock and then locks this job.
+        job = ConversionJob.objects.select_for_update(of=("self",)).select_related("instance").filter(pk=job_id).first()
         if job is None or job.status in TERMINAL:
             return None
         if not job.instance.acceleration_enabled and job.trigger != JobTrigger.MANUAL:
@@ -490,10 +492,10 @@ def run_conversion(job_id: int) -> ConversionJob | None:
         progress = _Progress(job)
         started = time.monotonic()
         try:
-            with job.instance.registry_client() as client:
+            with job.instance.registry_client() as client, DatabaseLayerCache(job.instance) as cache:
                 result = convert_image(
                     client, source, destination=source.with_tag(job.source_tag + settings.APPARATE_ACCELERATED_SUFFIX),
-                    options=_layer_options(job.options), cache=DatabaseLayerCache(job.instance), progress=progress,
+                    options=_layer_options(job.options), cache=cache, progress=progress,
                     suffix=settings.APPARATE_ACCELERATED_SUFFIX, workdir=settings.APPARATE_JOB_WORKDIR or None,
                 )
         except (SuffixedTagRefused, AlreadyAccelerated) as error:
