@@ -17,7 +17,7 @@ from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.models import AuditEntry
 from core.roles import Role
 from registries.models import Instance
-from tests.clusters.conftest import add_fleet
+from tests.clusters.conftest import add_fleet, alias_bomb
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +70,20 @@ def test_bad_kubeconfig_rerenders_with_the_error(kube_emulator, client_as):
     response = client.post(reverse("clusters:create"), {"name": "emu", "auth_method": "token", "server": "nope"})
     assert response.status_code == 200 and "Use an https:// URL" in response.content.decode()
     assert "Give a bearer token" in response.content.decode()
+
+
+def test_a_kubeconfig_alias_bomb_gets_a_short_field_error(client_as, api_as):
+    bomb = alias_bomb()
+    upload = io.BytesIO(bomb.encode())
+    upload.name = "config"
+    response = client_as(Role.ADMIN).post(reverse("clusters:create"), {
+        "name": "bomb", "auth_method": "kubeconfig", "kubeconfig": upload})
+    assert response.status_code == 200 and len(response.content) < 50_000
+    assert "The kubeconfig uses a YAML alias (line 2)" in response.content.decode()
+    answer = api_as(Role.ADMIN).post("/api/v1/clusters/", {"name": "bomb", "kubeconfig": bomb}, format="json")
+    assert answer.status_code == 400 and len(answer.content) < 1000
+    assert answer.json()["kubeconfig"][0].startswith("The kubeconfig uses a YAML alias (line 2)")
+    assert not Cluster.objects.exists()
 
 
 def test_operator_cannot_register_a_cluster(client_as, kube_emulator):
