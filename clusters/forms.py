@@ -11,7 +11,7 @@ from clusters.actions.deploy import accelerated_images
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
-from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
+from clusters.validators import image_of_instance, validate_dns_label, validate_image_tag, validate_label_selector
 from registries.models import Instance
 
 
@@ -146,7 +146,7 @@ class SuiteForm(forms.Form):
                                       help_text="The pull secret and agent configuration use its credentials.")
     namespace = forms.CharField(max_length=63, required=False, validators=[validate_dns_label],
                                 help_text=f"Default {settings.APPARATE_SUITE_NAMESPACE}.")
-    version = forms.CharField(max_length=64, required=False,
+    version = forms.CharField(max_length=128, required=False, validators=[validate_image_tag],
                               help_text=f"Agent version; default {settings.APPARATE_SUITE_VERSION}.")
 
 

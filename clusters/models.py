@@ -19,6 +19,7 @@ from clusters.validators import (
     validate_dns_label,
     validate_dns_subdomain,
     validate_image_reference,
+    validate_image_tag,
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
@@ -177,7 +178,8 @@ class Suite(models.Model):
     )
     namespace = models.CharField(max_length=63, default=default_suite_namespace, validators=[validate_dns_label])
     image = models.CharField(max_length=512, blank=True)
-    version = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=128, blank=True, validators=[validate_image_tag],
+                               help_text="The agent image's tag.")
     operation = models.CharField(max_length=10, choices=SuiteOperation.choices, default=SuiteOperation.INSTALL)
     status = models.CharField(max_length=20, choices=SuiteStatus.choices, default=SuiteStatus.NOT_INSTALLED)
     preflight = models.JSONField(default=list, blank=True)

@@ -4,7 +4,7 @@ import re
 
 from django.core.exceptions import ValidationError
 
-from converter.reference import ImageReference
+from converter.reference import TAG, ImageReference
 from core.validators import check_http_url, check_pem_certificates, parse_image
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -46,6 +46,13 @@ def validate_dns_subdomain(value: str) -> None:
 def validate_image_reference(value: str) -> None:
     """A full image address such as registry.example.com/team/app:1.0 (converter.reference rules)."""
     parse_image(value)
+
+
+def validate_image_tag(value: str) -> None:
+    """An image tag, such as the suite agent's version (which is also the chart's appVersion)."""
+    if not TAG.fullmatch(value):
+        raise ValidationError(f"'{value[:200]}' is not a valid image tag (letters, digits, '_', '.', '-'; "
+                              "at most 128 characters; not starting with '.' or '-').")
 
 
 def image_of_instance(instance, value: str) -> ImageReference:

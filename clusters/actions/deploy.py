@@ -102,7 +102,14 @@ class DeployPlan:
 
     @property
     def yaml(self) -> str:
-        return yaml.safe_dump_all(_mask_secrets(self.objects), sort_keys=False)
+        return yaml.dump_all(_mask_secrets(self.objects), Dumper=PlainDumper, sort_keys=False)
+
+
+class PlainDumper(yaml.SafeDumper):
+    """Writes a dict used twice (a Deployment's labels) in full each time, not as &id001/*id001."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 def _mask_secrets(objects: list[dict]) -> list[dict]:
     shown = []

@@ -7,7 +7,7 @@ from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.forms import apply_kubeconfig
 from clusters.kube import CONNECTION_FIELDS
 from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
-from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
+from clusters.validators import image_of_instance, validate_dns_label, validate_image_tag, validate_label_selector
 from registries.models import Instance
 
 
@@ -123,7 +123,7 @@ class SuiteRequestSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(choices=SuiteOperation.choices)
     instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all(), required=False, allow_null=True)
     namespace = serializers.CharField(required=False, allow_blank=True, max_length=63, validators=[validate_dns_label])
-    version = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    version = serializers.CharField(required=False, allow_blank=True, max_length=128, validators=[validate_image_tag])
 
 
 class DeploySerializer(serializers.ModelSerializer):

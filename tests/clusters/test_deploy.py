@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+import yaml
 
 from clusters.actions.deploy import (
     DeployPlan,
@@ -98,6 +99,14 @@ def test_plan_deploys_the_twin_and_offers_the_original(kube_emulator, register, 
     untwinned = plan(cluster, instance, f"{SHOP}:2.0")
     assert not untwinned.accelerated and untwinned.image == f"{SHOP}:2.0" and LABEL not in untwinned.yaml
     assert any("has no accelerated twin" in w and "full pull" in w for w in untwinned.warnings)
+
+
+def test_deploy_yaml_has_no_anchors_or_aliases(kube_emulator, register, instance, converted):
+    converted(instance, "team/shop", "1.0")
+    text = plan(register(kube_emulator), instance, f"{SHOP}:1.0").yaml
+    assert "&id" not in text and "*id" not in text
+    deployment = next(doc for doc in yaml.safe_load_all(text) if doc["kind"] == "Deployment")
+    assert deployment["metadata"]["labels"] == deployment["spec"]["template"]["metadata"]["labels"]
 
 
 def test_pull_secret_carries_the_chosen_instance_credentials(kube_emulator, register, instance, converted):

@@ -7,7 +7,9 @@ import tarfile
 import pytest
 import yaml
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils.html import escape
 
 from clusters.actions.labelling import run_label_job
 from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation
@@ -295,6 +297,23 @@ def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, i
     refresh_rollout(Suite.objects.get())
     done = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "1 of 1 ready" in done.content.decode()
+
+
+def test_suite_version_must_be_an_image_tag(kube_emulator, register, client_as, api_as, instance):
+    cluster = register(kube_emulator)
+    hostile = "0.15.1\nmaintainers: [{name: evil}]"
+    message = ("'0.15.1\nmaintainers: [{name: evil}]' is not a valid image tag (letters, digits, '_', '.', '-'; "
+               "at most 128 characters; not starting with '.' or '-').")
+    answer = api_as(Role.OPERATOR).post(f"/api/v1/clusters/{cluster.pk}/suite/", {
+        "operation": "install", "instance": instance.pk, "version": hostile}, format="json")
+    assert answer.status_code == 400 and answer.json() == {"version": [message]}
+    page = client_as(Role.OPERATOR).post(reverse("clusters:suite", args=[cluster.pk]), {
+        "operation": "install", "instance": instance.pk, "version": hostile}, follow=True)
+    assert escape(message) in page.content.decode()
+    assert not Suite.objects.exists()
+    with pytest.raises(ValidationError) as error:
+        Suite(cluster=cluster, instance=instance, version=hostile).full_clean()
+    assert error.value.message_dict == {"version": [message]}
 
 
 def test_secrets_never_in_api_answers(kube_emulator, register, api_as):
