@@ -11,7 +11,14 @@ from clusters.actions.deploy import accelerated_images
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
-from clusters.validators import image_of_instance, validate_dns_label, validate_image_tag, validate_label_selector
+from clusters.validators import (
+    credentials_again,
+    image_of_instance,
+    moved_to_another_host,
+    validate_dns_label,
+    validate_image_tag,
+    validate_label_selector,
+)
 from registries.models import Instance
 
 
@@ -50,6 +57,7 @@ class ClusterForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.stored_server = self.instance.server if self.instance.pk else ""  # before a kubeconfig replaces it
         self.fields["server"].required = False
         if self.instance.pk and self.instance.token:
             self.fields["token"].help_text = "A token is stored; leave blank to keep it."
@@ -63,6 +71,8 @@ class ClusterForm(forms.ModelForm):
             if upload is None:
                 if not (cluster.pk and cluster.auth_method == AuthMethod.KUBECONFIG):
                     self.add_error("kubeconfig", "Upload a kubeconfig file.")
+                elif moved_to_another_host(self.stored_server, cleaned.get("server")):
+                    self.add_error("kubeconfig", credentials_again("upload the kubeconfig"))
                 return cleaned
             if upload.size > MAX_KUBECONFIG_BYTES:
                 self.add_error("kubeconfig", "The kubeconfig is larger than 512 KiB; is this the right file?")
@@ -82,6 +92,8 @@ class ClusterForm(forms.ModelForm):
                 self.add_error("server", "Give the API server URL, e.g. https://10.0.0.1:6443.")
             if not cleaned.get("token") and not (cluster.pk and cluster.token):
                 self.add_error("token", "Give a bearer token (e.g. from `kubectl create token <serviceaccount>`).")
+            elif not cleaned.get("token") and moved_to_another_host(self.stored_server, cleaned.get("server")):
+                self.add_error("token", credentials_again("give the bearer token"))
         return cleaned
 
     def _post_clean(self):

@@ -1,6 +1,7 @@
 """Field validators of the clusters app, shared by the models, forms and serializers."""
 
 import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -20,6 +21,26 @@ def validate_api_server_url(value: str) -> None:
         scheme_hint="Use an https:// URL, e.g. https://10.0.0.1:6443.",
         credentials_hint="Put the token in the token field, not in the URL.",
     )
+
+
+def server_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an API server URL: where its credentials are sent."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def moved_to_another_host(stored_server: str, server: str) -> bool:
+    """True when an edit points a registered cluster's stored credentials at another origin."""
+    return bool(stored_server and server) and server_origin(server) != server_origin(stored_server)
+
+
+def credentials_again(what: str) -> str:
+    return (f"The API server is on another host now: {what} again (the stored credentials are never sent to a "
+            "new host).")
 
 
 def validate_pem_certificates(value: str) -> None:

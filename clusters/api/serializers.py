@@ -7,7 +7,14 @@ from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.forms import apply_kubeconfig
 from clusters.kube import CONNECTION_FIELDS
 from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
-from clusters.validators import image_of_instance, validate_dns_label, validate_image_tag, validate_label_selector
+from clusters.validators import (
+    credentials_again,
+    image_of_instance,
+    moved_to_another_host,
+    validate_dns_label,
+    validate_image_tag,
+    validate_label_selector,
+)
 from registries.models import Instance
 
 
@@ -52,6 +59,11 @@ class ClusterSerializer(serializers.ModelSerializer):
             return attrs
         if method == AuthMethod.KUBECONFIG and not self.instance:
             raise serializers.ValidationError({"kubeconfig": ["Give the kubeconfig text."]})
+        stored_server = self.instance.server if self.instance else ""
+        if not attrs.get("token") and moved_to_another_host(stored_server, attrs.get("server", "")):
+            if method == AuthMethod.KUBECONFIG:
+                raise serializers.ValidationError({"kubeconfig": [credentials_again("upload the kubeconfig")]})
+            raise serializers.ValidationError({"token": [credentials_again("give the bearer token")]})
         if method == AuthMethod.TOKEN:
             if not (attrs.get("server") or cluster.server):
                 raise serializers.ValidationError({"server": ["Give the API server URL."]})

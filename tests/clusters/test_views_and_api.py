@@ -62,6 +62,65 @@ def test_admin_registers_cluster_from_kubeconfig_and_token_is_write_only(kube_em
     assert cluster.token == kube_emulator.token and cluster.auto_label
 
 
+MOVED_TOKEN = ("The API server is on another host now: give the bearer token again (the stored credentials are "
+               "never sent to a new host).")
+MOVED_KUBECONFIG = ("The API server is on another host now: upload the kubeconfig again (the stored credentials are "
+                    "never sent to a new host).")
+
+
+def test_a_server_on_another_host_needs_the_credentials_again(kube_emulator, kube_emulator_factory, client_as):
+    client = client_as(Role.ADMIN)
+    client.post(reverse("clusters:create"), {"name": "emu", "auth_method": "token", "server": kube_emulator.url,
+                                             "token": kube_emulator.token})
+    cluster = Cluster.objects.get(name="emu")
+    edit = reverse("clusters:edit", args=[cluster.pk])
+    for server in ("https://evil.example:6443", kube_emulator.url.replace("http://", "https://"),
+                   kube_emulator.url.rsplit(":", 1)[0] + ":1"):
+        response = client.post(edit, {"name": "emu", "auth_method": "token", "server": server})
+        assert response.status_code == 200 and escape(MOVED_TOKEN) in response.content.decode()
+        cluster.refresh_from_db()
+        assert cluster.server == kube_emulator.url and cluster.token == kube_emulator.token
+    # Same host (a path behind a proxy): the stored token stays.
+    response = client.post(edit, {"name": "emu", "auth_method": "token", "server": kube_emulator.url + "/"})
+    assert response.status_code == 302
+    other = kube_emulator_factory()
+    response = client.post(edit, {"name": "emu", "auth_method": "token", "server": other.url, "token": other.token})
+    assert response.status_code == 302
+    cluster.refresh_from_db()
+    assert (cluster.server, cluster.token) == (other.url, other.token)
+
+    # Registered from a kubeconfig: a posted server without a new file is refused too.
+    client.post(reverse("clusters:create"), {"name": "kc", "auth_method": "kubeconfig",
+                                             "kubeconfig": kubeconfig_file(kube_emulator)})
+    from_file = Cluster.objects.get(name="kc")
+    response = client.post(reverse("clusters:edit", args=[from_file.pk]), {
+        "name": "kc", "auth_method": "kubeconfig", "server": "https://evil.example:6443"})
+    assert response.status_code == 200 and escape(MOVED_KUBECONFIG) in response.content.decode()
+    response = client.post(reverse("clusters:edit", args=[from_file.pk]), {
+        "name": "kc", "auth_method": "token", "server": "https://evil.example:6443"})
+    assert response.status_code == 200 and escape(MOVED_TOKEN) in response.content.decode()
+    from_file.refresh_from_db()
+    assert from_file.server == kube_emulator.url and from_file.token == kube_emulator.token
+
+
+def test_api_server_on_another_host_needs_the_credentials_again(kube_emulator, register, api_as):
+    admin = api_as(Role.ADMIN)
+    cluster = register(kube_emulator)
+    answer = admin.patch(f"/api/v1/clusters/{cluster.pk}/", {"server": "https://evil.example:6443"}, format="json")
+    assert answer.status_code == 400 and answer.json() == {"token": [MOVED_TOKEN]}
+    by_file = register(kube_emulator, name="kc", auth_method="kubeconfig")
+    answer = admin.patch(f"/api/v1/clusters/{by_file.pk}/", {"server": "https://evil.example:6443"}, format="json")
+    assert answer.status_code == 400 and answer.json() == {"kubeconfig": [MOVED_KUBECONFIG]}
+    for row in (cluster, by_file):
+        row.refresh_from_db()
+        assert row.server == kube_emulator.url and row.token == kube_emulator.token
+    answer = admin.patch(f"/api/v1/clusters/{cluster.pk}/", {"server": "https://evil.example:6443", "token": "new"},
+                         format="json")
+    assert answer.status_code == 200
+    cluster.refresh_from_db()
+    assert (cluster.server, cluster.token) == ("https://evil.example:6443", "new")
+
+
 def test_bad_kubeconfig_rerenders_with_the_error(kube_emulator, client_as):
     client = client_as(Role.ADMIN)
     response = client.post(reverse("clusters:create"), {
