@@ -78,8 +78,14 @@ SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, 
 
 
 class DeployStatus(models.TextChoices):
+    PREVIEWED = "previewed", "Previewed, not confirmed"
+    PENDING = "pending", "Pending"
+    APPLYING = "applying", "Applying"
     SUCCEEDED = "succeeded", "Applied"
     FAILED = "failed", "Failed"
+
+
+DEPLOY_TERMINAL = {DeployStatus.SUCCEEDED, DeployStatus.FAILED}
 
 
 COLOURS = {
@@ -108,6 +114,8 @@ COLOURS = {
     SuiteStatus.ROLLING_OUT: "blue",
     SuiteStatus.READY: "green",
     SuiteStatus.UNINSTALLING: "blue",
+    DeployStatus.PREVIEWED: "grey",
+    DeployStatus.APPLYING: "blue",
 }
 
 

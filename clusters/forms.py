@@ -1,5 +1,7 @@
 """Forms of the clusters app. Secrets are write-only: never rendered back, blank keeps the stored value."""
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -7,7 +9,7 @@ from django.core.validators import MinValueValidator
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from clusters.actions.deploy import accelerated_images
+from clusters.actions.deploy import accelerated_images, namespace_refusal
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
@@ -30,6 +32,17 @@ def apply_kubeconfig(cluster: Cluster, text: str, context: str) -> None:
     credentials.apply_to(cluster)
 
 
+class NamespaceListField(forms.CharField):
+    """Namespace names typed as one line, separated by commas or spaces; a list in Python."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        names = re.split(r"[\s,]+", super().to_python(value))
+        return list(dict.fromkeys(name for name in names if name))
+
+
 class ClusterForm(forms.ModelForm):
     """Register or edit a cluster, from a kubeconfig (one context) or an API server URL and token."""
 
@@ -44,16 +57,21 @@ class ClusterForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="A ServiceAccount token. Stored encrypted, never shown again.",
     )
+    deploy_namespaces = NamespaceListField(
+        label="Deploy namespaces", required=False, max_length=6500,
+        help_text="Namespaces operators may deploy into, separated by commas (e.g. default, web). Leave it empty "
+                  "to allow no deploys on this cluster.",
+    )
 
     class Meta:
         model = Cluster
         fields = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
-                  "insecure_skip_tls_verify", "auto_label"]
+                  "insecure_skip_tls_verify", "auto_label", "deploy_namespaces"]
         widgets = {"auth_method": forms.RadioSelect, "description": forms.Textarea(attrs={"rows": 2}),
                    "ca_data": forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN CERTIFICATE-----"})}
 
     field_order = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
-                   "insecure_skip_tls_verify", "token", "auto_label"]
+                   "insecure_skip_tls_verify", "token", "auto_label", "deploy_namespaces"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -230,6 +248,9 @@ class DeployForm(forms.ModelForm):
                 cleaned["reference"] = image_of_instance(instance, image)
             except ValidationError as error:
                 self.add_error("image", error)
+        cluster, namespace = cleaned.get("cluster"), cleaned.get("namespace")
+        if cluster and namespace and namespace_refusal(cluster, namespace):
+            self.add_error("namespace", namespace_refusal(cluster, namespace))
         if cleaned.get("replicas") is not None and cleaned["replicas"] > 1000:
             self.add_error("replicas", "At most 1000 replicas.")
         return cleaned

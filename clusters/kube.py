@@ -284,23 +284,31 @@ class KubeSession:
             metadata["resourceVersion"] = resource_version
         return self.merge_patch("Node", name, {"metadata": metadata})
 
+    def create(self, obj: dict) -> dict:
+        """Create an object; KubeError `conflict` (409 AlreadyExists) if one of that name exists."""
+        namespace = obj["metadata"].get("namespace", "")
+        return self.request("POST", _collection(obj["kind"], namespace), body=obj,
+                            query=[("fieldManager", FIELD_MANAGER)])
+
+    def replace(self, obj: dict, resource_version: str) -> dict:
+        """Replace the object last read at `resource_version`; KubeError `conflict` if it changed since."""
+        meta = obj["metadata"]
+        body = {**obj, "metadata": {**meta, "resourceVersion": resource_version}}
+        return self.request("PUT", f"{_collection(obj['kind'], meta.get('namespace', ''))}/{meta['name']}",
+                            body=body, query=[("fieldManager", FIELD_MANAGER)])
+
     def apply(self, obj: dict) -> tuple[dict, bool]:
         """Create or replace an object; (stored object, True if it was created)."""
-        kind, meta = obj["kind"], obj["metadata"]
-        namespace = meta.get("namespace", "")
-        collection = _collection(kind, namespace)
-        query = [("fieldManager", FIELD_MANAGER)]
-        existing = self.get_or_none(kind, meta["name"], namespace)
+        meta = obj["metadata"]
+        existing = self.get_or_none(obj["kind"], meta["name"], meta.get("namespace", ""))
         if existing is None:
             try:
-                return self.request("POST", collection, body=obj, query=query), True
+                return self.create(obj), True
             except KubeError as error:
                 if error.kind != "conflict":  # 409 AlreadyExists: created meanwhile, replace it
                     raise
-                existing = self.get(kind, meta["name"], namespace)
-        body = json.loads(json.dumps(obj))
-        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        return self.request("PUT", f"{collection}/{meta['name']}", body=body, query=query), False
+                existing = self.get(obj["kind"], meta["name"], meta.get("namespace", ""))
+        return self.replace(obj, existing["metadata"]["resourceVersion"]), False
 
     def delete(self, kind: str, name: str, namespace: str = "") -> bool:
         """Delete an object (background propagation); False if it was already gone."""

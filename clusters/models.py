@@ -20,6 +20,7 @@ from clusters.validators import (
     validate_dns_subdomain,
     validate_image_reference,
     validate_image_tag,
+    validate_namespace_list,
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
@@ -27,6 +28,10 @@ from core.fields import EncryptedTextField
 
 def default_suite_namespace() -> str:
     return settings.APPARATE_SUITE_NAMESPACE
+
+
+def default_deploy_namespaces() -> list[str]:
+    return ["default"]
 
 
 class Cluster(models.Model):
@@ -56,6 +61,10 @@ class Cluster(models.Model):
     auto_label = models.BooleanField(
         "label new compatible nodes on sync", default=False,
         help_text="Each sync labels compatible nodes seen for the first time.",
+    )
+    deploy_namespaces = models.JSONField(
+        "deploy namespaces", default=default_deploy_namespaces, blank=True, validators=[validate_namespace_list],
+        help_text="The namespaces operators may deploy into (none: no deploys on this cluster).",
     )
     connection_status = models.CharField(
         max_length=20, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN
@@ -203,7 +212,14 @@ class Suite(models.Model):
 
 
 class DeployRequest(models.Model):
-    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector)."""
+    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector).
+
+    A preview creates the row (previewed) with the plan's digest and YAML; only confirming that row
+    applies it, in a worker, and only if the objects it builds still have the previewed digest. The
+    confirmation is audited when it is made; previews and progress are not.
+    """
+
+    audit_log = False
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="deploys")
     instance = models.ForeignKey("registries.Instance", null=True, blank=True, on_delete=models.SET_NULL,
@@ -213,10 +229,15 @@ class DeployRequest(models.Model):
     replicas = models.PositiveIntegerField(default=1)
     image = models.CharField(max_length=512, validators=[validate_image_reference])
     accelerated = models.BooleanField(default=True, help_text="Scheduled onto labelled nodes only.")
-    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.SUCCEEDED)
+    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.PREVIEWED)
+    plan_digest = models.CharField(max_length=64, blank=True, help_text="sha256 of the previewed plan.")
+    plan_yaml = models.TextField("previewed YAML", blank=True)
+    warnings = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from clusters.actions import labelling, sync
+from clusters.actions import deploy, labelling, sync
 from clusters.actions import suite as suite_actions
 from clusters.choices import SuiteStatus
 from clusters.models import Cluster, Suite
@@ -29,6 +29,11 @@ def run_label_job(job_id: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_suite_operation(suite_id: int) -> None:
     suite_actions.run_suite_operation(suite_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_deploy_task(deploy_id: int) -> None:
+    deploy.run_deploy(deploy_id)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -56,6 +56,25 @@ def validate_dns_label(value: str) -> None:
         )
 
 
+MAX_DEPLOY_NAMESPACES = 100
+
+
+def validate_namespace_list(value) -> None:
+    """A list of distinct namespace names (the namespaces a cluster allows deploys into)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError("Give a list of namespace names.")
+    if len(value) > MAX_DEPLOY_NAMESPACES:
+        raise ValidationError(f"At most {MAX_DEPLOY_NAMESPACES} namespaces.")
+    for name in value:
+        try:
+            validate_dns_label(name)
+        except ValidationError:
+            raise ValidationError(f"'{name[:100]}' is not a namespace name: use at most 63 lower-case letters, digits "
+                                  "and '-', starting and ending with a letter or digit.") from None
+    if len(set(value)) != len(value):
+        raise ValidationError("Each namespace once.")
+
+
 def validate_dns_subdomain(value: str) -> None:
     """A Kubernetes object name (RFC 1123 subdomain, at most 253 chars)."""
     if len(value) > 253 or not DNS_SUBDOMAIN.match(value):

@@ -11,10 +11,11 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import escape
 
+from clusters.actions.deploy import run_deploy
 from clusters.actions.labelling import run_label_job
 from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation
 from clusters.actions.sync import sync_nodes
-from clusters.choices import SuiteOperation, SuiteStatus
+from clusters.choices import DeployStatus, SuiteOperation, SuiteStatus
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.models import AuditEntry
 from core.roles import Role
@@ -55,11 +56,20 @@ def test_admin_registers_cluster_from_kubeconfig_and_token_is_write_only(kube_em
     assert kube_emulator.token not in str(entry.changes)
 
     # Editing without a token keeps the stored one.
+    assert cluster.deploy_namespaces == ["default"] and 'value="default"' in page
     response = client.post(reverse("clusters:edit", args=[cluster.pk]), {
-        "name": "emu", "auth_method": "token", "server": kube_emulator.url, "auto_label": "on"})
+        "name": "emu", "auth_method": "token", "server": kube_emulator.url, "auto_label": "on",
+        "deploy_namespaces": "default, web web,,shop"})
     assert response.status_code == 302
     cluster.refresh_from_db()
     assert cluster.token == kube_emulator.token and cluster.auto_label
+    assert cluster.deploy_namespaces == ["default", "web", "shop"]
+    response = client.post(reverse("clusters:edit", args=[cluster.pk]), {
+        "name": "emu", "auth_method": "token", "server": kube_emulator.url, "deploy_namespaces": "web, Kube_System"})
+    assert response.status_code == 200
+    assert escape("'Kube_System' is not a namespace name") in response.content.decode()
+    cluster.refresh_from_db()
+    assert cluster.deploy_namespaces == ["default", "web", "shop"]
 
 
 MOVED_TOKEN = ("The API server is on another host now: give the bearer token again (the stored credentials are "
@@ -289,13 +299,37 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
     assert operator.get("/api/v1/deploys/images/").status_code == 400
     body = {"cluster": cluster_id, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 2,
             "image": "registry.example.com/team/shop:1.0"}
-    preview = operator.post("/api/v1/deploys/", {**body, "dry_run": True}, format="json").json()
-    assert preview["warnings"] == [] and "nodeSelector" in preview["yaml"] and not DeployRequest.objects.exists()
+    assert operator.post("/api/v1/deploys/", body, format="json").json()["namespace"] == [
+        "Deploys to emu may use only these namespaces: default. An admin can allow more on the cluster's settings."]
+    answer = operator.patch(f"/api/v1/clusters/{cluster_id}/", {"deploy_namespaces": ["default", "web"]},
+                            format="json")
+    assert answer.status_code == 403  # only admins change what operators may do
+    answer = admin.patch(f"/api/v1/clusters/{cluster_id}/", {"deploy_namespaces": ["default", "web"]}, format="json")
+    assert answer.status_code == 200 and answer.json()["deploy_namespaces"] == ["default", "web"]
+    bad = admin.patch(f"/api/v1/clusters/{cluster_id}/", {"deploy_namespaces": ["Kube System"]}, format="json")
+    assert bad.status_code == 400 and "'Kube System' is not a namespace name" in bad.json()["deploy_namespaces"][0]
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        preview = operator.post("/api/v1/deploys/", body, format="json")
+    assert preview.status_code == 201 and callbacks == [] and kube_emulator.names("deployments", "web") == []
+    preview = preview.json()
+    assert preview["status"] == "previewed" and preview["warnings"] == [] and "nodeSelector" in preview["yaml"]
     assert preview["image"] == preview["accelerated_image"] == "registry.example.com/team/shop:1.0-apparate"
-    created = operator.post("/api/v1/deploys/", body, format="json")
-    assert created.status_code == 201 and created.json()["status"] == "succeeded"
+    assert preview["original_image"] == "registry.example.com/team/shop:1.0" and len(preview["plan_digest"]) == 64
+    confirm = f"/api/v1/deploys/{preview['id']}/confirm/"
+    assert operator.post(confirm, {}, format="json").status_code == 400
+    wrong = operator.post(confirm, {"plan_digest": "0" * 64}, format="json")
+    assert wrong.status_code == 409 and wrong.json()["detail"].startswith("The deploy changed since its preview")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        created = operator.post(confirm, {"plan_digest": preview["plan_digest"]}, format="json")
+    assert created.status_code == 202 and created.json()["status"] == "pending" and len(callbacks) == 1
     assert created.json()["image"] == "registry.example.com/team/shop:1.0-apparate" and created.json()["accelerated"]
+    run_deploy(preview["id"])
+    watched = operator.get(f"/api/v1/deploys/{preview['id']}/").json()
+    assert watched["status"] == "succeeded" and watched["message"].startswith("Deployment web/shop applied")
     assert kube_emulator.get_object("deployments", "shop", "web")["spec"]["replicas"] == 2
+    again = operator.post(confirm, {"plan_digest": preview["plan_digest"]}, format="json")
+    assert again.status_code == 409 and "already confirmed" in again.json()["detail"]
     wrong = operator.post("/api/v1/deploys/", {**body, "image": "docker.io/library/nginx:1"}, format="json")
     assert wrong.status_code == 400 and "instance's registry" in str(wrong.json()["image"])
     malformed = operator.post("/api/v1/deploys/", {**body, "image": "registry.example.com/team/shop:-bad"},
@@ -308,7 +342,7 @@ def test_deploy_page_offers_accelerated_images_previews_then_applies(kube_emulat
                                                                     converted):
     add_fleet(kube_emulator)
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
-    cluster = register(kube_emulator)
+    cluster = register(kube_emulator, deploy_namespaces=["default", "web"])
     converted(instance, "team/shop", "1.0")
     converted(instance, "team/cart", "2.0", status="failed")
     client = client_as(Role.OPERATOR)
@@ -323,24 +357,54 @@ def test_deploy_page_offers_accelerated_images_previews_then_applies(kube_emulat
     form = {"cluster": cluster.pk, "instance": instance.pk, "namespace": "web", "name": "shop", "replicas": 1,
             "image": "registry.example.com/team/shop:1.0-apparate"}
     preview = client.post(reverse("clusters:deploy"), form).content.decode()
+    accelerated = DeployRequest.objects.get()
+    assert accelerated.status == DeployStatus.PREVIEWED and accelerated.accelerated
+    assert f'name="preview" value="{accelerated.pk}"' in preview
     assert "No node of this cluster carries the acceleration label" in preview
     assert "Use the original image instead" in preview and "cloud.tencent.com/apparate" in preview
     assert kube_emulator.get_object("deployments", "shop", "web") is None
-    original = client.post(reverse("clusters:deploy"), {**form, "use_original": "on", "confirm": "1"})
-    assert original.status_code == 302
+
+    # The reported bypass: after previewing the twin, deploy the original (no nodeSelector) with that preview.
+    bypass = client.post(reverse("clusters:deploy"), {**form, "preview": accelerated.pk, "use_original": "on",
+                                                      "confirm": "1"})
+    text = bypass.content.decode()
+    assert bypass.status_code == 200 and "The deploy changed since its preview" in text
+    assert DeployRequest.objects.get(pk=accelerated.pk).status == DeployStatus.PREVIEWED
+    assert kube_emulator.names("deployments") == [] and kube_emulator.names("secrets", "web") == []
+    original = DeployRequest.objects.exclude(pk=accelerated.pk).get()  # the new preview is shown instead
+    assert not original.accelerated and f'name="preview" value="{original.pk}"' in text
+    assert "Deploys the original image" in text and "nodeSelector" not in original.plan_yaml
+    # No preview at all: refused too.
+    unpreviewed = client.post(reverse("clusters:deploy"), {**form, "confirm": "1"})
+    assert "There is no such preview" in unpreviewed.content.decode()
+
+    confirmed = client.post(reverse("clusters:deploy"), {**form, "preview": original.pk, "use_original": "on",
+                                                         "confirm": "1"})
+    assert confirmed.status_code == 302 and confirmed.url == reverse("clusters:deploy-detail", args=[original.pk])
+    watching = client.get(confirmed.url, {"progress": 1}, HTTP_HX_REQUEST="true")
+    assert watching.status_code == 200 and 'hx-trigger="every 1s"' in watching.content.decode()
+    run_deploy(original.pk)
+    done = client.get(confirmed.url, {"progress": 1}, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "Deployment web/shop applied with registry.example.com/team/shop:1.0" in \
+        done.content.decode() and "every 1s" not in done.content.decode()
     deployment = kube_emulator.get_object("deployments", "shop", "web")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/team/shop:1.0"
     assert "nodeSelector" not in deployment["spec"]["template"]["spec"]
+    detail = client.get(reverse("clusters:detail", args=[cluster.pk])).content.decode()
+    assert reverse("clusters:deploy-detail", args=[original.pk]) in detail
+    assert reverse("clusters:deploy-detail", args=[accelerated.pk]) not in detail  # previews are not deploys
 
     typed = client.post(reverse("clusters:deploy"), {**form, "image": "registry.example.com/team/cart:2.0"})
     assert "has no current accelerated twin" in typed.content.decode()
     assert "Use the original image instead" not in typed.content.decode()
+    elsewhere = client.post(reverse("clusters:deploy"), {**form, "namespace": "kube-system"})
+    assert "may use only these namespaces: default, web" in elsewhere.content.decode()
     bad = client.post(reverse("clusters:deploy"), {**form, "name": "Bad Name", "replicas": 0,
                                                    "image": "registry.example.com/Team/shop"})
     text = bad.content.decode()
     assert bad.status_code == 200 and "Ensure this value is greater than or equal to 1" in text
     assert "not a valid repository path component" in text
-    assert DeployRequest.objects.count() == 1
+    assert DeployRequest.objects.exclude(status=DeployStatus.PREVIEWED).count() == 1
 
 
 def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, instance, admin_user):
