@@ -16,6 +16,15 @@ class ConnectionStatus(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class SyncStatus(models.TextChoices):
+    IDLE = "idle", "Idle"
+    QUEUED = "queued", "Sync queued"
+    RUNNING = "running", "Syncing"
+
+
+SYNC_BUSY = {SyncStatus.QUEUED, SyncStatus.RUNNING}
+
+
 class Compatibility(models.TextChoices):
     COMPATIBLE = "compatible", "Compatible"
     WARNING = "warning", "Compatible, with a warning"
@@ -95,6 +104,8 @@ COLOURS = {
     ConnectionStatus.UNREACHABLE: "red",
     ConnectionStatus.UNAUTHORIZED: "red",
     ConnectionStatus.ERROR: "red",
+    SyncStatus.QUEUED: "blue",
+    SyncStatus.RUNNING: "blue",
     Compatibility.COMPATIBLE: "green",
     Compatibility.WARNING: "amber",
     Compatibility.INCOMPATIBLE: "red",

@@ -13,6 +13,7 @@ from clusters.choices import (
     LabelResultStatus,
     SuiteOperation,
     SuiteStatus,
+    SyncStatus,
 )
 from clusters.validators import (
     validate_api_server_url,
@@ -73,6 +74,9 @@ class Cluster(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.IDLE,
+                                   help_text="Whether a node sync asked for is queued or running.")
+    sync_message = models.TextField(blank=True, help_text="What the last sync found, or why it failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

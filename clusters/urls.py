@@ -19,6 +19,7 @@ urlpatterns = [
     path("<int:pk>/delete/", views.cluster_delete, name="delete"),
     path("<int:pk>/test/", views.cluster_test, name="test"),
     path("<int:pk>/sync/", views.cluster_sync, name="sync"),
+    path("<int:pk>/sync/status/", views.cluster_sync_status, name="sync-status"),
     path("<int:pk>/suite/", views.suite_operate, name="suite"),
     path("<int:pk>/suite/status/", views.suite_status, name="suite-status"),
     path("<int:pk>/helm-chart/", views.helm_chart, name="helm-chart"),

@@ -42,9 +42,10 @@ class ClusterSerializer(serializers.ModelSerializer):
                   "ca_data", "insecure_skip_tls_verify", "tls_server_name", "token", "has_token", "auto_label",
                   "deploy_namespaces",
                   "connection_status", "server_version", "last_checked_at", "last_error", "last_synced_at",
+                  "sync_status", "sync_message",
                   "node_count", "compatible_count", "labelled_count", "ready_count", "created_at", "updated_at"]
         read_only_fields = ["context_name", "connection_status", "server_version", "last_checked_at", "last_error",
-                            "last_synced_at", "created_at", "updated_at"]
+                            "last_synced_at", "sync_status", "sync_message", "created_at", "updated_at"]
         extra_kwargs = {"server": {"required": False}}
 
     def get_has_token(self, cluster) -> bool:

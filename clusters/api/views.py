@@ -14,7 +14,7 @@ from clusters import helm
 from clusters.actions.deploy import DeployRefused, accelerated_images, confirm_deploy, plan_deploy, preview_deploy
 from clusters.actions.labelling import request_labelling, select_nodes
 from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
-from clusters.actions.sync import annotate_counts, sync_nodes, test_connection
+from clusters.actions.sync import annotate_counts, request_sync, test_connection
 from clusters.api.serializers import (
     AcceleratedImageSerializer,
     ClusterSerializer,
@@ -27,6 +27,7 @@ from clusters.api.serializers import (
     SuiteRequestSerializer,
     SuiteSerializer,
 )
+from clusters.kube import Connection
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.roles import Role, has_role
 from registries.models import Instance
@@ -51,14 +52,21 @@ class ClusterViewSet(viewsets.ModelViewSet):
         ok, message = test_connection(self.get_object())
         return Response({"ok": ok, "message": message}, status=status.HTTP_200_OK)
 
-    @extend_schema(request=None)
+    def perform_create(self, serializer):
+        request_sync(serializer.save(), test_first=True)
+
+    def perform_update(self, serializer):
+        before = Connection.of(serializer.instance)
+        cluster = serializer.save()
+        if Connection.of(cluster) != before:
+            request_sync(cluster, test_first=True)
+
+    @extend_schema(request=None, responses={202: ClusterSerializer})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
-        result = sync_nodes(self.get_object())
-        body = {"ok": result.ok, "message": result.message, "created": result.created, "updated": result.updated,
-                "removed": result.removed,
-                "auto_label_job": result.auto_label_job.pk if result.auto_label_job else None}
-        return Response(body, status=status.HTTP_200_OK if result.ok else status.HTTP_502_BAD_GATEWAY)
+        """Queue a node sync; watch the cluster's `sync_status` (queued, running, idle) and `sync_message`."""
+        cluster = request_sync(self.get_object())
+        return Response(self.get_serializer(cluster).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=SuiteRequestSerializer, responses=SuiteSerializer)
     @action(detail=True, methods=["get", "post"])

@@ -14,7 +14,7 @@ from django.utils.html import escape
 from clusters.actions.deploy import run_deploy
 from clusters.actions.labelling import run_label_job
 from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation
-from clusters.actions.sync import sync_nodes
+from clusters.actions.sync import run_sync, sync_nodes
 from clusters.choices import DeployStatus, SuiteOperation, SuiteStatus
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.models import AuditEntry
@@ -163,12 +163,15 @@ def test_operator_cannot_register_a_cluster(client_as, kube_emulator):
     assert response.status_code == 403 and not Cluster.objects.exists()
 
 
-def test_cluster_pages_show_counts_nodes_and_reasons(kube_emulator, register, client_as):
+def test_cluster_pages_show_counts_nodes_and_reasons(kube_emulator, register, client_as,
+                                                     django_capture_on_commit_callbacks):
     add_fleet(kube_emulator)
     cluster = register(kube_emulator)
     client = client_as(Role.OPERATOR)
-    response = client.post(reverse("clusters:sync", args=[cluster.pk]))
-    assert response.status_code == 302
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(reverse("clusters:sync", args=[cluster.pk]))
+    assert response.status_code == 302 and len(callbacks) == 1
+    run_sync(cluster.pk)
     listing = client.get(reverse("clusters:list")).content.decode()
     assert '<td class="num">4</td>' in listing and '<td class="num">3</td>' in listing
     detail = client.get(reverse("clusters:detail", args=[cluster.pk])).content.decode()
@@ -254,15 +257,24 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
     response = operator.post("/api/v1/clusters/", {"name": "emu", "server": kube_emulator.url, "token": "t"},
                              format="json")
     assert response.status_code == 403
-    response = admin.post("/api/v1/clusters/", {"name": "emu", "server": kube_emulator.url,
-                                                "token": kube_emulator.token}, format="json")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin.post("/api/v1/clusters/", {"name": "emu", "server": kube_emulator.url,
+                                                    "token": kube_emulator.token}, format="json")
     assert response.status_code == 201 and "token" not in response.json() and response.json()["has_token"]
+    assert response.json()["sync_status"] == "queued" and len(callbacks) == 1  # test and sync, in a worker
     cluster_id = response.json()["id"]
     bad = admin.post("/api/v1/clusters/", {"name": "bad", "kubeconfig": "{oops"}, format="json")
     assert bad.status_code == 400 and "not valid YAML" in str(bad.json()["kubeconfig"])
 
     assert operator.post(f"/api/v1/clusters/{cluster_id}/test-connection/").json()["ok"]
-    assert operator.post(f"/api/v1/clusters/{cluster_id}/sync/").json()["created"] == 4
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        queued = operator.post(f"/api/v1/clusters/{cluster_id}/sync/")
+    assert queued.status_code == 202 and queued.json()["sync_status"] == "queued"
+    assert callbacks == []  # the sync queued at registration has not run yet: not queued twice
+    assert run_sync(cluster_id, test_first=True) == "4 nodes: 4 new, 0 changed, 0 removed."
+    synced = operator.get(f"/api/v1/clusters/{cluster_id}/").json()
+    assert (synced["sync_status"], synced["sync_message"]) == ("idle", "4 nodes: 4 new, 0 changed, 0 removed.")
+    assert synced["connection_status"] == "ok" and synced["server_version"] == "v1.28.4"
     listing = operator.get("/api/v1/clusters/").json()["results"][0]
     assert (listing["node_count"], listing["compatible_count"], listing["labelled_count"]) == (4, 3, 0)
     incompatible = operator.get("/api/v1/nodes/", {"compatibility": "incompatible"}).json()["results"]
@@ -483,3 +495,72 @@ def test_admin_removes_a_cluster_and_admin_site_lists_every_model(kube_emulator,
     response = client.post(reverse("clusters:delete", args=[cluster.pk]))
     assert response.status_code == 302 and not Cluster.objects.exists() and not Node.objects.exists()
     assert kube_emulator.names("nodes")  # nothing changed in the cluster itself
+
+
+def test_sync_runs_in_a_worker_and_the_page_polls_it(kube_emulator, register, client_as,
+                                                     django_capture_on_commit_callbacks):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator, auto_label=True)
+    client = client_as(Role.OPERATOR)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        queued = client.post(reverse("clusters:sync", args=[cluster.pk]), HTTP_HX_REQUEST="true")
+        again = client.post(reverse("clusters:sync", args=[cluster.pk]), HTTP_HX_REQUEST="true")
+    assert len(callbacks) == 1  # a sync already queued is not queued twice
+    assert kube_emulator.count("GET", "^/api/v1/nodes$") == 0  # the request did not sync
+    for response in (queued, again):
+        text = response.content.decode()
+        assert response.status_code == 200 and 'id="cluster-overview"' in text and 'hx-trigger="every 1s"' in text
+        assert "Sync queued" in text
+    status_url = reverse("clusters:sync-status", args=[cluster.pk])
+    polling = client_as(Role.VIEWER).get(status_url, HTTP_HX_REQUEST="true")
+    assert polling.status_code == 200 and "HX-Trigger" not in polling.headers
+
+    message = run_sync(cluster.pk)
+    job = LabelJob.objects.get()
+    assert message == f"4 nodes: 4 new, 0 changed, 0 removed. The auto-label policy started label job #{job.pk}."
+    done = client.get(status_url, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and done.headers["HX-Trigger"] == '{"nodes-synced": {}}'
+    text = done.content.decode()
+    assert "every 1s" not in text and message in text and "4 · 3 compatible" in text
+    nodes = client.get(reverse("clusters:detail", args=[cluster.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="nodes-synced from:body"' in nodes and "node-docker" in nodes
+
+    kube_emulator.token_expired = True
+    assert "expired" in run_sync(cluster.pk)
+    cluster.refresh_from_db()
+    assert cluster.sync_status == "idle" and cluster.connection_status == "unauthorized"
+    page = client.post(reverse("clusters:sync", args=[cluster.pk]))  # without htmx: back to the page
+    assert page.status_code == 302 and page.url == reverse("clusters:detail", args=[cluster.pk])
+
+
+def test_registering_a_cluster_tests_and_syncs_it_in_a_worker(kube_emulator, client_as,
+                                                              django_capture_on_commit_callbacks):
+    add_fleet(kube_emulator)
+    client = client_as(Role.ADMIN)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(reverse("clusters:create"), {
+            "name": "emu", "auth_method": "token", "server": kube_emulator.url, "token": kube_emulator.token})
+    cluster = Cluster.objects.get()
+    assert response.status_code == 302 and len(callbacks) == 1 and cluster.sync_status == "queued"
+    assert kube_emulator.requests == []  # nothing was called from the request
+    detail = client.get(reverse("clusters:detail", args=[cluster.pk])).content.decode()
+    assert "Sync queued" in detail and 'hx-trigger="every 1s"' in detail
+    run_sync(cluster.pk, test_first=True)
+    cluster.refresh_from_db()
+    assert (cluster.connection_status, cluster.server_version, cluster.sync_status) == ("ok", "v1.28.4", "idle")
+    assert cluster.last_synced_at is not None and cluster.nodes.count() == 4
+
+    # An edit that changes no connection setting queues nothing; a new token does.
+    edit = reverse("clusters:edit", args=[cluster.pk])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(edit, {"name": "emu", "auth_method": "token", "server": kube_emulator.url,
+                           "description": "prod", "deploy_namespaces": "default"})
+    assert callbacks == []
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(edit, {"name": "emu", "auth_method": "token", "server": kube_emulator.url, "token": "rotated",
+                           "deploy_namespaces": "default"})
+    assert len(callbacks) == 1
+    # A failing connection test is what the sync reports; no node list is read then.
+    listed = kube_emulator.count("GET", "^/api/v1/nodes$")
+    assert "expired" in run_sync(cluster.pk, test_first=True)
+    assert kube_emulator.count("GET", "^/api/v1/nodes$") == listed
