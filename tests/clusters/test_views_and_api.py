@@ -237,6 +237,7 @@ def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, inst
         ("post", "/api/v1/label-jobs/", {"nodes": [node.pk]}),
         ("post", "/api/v1/deploys/", {"cluster": cluster.pk, "instance": instance.pk, "namespace": "default",
                                       "name": "x", "image": "registry.example.com/a:1"}),
+        ("post", "/api/v1/deploys/1/confirm/", {"plan_digest": "0" * 64}),
     ]:
         assert getattr(api, method)(url, data, format="json").status_code == 403, url
     assert web.get(reverse("clusters:helm-chart", args=[cluster.pk])).status_code == 403
