@@ -237,7 +237,8 @@ def confirm_deploy(deploy_id, user, digest: str) -> DeployRequest:
         if user is None or deploy.requested_by_id != user.pk:
             raise DeployRefused("Only the user who previewed a deploy can confirm it: preview it yourself.")
         if deploy.created_at < timezone.now() - PREVIEW_TTL:
-            raise DeployRefused("The preview is older than 15 minutes: preview the deploy again.")
+            raise DeployRefused(f"The preview is older than {PREVIEW_TTL.seconds // 60} minutes: preview the deploy "
+                                "again.")
         if digest != deploy.plan_digest:
             raise DeployRefused("The deploy changed since its preview (its fields, or the image's twin): review the "
                                 "new preview and confirm that one.")
