@@ -31,12 +31,29 @@ def run_suite_operation(suite_id: int) -> None:
     suite_actions.run_suite_operation(suite_id)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
-def watch_rollout(self, suite_id: int) -> None:
-    """Refresh the rollout status every second until it is ready, failed or superseded."""
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def watch_rollout(suite_id: int, watch_id: str = "") -> None:
+    """Refresh the rollout every second until it is ready, failed or superseded (another chain took over)."""
     suite = Suite.objects.select_related("cluster").filter(pk=suite_id).first()
-    if suite is None or suite.status != SuiteStatus.ROLLING_OUT:
+    if suite is None or suite.status != SuiteStatus.ROLLING_OUT or suite.watch_id != watch_id:
         return
     suite = suite_actions.refresh_rollout(suite)
     if suite.status == SuiteStatus.ROLLING_OUT and not settings.CELERY_TASK_ALWAYS_EAGER:
-        watch_rollout.apply_async((suite_id,), countdown=1)
+        watch_rollout.apply_async((suite_id, watch_id), countdown=1)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def watch_cleanup(suite_id: int, watch_id: str = "") -> None:
+    """Refresh an uninstall's wait for the nodes every second, until the suite is deleted, failed or superseded."""
+    suite = Suite.objects.select_related("cluster").filter(pk=suite_id).first()
+    if suite is None or suite.status != SuiteStatus.CLEANING_NODES or suite.watch_id != watch_id:
+        return
+    suite = suite_actions.refresh_cleanup(suite)
+    if suite.status == SuiteStatus.CLEANING_NODES and not settings.CELERY_TASK_ALWAYS_EAGER:
+        watch_cleanup.apply_async((suite_id, watch_id), countdown=1)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def recover_stale_suites() -> list[int]:
+    """Periodic (CELERY_BEAT_SCHEDULE["clusters-recover-suites"]): take up suite operations whose worker died."""
+    return suite_actions.recover_stale_suites()
