@@ -95,6 +95,7 @@ def awaiting_cleanup(nodes: list[dict], agent_pods: list[dict]) -> dict[str, str
         elif not _pod_running(pod):
             phase = (pod.get("status") or {}).get("phase", "Pending")
             waiting[name] = f"the agent pod is {phase} ({last})"
-        else:
-            waiting[name] = f"the agent has not cleaned up yet ({last}: {report['reason']})"
+        else:  # still installed, or its cleanup failed (the reason then says why)
+            why = f": {report['reason']}" if report["code"] != READY and report["reason"] else ""
+            waiting[name] = f"the agent has not cleaned up yet ({last}{why})"
     return waiting
