@@ -12,6 +12,7 @@ import base64
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,13 @@ from agent.cluster import ClusterLink
 from agent.run import run
 from clusters import manifests
 from clusters.actions.labelling import request_labelling, run_label_job
-from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation, suite_params
+from clusters.actions.suite import (
+    refresh_cleanup,
+    refresh_rollout,
+    request_suite_operation,
+    run_suite_operation,
+    suite_params,
+)
 from clusters.actions.sync import sync_nodes
 from clusters.choices import AuthMethod, LabelOperation, LazyPull, SuiteOperation, SuiteStatus
 from clusters.models import Cluster, Node
@@ -85,8 +92,28 @@ def wait_for(predicate, timeout: float = 90.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_labelled_node_lazy_pulls_reports_ready_and_is_restored_when_the_label_goes(
-        make_node, registry, counting_proxy, registry_name, kube_emulator_factory, tmp_path, settings):
+@dataclass
+class Setup:
+    emulator: object
+    cluster: Cluster
+    suite: object
+    node: object
+    host: str
+    image: object
+    original: bytes
+    stop: threading.Event
+    agent: threading.Thread
+
+    def finish(self) -> None:
+        """SIGTERM, and the agent's end."""
+        self.stop.set()
+        self.agent.join(timeout=180)
+        assert not self.agent.is_alive()
+
+
+@pytest.fixture
+def one_click(make_node, registry, counting_proxy, registry_name, kube_emulator_factory, tmp_path, settings):
+    """The console labels node-1 and installs the suite; the agent's pod runs on node-1 until `finish()`."""
     proxy = counting_proxy(registry.url)
     host = f"{registry_name}:{proxy.port}"
     image = push_lazy_image(tmp_path, registry.url, "team/app")
@@ -100,7 +127,6 @@ def test_a_labelled_node_lazy_pulls_reports_ready_and_is_restored_when_the_label
     instance = Instance.objects.create(name="local", url=f"http://{host}")
     sync_nodes(cluster)
 
-    # One click: label the node, install the suite.
     run_label_job(request_labelling(None, Node.objects.filter(name="node-1"), LabelOperation.LABEL).pk)
     suite = run_suite_operation(request_suite_operation(cluster, SuiteOperation.INSTALL, instance=instance).pk)
     assert suite.status == SuiteStatus.ROLLING_OUT, suite.last_error
@@ -121,6 +147,7 @@ def test_a_labelled_node_lazy_pulls_reports_ready_and_is_restored_when_the_label
     stop = threading.Event()
     agent = threading.Thread(target=run, args=(node.agent(), node.config_dir, link, stop, 0.3))
     agent.start()
+    setup = Setup(emulator, cluster, suite, node, host, image, original, stop, agent)
     try:
         reported = wait_for(lambda: (report.read_report(emulator.node("node-1")) or {}).get("ready"),
                             what="the agent's ready report")
@@ -130,31 +157,56 @@ def test_a_labelled_node_lazy_pulls_reports_ready_and_is_restored_when_the_label
                                                                pod["metadata"]["name"])
         assert sent["containerd_version"].startswith("1.6.")
         assert sent["revision"] == manifests.config_hash(suite_params(suite))
-
-        # The console sees it: the suite is ready, the node is ready to lazy-pull.
-        assert refresh_rollout(suite).status == SuiteStatus.READY
-        sync_nodes(cluster)
-        assert {n.name: (n.lazy_pull, n.lazy_pull_reason) for n in Node.objects.filter(cluster=cluster)} == {
-            "node-1": (LazyPull.READY, ""), "node-2": (LazyPull.NOT_LABELLED, "")}
-
-        # And it does: kubelet's pull of the twin mounts remote snapshots, with no layer blob stored.
-        node.cri().pull(image.ref(host))
-        assert len(node.fuse_mounts()) == len(image.layer_sizes)
-        assert not node.content_digests() & set(image.layer_sizes)
-
-        # The label goes (the console's unlabel job): the DaemonSet's pod on node-1 is deleted.
-        run_label_job(request_labelling(None, Node.objects.filter(name="node-1"), LabelOperation.UNLABEL).pk)
-        wait_for(lambda: pod_on(emulator, "node-1") is None, what="the pod's deletion")
+        yield setup
     finally:
-        stop.set()  # SIGTERM
+        stop.set()
         agent.join(timeout=180)
-    assert not agent.is_alive()
 
-    assert Path(node.paths.containerd_config).read_bytes() == original  # byte for byte
-    assert report.read_report(emulator.node("node-1"))["code"] == "removed"
-    assert node.cri().status(image.ref(host)) is None  # the lazily pulled twin went with the snapshotter
+
+def assert_restored(setup: Setup) -> None:
+    node = setup.node
+    assert Path(node.paths.containerd_config).read_bytes() == setup.original  # byte for byte
+    assert node.cri().status(setup.image.ref(setup.host)) is None  # the lazily pulled twin went with the snapshotter
     assert node.fuse_mounts() == []
     assert not Path(node.paths.unit_file).exists() and not Path(node.paths.state_dir).exists()
+
+
+def test_a_labelled_node_lazy_pulls_reports_ready_and_is_restored_when_the_label_goes(one_click):
+    emulator, cluster, suite, node = one_click.emulator, one_click.cluster, one_click.suite, one_click.node
+    # The console sees it: the suite is ready, the node is ready to lazy-pull.
+    assert refresh_rollout(suite).status == SuiteStatus.READY
+    sync_nodes(cluster)
+    assert {n.name: (n.lazy_pull, n.lazy_pull_reason) for n in Node.objects.filter(cluster=cluster)} == {
+        "node-1": (LazyPull.READY, ""), "node-2": (LazyPull.NOT_LABELLED, "")}
+
+    # And it does: kubelet's pull of the twin mounts remote snapshots, with no layer blob stored.
+    node.cri().pull(one_click.image.ref(one_click.host))
+    assert len(node.fuse_mounts()) == len(one_click.image.layer_sizes)
+    assert not node.content_digests() & set(one_click.image.layer_sizes)
+
+    # The label goes (the console's unlabel job): the DaemonSet's pod on node-1 is deleted, the agent stopped.
+    run_label_job(request_labelling(None, Node.objects.filter(name="node-1"), LabelOperation.UNLABEL).pk)
+    wait_for(lambda: pod_on(emulator, "node-1") is None, what="the pod's deletion")
+    one_click.finish()
+
+    assert_restored(one_click)
+    assert report.read_report(emulator.node("node-1"))["code"] == "removed"
     sync_nodes(cluster)
     assert Node.objects.values_list("lazy_pull", "lazy_pull_reason").get(name="node-1") == (LazyPull.NOT_LABELLED, "")
 
+
+def test_the_console_uninstall_waits_for_the_node_then_deletes_the_suite(one_click):
+    emulator, cluster, node = one_click.emulator, one_click.cluster, one_click.node
+    node.cri().pull(one_click.image.ref(one_click.host))
+
+    suite = run_suite_operation(request_suite_operation(cluster, SuiteOperation.UNINSTALL).pk)
+    assert suite.status == SuiteStatus.CLEANING_NODES
+    # The running agent sees `mode: uninstall`, cleans its node up and confirms; then the suite goes.
+    suite = wait_for(lambda: (s := refresh_cleanup(suite)).status == SuiteStatus.NOT_INSTALLED and s,
+                     what="the uninstall")
+    assert_restored(one_click)
+    assert emulator.names("daemonsets", NAMESPACE) == [] and emulator.names("configmaps", NAMESPACE) == []
+    assert report.read_report(emulator.node("node-1")) is None  # the confirmation was taken off the node
+    one_click.finish()  # the pod stops (its DaemonSet is gone): nothing more is done on the node
+    assert Path(node.paths.containerd_config).read_bytes() == one_click.original
+    assert node.services.verbs("containerd") == ["restart", "restart"]  # install, uninstall: once each
