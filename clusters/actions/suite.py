@@ -278,18 +278,19 @@ def rollout_rows(nodes: list[dict], pods: list[dict], revision: str) -> list[dic
     return rows
 
 
-def _read_agents(suite: Suite) -> tuple[dict | None, list[dict], list[dict]]:
+def _read_agents(suite: Suite, node_selector: str = "") -> tuple[dict | None, list[dict], list[dict]]:
     with session_for(suite.cluster) as session:
         ds = session.get_or_none("DaemonSet", manifests.AGENT, suite.namespace)
-        nodes = session.list("Node")
+        nodes = session.list("Node", label_selector=node_selector)
         pods = agent_pods(session, suite.namespace)
     return ds, nodes, pods
 
 
 def refresh_rollout(suite: Suite) -> Suite:
     """Read the DaemonSet, its pods and the labelled nodes' agent reports; ready when all report ready."""
-    try:
-        ds, nodes, pods = _read_agents(suite)
+    labelled = f"{settings.APPARATE_NODE_LABEL_KEY}={settings.APPARATE_NODE_LABEL_VALUE}"
+    try:  # the labelled nodes only: a rollout concerns no other
+        ds, nodes, pods = _read_agents(suite, labelled)
     except KubeError as error:
         suite.last_error = error.message
         _save_watched(suite, SuiteStatus.ROLLING_OUT)
