@@ -387,3 +387,19 @@ def test_the_periodic_recovery_takes_up_dead_operations_in_a_real_worker(kube_em
     _wait_for(lambda: Suite.objects.get(pk=suite.pk).status == SuiteStatus.NOT_INSTALLED or emulated_agents.tick())
     assert installed(kube_emulator) == {}
     assert f"suite={suite.pk} action=take-over status=applying" in celery_worker.log()
+
+
+def test_the_agent_config_follows_the_instance_scheme_and_ca(kube_emulator_factory, kube_emulator, labelled_cluster,
+                                                             admin_user):
+    ca = kube_emulator_factory(tls=True).ca_pem  # any real CA certificate
+    private = Instance.objects.create(name="private", url="https://registry.internal:8443", ca_bundle=ca)
+    operate(labelled_cluster, SuiteOperation.INSTALL, admin_user, instance=private)
+    config = kube_emulator.get_object("configmaps", "apparate-agent-config", "apparate-system")["data"]
+    assert json.loads(config["agent.json"])["registries"] == [{"ca": ca.strip(), "url": "https://registry.internal:8443"}]
+
+    plain = Instance.objects.create(name="plain", url="http://10.0.0.5:5000", ca_bundle=ca)  # a CA means nothing here
+    operate(labelled_cluster, SuiteOperation.UPGRADE, admin_user, instance=plain)
+    config = kube_emulator.get_object("configmaps", "apparate-agent-config", "apparate-system")["data"]
+    assert json.loads(config["agent.json"])["registries"] == [{"url": "http://10.0.0.5:5000"}]
+    secret = kube_emulator.get_object("secrets", "apparate-registry-credentials", "apparate-system")
+    assert json.loads(base64.b64decode(secret["data"][".dockerconfigjson"])) == {"auths": {}}  # anonymous
