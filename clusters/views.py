@@ -50,7 +50,8 @@ operator_writes = role_required(read_role=Role.OPERATOR, write_role=Role.OPERATO
 
 
 def _label_context() -> dict:
-    return {"label_key": settings.APPARATE_NODE_LABEL_KEY, "label_value": settings.APPARATE_NODE_LABEL_VALUE}
+    return {"label_key": settings.APPARATE_NODE_LABEL_KEY, "label_value": settings.APPARATE_NODE_LABEL_VALUE,
+            "label_effects": LabelForm.EFFECTS}
 
 
 def _filtered_nodes(request, nodes):
@@ -235,7 +236,8 @@ def suite_operate(request, pk):
         data = form.cleaned_data
         try:
             request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
-                                            namespace=data["namespace"], version=data["version"])
+                                            namespace=data["namespace"], version=data["version"],
+                                            force=data["force"])
         except (SuiteBusy, SuiteNotInstalled, ValueError) as error:
             messages.error(request, str(error))
         else:

@@ -250,11 +250,24 @@ APPARATE_LABEL_CONCURRENCY = int(os.environ.get("APPARATE_LABEL_CONCURRENCY", "1
 APPARATE_LABEL_MAX_ATTEMPTS = int(os.environ.get("APPARATE_LABEL_MAX_ATTEMPTS", "5"))
 # Seconds between periodic node syncs of every cluster.
 APPARATE_NODE_SYNC_INTERVAL = float(os.environ.get("APPARATE_NODE_SYNC_INTERVAL", "300"))
-# Acceleration suite: namespace, node agent image and version, rollout watch timeout (seconds).
+# Acceleration suite: namespace, node agent image (built from agent/Dockerfile, `make agent-image`)
+# and version (its tag), rollout watch timeout (seconds).
 APPARATE_SUITE_NAMESPACE = os.environ.get("APPARATE_SUITE_NAMESPACE", "apparate-system")
-APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/containerd/stargz-snapshotter")
-APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "0.15.1")
+APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/apparate/agent")
+APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "1.0.0")
 APPARATE_SUITE_ROLLOUT_TIMEOUT = float(os.environ.get("APPARATE_SUITE_ROLLOUT_TIMEOUT", "900"))
+# Seconds an uninstall waits for every node's agent to confirm its cleanup before it may be forced.
+APPARATE_SUITE_UNINSTALL_TIMEOUT = float(os.environ.get("APPARATE_SUITE_UNINSTALL_TIMEOUT", "600"))
+# A suite operation that has not moved for this many seconds lost its worker: it is picked up again,
+# up to APPARATE_SUITE_MAX_ATTEMPTS times, then failed with that reason.
+APPARATE_SUITE_STALE_AFTER = float(os.environ.get("APPARATE_SUITE_STALE_AFTER", "300"))
+APPARATE_SUITE_MAX_ATTEMPTS = int(os.environ.get("APPARATE_SUITE_MAX_ATTEMPTS", "3"))
+# An agent report older than this (seconds) no longer counts: agents report at least every 300 s.
+APPARATE_AGENT_REPORT_STALE_AFTER = float(os.environ.get("APPARATE_AGENT_REPORT_STALE_AFTER", "900"))
+CELERY_BEAT_SCHEDULE["clusters-recover-suites"] = {
+    "task": "clusters.tasks.recover_stale_suites",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["clusters-sync-nodes"] = {
     "task": "clusters.tasks.sync_all_clusters",
     "schedule": APPARATE_NODE_SYNC_INTERVAL,
