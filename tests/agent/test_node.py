@@ -79,6 +79,40 @@ def test_a_twin_pulled_through_cri_is_lazy_and_runs(make_node, registry, lazy_im
     assert layer_bytes(proxy, lazy_image) < 0.15 * sum(lazy_image.layer_sizes.values())
 
 
+# The stargz snapshotter reads blobs in aligned units of its `chunk_size` (fs/remote's default,
+# 50,000 bytes, which the agent leaves as it is) and first probes each blob with a 2-byte range.
+SNAPSHOTTER_FETCH_UNIT = 50_000
+RANGE_PROBE = 2
+
+
+@pytest.mark.parametrize("prioritized", [(), ("/data/first.txt",)], ids=["no-prioritized-files", "prioritized"])
+def test_the_startup_figure_is_what_a_lazy_pull_fetches(make_node, registry, counting_proxy, registry_name, tmp_path,
+                                                        prioritized):
+    """The converter's per-layer startup figure (footer, TOC, prioritized region) against the bytes
+    a real lazy pull fetched before any container ran. Tolerance: the snapshotter rounds each range
+    it needs (the tail with footer and TOC; the head up to `.prefetch.landmark` when files are
+    prioritized) out to its fetch unit, so it may fetch up to one unit more per range, plus its probe."""
+    image = push_lazy_image(tmp_path, registry.url, "team/startup", prioritized=prioritized)
+    proxy = counting_proxy(registry.url)
+    host = f"{registry_name}:{proxy.port}"
+    node = make_node()
+    configure(node, f"http://{host}")
+    assert install_from(node.agent(), node.config_dir).ready
+
+    node.cri().pull(image.ref(host))
+
+    assert_lazy(node, image, proxy)
+    served = proxy.blob_bytes()
+    for digest, size in image.layer_sizes.items():
+        figure = image.startup_bytes[digest]
+        ranges = 2 if image.prioritized[digest] else 1  # a prefetch region is a second range
+        fetched = served[digest] - RANGE_PROBE
+        assert figure <= fetched <= min(size, figure + ranges * SNAPSHOTTER_FETCH_UNIT), (digest, figure, fetched)
+    # /data/first.txt lives in one layer only, and only that layer prefetches.
+    placed = [files for files in image.prioritized.values() if files]
+    assert placed == ([list(prioritized)] if prioritized else [])
+
+
 def test_without_the_agent_the_twin_is_pulled_in_full(make_node, registry, lazy_image, counting_proxy,
                                                       registry_name):
     proxy = counting_proxy(registry.url)
