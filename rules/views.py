@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from converter.reference import InvalidReference
-from core.htmx import success_redirect
+from core.htmx import next_url, success_redirect
 from core.roles import Role, role_required
 from registries.models import Instance
 from rules import actions
@@ -111,7 +111,7 @@ def rule_toggle(request, pk: int):
     actions.set_rule_enabled(rule, enabled == "true")
     if request.htmx:
         return render(request, "rules/rule_list.html#toggle", {"rule": rule})
-    return redirect(request.POST.get("next") or reverse("rules:list"))
+    return redirect(next_url(request, reverse("rules:list")))
 
 
 @require_POST
