@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuse oversized bodies before anything (CSRF, DRF parsers) reads them.
+    "core.errors.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -108,15 +110,21 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
+# Seconds a statement waits for a lock another connection holds before it fails; the web then
+# answers 503 with Retry-After (core.errors) instead of hanging.
+DATABASE_LOCK_TIMEOUT = float(os.environ.get("DATABASE_LOCK_TIMEOUT", "5"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker share the file: WAL and immediate transactions avoid
     # "database is locked" under concurrent writers.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        "timeout": DATABASE_LOCK_TIMEOUT,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={int(DATABASE_LOCK_TIMEOUT * 1000)}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -228,6 +236,10 @@ LOGGING = {
 # --- Product settings -------------------------------------------------------------------
 # Suffix of accelerated tags: `nginx:1.27` becomes `nginx:1.27-apparate`.
 APPARATE_ACCELERATED_SUFFIX = os.environ.get("APPARATE_ACCELERATED_SUFFIX", "-apparate")
+# Largest request body of any page or API call (bytes), refused with 413 before parsing
+# (core.errors.RequestBodyLimitMiddleware); webhooks have their own limit below.
+APPARATE_REQUEST_MAX_BYTES = int(os.environ.get("APPARATE_REQUEST_MAX_BYTES", str(1 << 20)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = APPARATE_REQUEST_MAX_BYTES
 # Largest webhook body accepted (bytes); larger answers 413.
 APPARATE_WEBHOOK_MAX_BYTES = int(os.environ.get("APPARATE_WEBHOOK_MAX_BYTES", str(1 << 20)))
 # Timeout (seconds) of each registry request, from the console ("Test connection") and the workers.

@@ -27,3 +27,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
 ]
+
+# Errors fit the client (JSON for the API, webhooks and metrics); database trouble answers 503.
+handler500 = "core.errors.server_error"
