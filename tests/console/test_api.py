@@ -73,6 +73,17 @@ def test_schema_and_docs_need_authentication():
     assert client.get("/api/v1/docs/").status_code in {401, 403}
 
 
+def test_schema_and_docs_need_a_role_not_just_a_login(api_as, client_as):
+    """A user without a group can log in, but reads nothing: not the schema and its docs either."""
+    nobody = api_as(Role.NONE)
+    assert nobody.get("/api/v1/schema/").status_code == 403
+    assert nobody.get("/api/v1/docs/").status_code == 403
+    assert nobody.get("/api/v1/docs/?script").status_code == 403
+    viewer = api_as(Role.VIEWER)
+    assert viewer.get("/api/v1/schema/").status_code == 200
+    assert viewer.get("/api/v1/docs/?script").status_code == 200
+
+
 def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
     client = client_as(Role.VIEWER)
     response = client.get("/api/v1/docs/")
@@ -86,13 +97,16 @@ def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
     for url in assets:
         asset = client.get(url)
         assert asset.status_code == 200, url
-    assert "/api/v1/schema/" in page
+    # No inline script or style (the CSP forbids them): Swagger UI's settings come as a script file.
+    assert "<style" not in page and not re.search(r"<script>|<script [^>]*>[^<]", page)
+    script = client.get("/api/v1/docs/?script").content.decode()
+    assert '"/api/v1/schema/"' in script
     assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|testserver)", page.replace("http://www.w3.org", ""))
 
 
 def test_swagger_ui_does_not_call_the_public_validator(client_as):
-    page = client_as(Role.VIEWER).get("/api/v1/docs/").content.decode()
-    assert '"validatorUrl": null' in page
+    script = client_as(Role.VIEWER).get("/api/v1/docs/?script").content.decode()
+    assert '"validatorUrl": null' in script
 
 
 def test_api_root_lists_every_app_endpoint(api_as):
