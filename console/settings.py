@@ -102,6 +102,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "core.context_processors.console",
             ],
+            # `|reveal` for text from outside, in every template without a {% load %}.
+            "builtins": ["core.templatetags.text_tags"],
         },
     },
 ]
