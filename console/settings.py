@@ -7,12 +7,13 @@ CELERY_BROKER_URL, SECRET_KEY, FIELD_ENCRYPTION_KEY and ALLOWED_HOSTS (see READM
 
 import contextlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from console.local_secrets import load_or_create_local_secrets
+from console.local_secrets import load_or_create_local_secrets, make_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APPARATE_VAR_DIR", BASE_DIR / "var"))
@@ -41,7 +42,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-Proto and X-Forwarded-Host, so
 # absolute URLs (webhook URLs, redirects) use the public scheme and host. Only when the proxy sets them.
-if env_bool("USE_X_FORWARDED_HEADERS"):
+USE_X_FORWARDED_HEADERS = env_bool("USE_X_FORWARDED_HEADERS")
+if USE_X_FORWARDED_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 # Base URL the console is reached at, used to print webhook URLs (e.g. https://apparate.example).
@@ -62,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
     # apparate's apps, bottom layer first; each imports only the ones above it in this list.
     "core",
     "registries",
@@ -85,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "core.audit.AuditContextMiddleware",
+    # Last: turns a lockout flagged during authentication into core.auth.lockout_response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -138,6 +143,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# django-axes first: a locked-out username or address is refused before any password is hashed.
+AUTHENTICATION_BACKENDS = ["core.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+# Failed logins (login page, admin, token endpoint) allowed per username and per client address
+# before both are locked for APPARATE_LOGIN_LOCKOUT_SECONDS; a successful login resets the count.
+APPARATE_LOGIN_FAILURE_LIMIT = int(os.environ.get("APPARATE_LOGIN_FAILURE_LIMIT", "10"))
+APPARATE_LOGIN_LOCKOUT_SECONDS = float(os.environ.get("APPARATE_LOGIN_LOCKOUT_SECONDS", "900"))
+AXES_FAILURE_LIMIT = APPARATE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=APPARATE_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout are refused without being recorded (and without extending it).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login (scripts fetch tokens often)
+AXES_LOCKOUT_CALLABLE = "core.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "core.auth.client_ip"
+# API tokens expire this many days after they were issued (POST /api/v1/auth/token/ then issues a new one).
+APPARATE_TOKEN_LIFETIME_DAYS = float(os.environ.get("APPARATE_TOKEN_LIFETIME_DAYS", "30"))
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -185,9 +208,10 @@ CONTENT_SECURITY_POLICY = {
 }
 
 REST_FRAMEWORK = {
+    # Token first: requests without valid credentials get 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "core.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.roles.RolePermission"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -223,10 +247,20 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: the embedded default is kombu's filesystem transport under var/ (no server needed).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+# Local state is private to this user: var/ 0700, the SQLite file (tokens, sessions, password
+# hashes) and the beat schedule 0600, the broker's folders 0700.
+_broker_dir = VAR_DIR / "broker"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+_sqlite_file = Path(DATABASES["default"]["NAME"]) if DATABASES["default"]["ENGINE"].endswith("sqlite3") else None
+make_private(
+    VAR_DIR,
+    # The embedded database first (created 0600 when missing), then beat's schedule files.
+    files=[*([_sqlite_file] if _sqlite_file and _sqlite_file.parent == VAR_DIR else []),
+           Path(CELERY_BEAT_SCHEDULE_FILENAME)],
+    subdirectories=[_broker_dir, *(_broker_dir / sub for sub in ("queue", "processed", "control"))]
+    if CELERY_BROKER_URL.startswith("filesystem://") else [],
+)
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -239,7 +273,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {}
 # Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds; the dashboard warns when none has.
 APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "60"))
