@@ -274,8 +274,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE: dict = {}
-# Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds; the dashboard warns when none has.
-APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "60"))
+# Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds (a thread of each worker, plus a beat
+# task through the queue); a worker run silent for three intervals counts as gone: the dashboard
+# warns, and its running jobs are queued again by the check that runs every APPARATE_ORPHAN_CHECK_INTERVAL.
+APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "15"))
+APPARATE_ORPHAN_CHECK_INTERVAL = float(os.environ.get("APPARATE_ORPHAN_CHECK_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE["console-heartbeat"] = {"task": "console.tasks.heartbeat", "schedule": APPARATE_HEARTBEAT_INTERVAL}
 
 LOGGING = {
@@ -342,6 +345,10 @@ APPARATE_JOB_PROGRESS_INTERVAL = float(os.environ.get("APPARATE_JOB_PROGRESS_INT
 APPARATE_JOB_WORKDIR = os.environ.get("APPARATE_JOB_WORKDIR", "")
 # Seconds between reconciler passes over every instance with acceleration on.
 APPARATE_RECONCILE_INTERVAL = float(os.environ.get("APPARATE_RECONCILE_INTERVAL", "900"))
+CELERY_BEAT_SCHEDULE["pipeline-requeue-orphans"] = {
+    "task": "pipeline.tasks.requeue_orphaned_jobs_task",
+    "schedule": APPARATE_ORPHAN_CHECK_INTERVAL,
+}
 CELERY_BEAT_SCHEDULE["rules-reconcile"] = {
     "task": "rules.tasks.reconcile_all_task",
     "schedule": APPARATE_RECONCILE_INTERVAL,

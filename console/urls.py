@@ -30,4 +30,7 @@ urlpatterns = [
 ]
 
 # Errors fit the client (JSON for the API, webhooks and metrics); database trouble answers 503.
+handler400 = "core.errors.bad_request"
+handler403 = "core.errors.forbidden"
+handler404 = "core.errors.not_found"
 handler500 = "core.errors.server_error"

@@ -29,12 +29,18 @@ def is_machine_client(request) -> bool:
     return request.path.startswith(MACHINE_PATH_PREFIXES)
 
 
-def error_response(request, status: int, message: str, template: str, headers: dict | None = None):
-    """`{"detail": message}` for machine clients (DRF's error shape), else the page `template`."""
+def error_response(request, status: int, message: str, template: str, headers: dict | None = None,
+                   context: dict | None = None):
+    """`{"detail": message}` for machine clients (DRF's error shape), else the page `template`.
+
+    Pages of 5xx answers are rendered without the request: its context (the user's role) needs
+    the database, which may be what failed.
+    """
     if is_machine_client(request):
         response = JsonResponse({"detail": message}, status=status)
     else:
-        page = loader.get_template(template).render({"message": message, "request_path": request.path})
+        values = {"message": message, "request_path": request.path, **(context or {})}
+        page = loader.get_template(template).render(values, request if status < 500 else None)
         response = HttpResponse(page, status=status)
     for name, value in (headers or {}).items():
         response[name] = value
@@ -77,3 +83,19 @@ def server_error(request):
         return error_response(request, 503, message, "503.html",
                               {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     return error_response(request, 500, "Server error; it has been logged.", "500.html")
+
+
+def not_found(request, exception=None):
+    """handler404: JSON for machine clients, the page for people."""
+    return error_response(request, 404, f"Nothing at {request.path}.", "404.html")
+
+
+def forbidden(request, exception=None):
+    """handler403: JSON for machine clients, the page (with the role it needs) for people."""
+    message = str(exception) if exception and str(exception) else "You do not have permission to do this."
+    return error_response(request, 403, message, "403.html", context={"exception": message})
+
+
+def bad_request(request, exception=None):
+    """handler400: JSON for machine clients, the page for people."""
+    return error_response(request, 400, "The request could not be understood.", "400.html")

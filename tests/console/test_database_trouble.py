@@ -173,3 +173,16 @@ def test_sqlite_write_lock_gives_503_within_the_lock_wait(tmp_path):
         log.close()
     logged = (tmp_path / "server.log").read_text()
     assert "database trouble on POST /api/v1/instances/: database is locked" in logged
+
+
+def test_not_found_and_forbidden_fit_the_client(client_as):
+    viewer = client_as(Role.VIEWER)
+    api_miss = viewer.get("/api/v1/no-such-thing/")
+    assert api_miss.status_code == 404 and api_miss.json() == {"detail": "Nothing at /api/v1/no-such-thing/."}
+    page_miss = viewer.get("/no-such-page/")
+    assert page_miss.status_code == 404
+    assert "There is nothing at <code>/no-such-page/</code>" in page_miss.content.decode()
+    refused = viewer.get("/rules/new/")
+    assert refused.status_code == 403
+    page = refused.content.decode()
+    assert "This needs the operator role." in page and "Your role: <strong>viewer</strong>" in page
