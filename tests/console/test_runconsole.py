@@ -91,6 +91,16 @@ def login_page(url: str) -> bool:
         return False
 
 
+def terminate_and_check_everything_ended(process: subprocess.Popen, family: set[int]) -> None:
+    """SIGTERM to runconsole, then every process it had (web, worker with its pool, beat) must end."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in family if alive(pid)], "a worker or beat process outlived runconsole"
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -156,12 +166,7 @@ def test_runconsole_serves_and_runs_a_worker_on_embedded_defaults(tmp_path):
         assert len(private) > 4
         assert {path.name: mode(path) for path in private} == {
             path.name: (0o700 if path.is_dir() else 0o600) for path in private}
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in family) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not [pid for pid in family if alive(pid)], "worker processes outlived runconsole"
+        terminate_and_check_everything_ended(process, family)
         assert not login_page(f"http://127.0.0.1:{port}/login/")
     finally:
         if process.poll() is None:
@@ -237,13 +242,7 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_job_succeeds_with_no_spool
         assert children["worker"] != old_worker and alive(children["beat"])
         assert "The worker exited (-9); starting it again in 1s." in log_path.read_text()
 
-        family = descendants(process.pid)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in family) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not [pid for pid in family if alive(pid)], "worker or beat outlived runconsole"
+        terminate_and_check_everything_ended(process, descendants(process.pid))
     finally:
         leftovers = celery_children(process.pid) if process.poll() is None else {}
         if process.poll() is None:
