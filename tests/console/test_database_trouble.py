@@ -39,14 +39,19 @@ def test_lock_wait_is_five_seconds_on_both_databases():
     assert "-c lock_timeout=5000" in settings.DATABASES["default"]["OPTIONS"]["options"]
 
 
-@pytest.fixture
-def locked_instances(transactional_db):
-    """An instance, then a second PostgreSQL connection holding an exclusive lock on its table."""
+@pytest.fixture(params=["lock_timeout", "statement_timeout"])
+def locked_instances(request, transactional_db):
+    """An instance, then a second PostgreSQL connection holding an exclusive lock on its table; the
+    request's wait ends by lock_timeout (what the settings set) or by a statement_timeout."""
     instance = Instance.objects.create(name="main", url="http://registry.example", acceleration_enabled=True)
     with connection.cursor() as cursor:
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "5s"  # what the settings give every connection
-        cursor.execute("SET lock_timeout = '300ms'")  # the same error, sooner
+        if request.param == "lock_timeout":
+            cursor.execute("SET lock_timeout = '300ms'")  # the same error, sooner
+        else:
+            cursor.execute("SET lock_timeout = 0")
+            cursor.execute("SET statement_timeout = '300ms'")
     db = settings.DATABASES["default"]
     holder = psycopg2.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"] or "127.0.0.1",
                               port=db["PORT"] or 5432, password=db.get("PASSWORD") or None)
