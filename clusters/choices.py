@@ -16,6 +16,15 @@ class ConnectionStatus(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class SyncStatus(models.TextChoices):
+    IDLE = "idle", "Idle"
+    QUEUED = "queued", "Sync queued"
+    RUNNING = "running", "Syncing"
+
+
+SYNC_BUSY = {SyncStatus.QUEUED, SyncStatus.RUNNING}
+
+
 class Compatibility(models.TextChoices):
     COMPATIBLE = "compatible", "Compatible"
     WARNING = "warning", "Compatible, with a warning"
@@ -24,6 +33,15 @@ class Compatibility(models.TextChoices):
 
 # A node with a warning can still load accelerated images (e.g. CentOS once FUSE is installed).
 USABLE_COMPATIBILITY = {Compatibility.COMPATIBLE, Compatibility.WARNING}
+
+
+class LazyPull(models.TextChoices):
+    """Whether a node starts accelerated twins lazily, from its agent's report (see Node.lazy_pull_reason)."""
+
+    READY = "ready", "Ready to lazy-pull"
+    # An accelerated twin is a valid OCI image: without a ready agent the node pulls it in full.
+    PULLS_IN_FULL = "pulls_in_full", "Pulls in full until the agent is ready"
+    NOT_LABELLED = "not_labelled", "Not labelled"
 
 
 class LabelOperation(models.TextChoices):
@@ -70,16 +88,26 @@ class SuiteStatus(models.TextChoices):
     ROLLING_OUT = "rolling_out", "Rolling out"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+    CLEANING_NODES = "cleaning_nodes", "Waiting for the nodes to clean up"
     UNINSTALLING = "uninstalling", "Uninstalling"
 
 
 SUITE_TERMINAL = {SuiteStatus.NOT_INSTALLED, SuiteStatus.READY, SuiteStatus.FAILED}
-SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, SuiteStatus.UNINSTALLING}
+SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, SuiteStatus.CLEANING_NODES,
+              SuiteStatus.UNINSTALLING}
+# Busy statuses a worker is running (a watcher task for CLEANING_NODES): stale when it stopped moving.
+SUITE_WORKING = SUITE_BUSY - {SuiteStatus.PENDING}
 
 
 class DeployStatus(models.TextChoices):
+    PREVIEWED = "previewed", "Previewed, not confirmed"
+    PENDING = "pending", "Pending"
+    APPLYING = "applying", "Applying"
     SUCCEEDED = "succeeded", "Applied"
     FAILED = "failed", "Failed"
+
+
+DEPLOY_TERMINAL = {DeployStatus.SUCCEEDED, DeployStatus.FAILED}
 
 
 COLOURS = {
@@ -89,6 +117,8 @@ COLOURS = {
     ConnectionStatus.UNREACHABLE: "red",
     ConnectionStatus.UNAUTHORIZED: "red",
     ConnectionStatus.ERROR: "red",
+    SyncStatus.QUEUED: "blue",
+    SyncStatus.RUNNING: "blue",
     Compatibility.COMPATIBLE: "green",
     Compatibility.WARNING: "amber",
     Compatibility.INCOMPATIBLE: "red",
@@ -107,7 +137,13 @@ COLOURS = {
     SuiteStatus.APPLYING: "blue",
     SuiteStatus.ROLLING_OUT: "blue",
     SuiteStatus.READY: "green",
+    SuiteStatus.CLEANING_NODES: "blue",
     SuiteStatus.UNINSTALLING: "blue",
+    DeployStatus.PREVIEWED: "grey",
+    DeployStatus.APPLYING: "blue",
+    LazyPull.READY: "green",
+    LazyPull.PULLS_IN_FULL: "amber",
+    LazyPull.NOT_LABELLED: "grey",
 }
 
 

@@ -1,7 +1,10 @@
 """The "Download Helm chart" archive: clusters/chart/ plus a values.yaml for one cluster's suite.
 
 Built in memory with tarfile. Its templates render the same objects as manifests.suite_objects
-(except the Namespace, which `helm install --namespace ... --create-namespace` creates).
+(except the Namespace, which `helm install --namespace ... --create-namespace` creates), plus the
+pre-delete hook of manifests.uninstall_hook_objects. The two YAML files that carry values
+(Chart.yaml's appVersion, values.yaml) are written by yaml.safe_dump, never by pasting text, so no
+value can add lines to them.
 """
 
 import io
@@ -15,10 +18,13 @@ from clusters.manifests import SuiteParams
 CHART_DIR = Path(__file__).parent / "chart"
 CHART_NAME = "apparate"
 CHART_VERSION = "1.0.0"
+# Seconds the pre-delete hook waits for the nodes: below `helm uninstall`'s default --timeout (5m).
+UNINSTALL_HOOK_TIMEOUT = 240
 
 
 def values(params: SuiteParams, include_password: bool = True) -> dict:
-    """values.yaml: image, imagePullSecretsCrs (dockerServer/dockerUsername/dockerPassword), nodeSelector."""
+    """values.yaml: image, imagePullSecretsCrs (dockerServer/dockerUsername/dockerPassword), the
+    registry's scheme and CA, the node label, and how long `helm uninstall` waits for the nodes."""
     return {
         "image": {"repository": params.image, "tag": params.version},
         "imagePullSecretsCrs": {
@@ -27,7 +33,9 @@ def values(params: SuiteParams, include_password: bool = True) -> dict:
             "dockerPassword": params.password if include_password else "",
         },
         "registryInsecure": params.insecure_registry,
-        "nodeSelector": {params.label_key: params.label_value},
+        "registryCA": params.registry_ca,
+        "nodeLabel": {"key": params.label_key, "value": params.label_value},
+        "uninstallTimeoutSeconds": UNINSTALL_HOOK_TIMEOUT,
     }
 
 
@@ -48,7 +56,7 @@ def chart_files(params: SuiteParams, include_password: bool = True) -> dict[str,
         if path.is_file():
             text = path.read_text()
             if path.name == "Chart.yaml":
-                text = text.replace("APP_VERSION", params.version)
+                text = yaml.safe_dump({**yaml.safe_load(text), "appVersion": params.version}, sort_keys=False)
             files[f"{CHART_NAME}/{path.relative_to(CHART_DIR).as_posix()}"] = text
     files[f"{CHART_NAME}/values.yaml"] = values_yaml(params, include_password)
     return files

@@ -1,5 +1,7 @@
 """Kubernetes clusters, their nodes, labelling jobs, the acceleration suite and deploys."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -11,14 +13,18 @@ from clusters.choices import (
     JobStatus,
     LabelOperation,
     LabelResultStatus,
+    LazyPull,
     SuiteOperation,
     SuiteStatus,
+    SyncStatus,
 )
 from clusters.validators import (
     validate_api_server_url,
     validate_dns_label,
     validate_dns_subdomain,
     validate_image_reference,
+    validate_image_tag,
+    validate_namespace_list,
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
@@ -26,6 +32,10 @@ from core.fields import EncryptedTextField
 
 def default_suite_namespace() -> str:
     return settings.APPARATE_SUITE_NAMESPACE
+
+
+def default_deploy_namespaces() -> list[str]:
+    return ["default"]
 
 
 class Cluster(models.Model):
@@ -56,6 +66,10 @@ class Cluster(models.Model):
         "label new compatible nodes on sync", default=False,
         help_text="Each sync labels compatible nodes seen for the first time.",
     )
+    deploy_namespaces = models.JSONField(
+        "deploy namespaces", default=default_deploy_namespaces, blank=True, validators=[validate_namespace_list],
+        help_text="The namespaces operators may deploy into (none: no deploys on this cluster).",
+    )
     connection_status = models.CharField(
         max_length=20, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN
     )
@@ -63,6 +77,9 @@ class Cluster(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.IDLE,
+                                   help_text="Whether a node sync asked for is queued or running.")
+    sync_message = models.TextField(blank=True, help_text="What the last sync found, or why it failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -91,7 +108,12 @@ class Node(models.Model):
     kernel_version = models.CharField(max_length=128, blank=True)
     architecture = models.CharField(max_length=32, blank=True)
     labelled = models.BooleanField(default=False, help_text="Carries the acceleration label.")
-    agent_ready = models.BooleanField(default=False, help_text="The suite's agent pod on this node is ready.")
+    agent_ready = models.BooleanField(default=False, help_text="Labelled, and its agent reports it ready to "
+                                      "lazy-pull (containerd uses the loaded stargz snapshotter).")
+    agent_report = models.JSONField(default=dict, blank=True,
+                                    help_text="The agent's last report, from the Node's apparate.io/agent-status.")
+    lazy_pull = models.CharField(max_length=20, choices=LazyPull.choices, default=LazyPull.NOT_LABELLED)
+    lazy_pull_reason = models.TextField(blank=True, help_text="Why the node is not ready to lazy-pull.")
     compatibility = models.CharField(max_length=20, choices=Compatibility.choices, default=Compatibility.INCOMPATIBLE)
     reasons = models.JSONField(default=list, blank=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
@@ -165,7 +187,10 @@ class Suite(models.Model):
     """The acceleration suite of one cluster: what was asked, what was applied, how it rolls out.
 
     `applied` lists every object the console applied, with `created` telling whether it existed
-    before; uninstall deletes exactly the created ones. Each operator request is audited when made.
+    before; uninstall deletes exactly the created ones, once every node confirmed its cleanup (or
+    when forced). `node_status` has one row per labelled node during a rollout, and the nodes still
+    awaited during an uninstall. `updated_at` is the operation's heartbeat: a busy operation that
+    stopped moving lost its worker. Each operator request is audited when made.
     """
 
     audit_log = False
@@ -177,7 +202,8 @@ class Suite(models.Model):
     )
     namespace = models.CharField(max_length=63, default=default_suite_namespace, validators=[validate_dns_label])
     image = models.CharField(max_length=512, blank=True)
-    version = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=128, blank=True, validators=[validate_image_tag],
+                               help_text="The agent image's tag.")
     operation = models.CharField(max_length=10, choices=SuiteOperation.choices, default=SuiteOperation.INSTALL)
     status = models.CharField(max_length=20, choices=SuiteStatus.choices, default=SuiteStatus.NOT_INSTALLED)
     preflight = models.JSONField(default=list, blank=True)
@@ -188,6 +214,11 @@ class Suite(models.Model):
     ready = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
     node_status = models.JSONField(default=list, blank=True)
+    force = models.BooleanField(default=False, help_text="Uninstall without waiting for the nodes to clean up.")
+    cleanup_started_at = models.DateTimeField(null=True, blank=True,
+                                              help_text="When the agents were asked to clean their nodes up.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Workers that took the operation up.")
+    watch_id = models.CharField(max_length=32, blank=True, help_text="The watcher task chain that is current.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -199,9 +230,23 @@ class Suite(models.Model):
     def __str__(self):
         return f"suite on {self.cluster.name}"
 
+    @property
+    def cleanup_deadline(self):
+        """When an uninstall stops waiting for the nodes (and may then be forced)."""
+        if self.cleanup_started_at is None:
+            return None
+        return self.cleanup_started_at + timedelta(seconds=settings.APPARATE_SUITE_UNINSTALL_TIMEOUT)
+
 
 class DeployRequest(models.Model):
-    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector)."""
+    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector).
+
+    A preview creates the row (previewed) with the plan's digest and YAML; only confirming that row
+    applies it, in a worker, and only if the objects it builds still have the previewed digest. The
+    confirmation is audited when it is made; previews and progress are not.
+    """
+
+    audit_log = False
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="deploys")
     instance = models.ForeignKey("registries.Instance", null=True, blank=True, on_delete=models.SET_NULL,
@@ -211,10 +256,15 @@ class DeployRequest(models.Model):
     replicas = models.PositiveIntegerField(default=1)
     image = models.CharField(max_length=512, validators=[validate_image_reference])
     accelerated = models.BooleanField(default=True, help_text="Scheduled onto labelled nodes only.")
-    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.SUCCEEDED)
+    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.PREVIEWED)
+    plan_digest = models.CharField(max_length=64, blank=True, help_text="sha256 of the previewed plan.")
+    plan_yaml = models.TextField("previewed YAML", blank=True)
+    warnings = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

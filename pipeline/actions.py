@@ -6,8 +6,11 @@ The webhook view, the Jobs and Images pages, the API and the Celery tasks all go
 import contextlib
 import logging
 import random
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -25,6 +28,7 @@ from converter.registry import (
     RegistryProtocolError,
     RegistryTLSError,
 )
+from core.actions import current_worker
 from pipeline.choices import TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason
 from pipeline.intake import PushRecord, is_image_manifest, is_signature_tag
 from pipeline.layer_cache import DatabaseLayerCache
@@ -38,6 +42,8 @@ logger = logging.getLogger("apparate.jobs")
 
 # First key of the PostgreSQL advisory locks that mark a job as being run by a live worker.
 ADVISORY_LOCK_CLASS = 0x41505052  # "APPR"
+# Each attempt spools its layers in its own directory, so the spool of a dead attempt can be found.
+JOB_WORKDIR_PREFIX = "apparate-job-"
 
 
 # --- Push events ---------------------------------------------------------------------------------
@@ -461,6 +467,7 @@ def _start(job_id: int) -> ConversionJob | None:
             _log(job, "The previous run stopped without finishing (worker lost); starting again.", "warning")
         job.status = JobStatus.RUNNING
         job.attempts += 1
+        job.worker = current_worker()
         job.started_at = job.started_at or timezone.now()
         job.layers, job.bytes_in, job.bytes_out, job.bytes_total = [], 0, 0, 0
         _log(job, f"Attempt {job.attempts} started.")
@@ -468,6 +475,17 @@ def _start(job_id: int) -> ConversionJob | None:
     logger.info("job=%s action=start attempt=%s image=%s digest=%s", job.pk, job.attempts, job.source,
                 job.source_digest)
     return job
+
+
+def spool_root() -> Path:
+    """APPARATE_JOB_WORKDIR, or the system temp dir: where the job attempts' spool directories are."""
+    return Path(settings.APPARATE_JOB_WORKDIR or tempfile.gettempdir())
+
+
+def job_workdir(job_id: int, attempt: int) -> Path:
+    """Where one attempt of a job spools layers: its own directory under spool_root(), removed when
+    the attempt ends; a dead worker's is swept by the reconciler."""
+    return spool_root() / f"{JOB_WORKDIR_PREFIX}{job_id}-{attempt}"
 
 
 def run_conversion(job_id: int) -> ConversionJob | None:
@@ -491,12 +509,13 @@ def run_conversion(job_id: int) -> ConversionJob | None:
                                 digest=job.source_digest)
         progress = _Progress(job)
         started = time.monotonic()
+        workdir = job_workdir(job.pk, job.attempts)
         try:
             with job.instance.registry_client() as client, DatabaseLayerCache(job.instance) as cache:
                 result = convert_image(
                     client, source, destination=source.with_tag(job.source_tag + settings.APPARATE_ACCELERATED_SUFFIX),
                     options=_layer_options(job.options), cache=cache, progress=progress,
-                    suffix=settings.APPARATE_ACCELERATED_SUFFIX, workdir=settings.APPARATE_JOB_WORKDIR or None,
+                    suffix=settings.APPARATE_ACCELERATED_SUFFIX, workdir=workdir,
                 )
         except (SuffixedTagRefused, AlreadyAccelerated) as error:
             return _finish(job_id, progress, JobStatus.SKIPPED, str(error), str(error))
@@ -508,6 +527,8 @@ def run_conversion(job_id: int) -> ConversionJob | None:
             logger.exception("job=%s action=crash", job_id)
             return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
                            "The conversion stopped on an unexpected error (see the worker log); retry the job.")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         job = _succeed(job_id, progress, result, time.monotonic() - started)
     if job.twin_tags:
         _enqueue_twin_tags(job)

@@ -149,6 +149,10 @@ class ConversionJob(models.Model):
         default=list, blank=True,
         help_text="Further source tags of the same content; each gets its own <tag><suffix> pointing at the result.",
     )
+    worker = models.CharField(
+        max_length=300, blank=True,
+        help_text="The worker run (hostname#session) that runs the job; a gone run's job is queued again.",
+    )
     result_tag = models.CharField(max_length=128, blank=True)
     result_digest = models.CharField(max_length=135, blank=True)
     result_size = models.BigIntegerField(null=True, blank=True, help_text="Total size of the accelerated image.")

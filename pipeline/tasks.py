@@ -45,3 +45,9 @@ def reconcile_all_task() -> int:
     for instance_id in ids:
         reconcile_instance_task.delay(instance_id)
     return len(ids)
+
+
+@shared_task(name="pipeline.tasks.requeue_orphaned_jobs_task", ignore_result=True)
+def requeue_orphaned_jobs_task() -> int:
+    """Beat entry point (every APPARATE_ORPHAN_CHECK_INTERVAL): re-queue jobs of dead worker runs."""
+    return reconciler.requeue_orphaned_jobs()
