@@ -231,8 +231,12 @@ def run_workers(args, workers: int, port: int, work: Path) -> dict:
 
     def start(phase: str) -> list:
         with ThreadPoolExecutor(workers) as starting:  # all at once, so none has a head start
+            # A spool directory of the bench's own: a worker sweeps the job directories of the spool
+            # it uses that its database does not know, so one on another database sharing /tmp would
+            # remove these jobs' directories under them.
             pool = list(starting.map(lambda n: start_worker(run_dir / f"{phase}-worker-{n}.log",
-                                                            WORKER_CONCURRENCY=str(args.concurrency)),
+                                                            WORKER_CONCURRENCY=str(args.concurrency),
+                                                            APPARATE_JOB_WORKDIR=str(run_dir / "spool")),
                                      range(workers)))
         pools.append(pool)
         return pool
