@@ -28,6 +28,20 @@ class CachedLayer:
     uncompressed_size: int
     registry: str  # host[:port] the blob was uploaded to
     repository: str  # namespace/repository there, the `from` of a cross-repository mount
+    # Of the files the cache key asks to prioritize: those the blob placed first, and those the
+    # layer deletes for the layers below it (both normalized, no leading slash). The image
+    # converter needs them to know what the layers below must still prioritize; an entry that
+    # does not say (None: made by a cache that does not store them) is not used for a key that
+    # names prioritized files.
+    prioritized: tuple[str, ...] | None = None
+    hidden: tuple[str, ...] | None = None
+    startup_bytes: int | None = None  # None for entries made before the figure was recorded
+
+    def __post_init__(self):
+        # JSON (and database JSON fields) give lists back
+        for name in ("prioritized", "hidden"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 class LayerCache(Protocol):

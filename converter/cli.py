@@ -1,11 +1,15 @@
 """Command line for the converter: `python -m converter COMMAND ...`.
 
-`layer IN OUT` converts one layer file (tar, tar.gz or tar.zst) to an eStargz blob and prints one
-JSON object: {"digest", "size", "diff_id", "toc_digest", "uncompressed_size"}.
+`layer IN OUT [--prioritized PATH ... [--skip-missing]]` converts one layer file (tar, tar.gz or
+tar.zst) to an eStargz blob and prints one JSON object: {"digest", "size", "diff_id", "toc_digest",
+"uncompressed_size", "startup_bytes", "prioritized"}. A prioritized file missing from the layer is
+an error, or with --skip-missing a warning on stderr.
 
-`image SRC [--dest REF] [--suffix -apparate] [--platform os/arch ...] [--insecure] [--username U
---password-stdin] [--cache FILE]` converts an image in a registry into its eStargz twin; a progress
-bar goes to stderr when it is a terminal, a JSON summary (`ImageResult.as_dict()`) to stdout.
+`image SRC [--dest REF] [--suffix -apparate] [--platform os/arch ...] [--prioritized PATH ...]
+[--insecure] [--username U --password-stdin] [--cache FILE]` converts an image in a registry into
+its eStargz twin, each prioritized file in the layer where it really lives; a progress bar goes to
+stderr when it is a terminal, warnings (prioritized files in no layer) to stderr, and a JSON
+summary (`ImageResult.as_dict()`) to stdout.
 
 Each subcommand lives in its own `add_*_command(subparsers)` function that registers its options
 and a `handler(args) -> exit code`; `build_parser` lists them. Errors end with a one-line message
@@ -45,7 +49,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 
 ISAL_DEFAULT_LEVEL = 2
-FAST_HELP = f"fast mode: zlib-ng level {PROFILES['fast']['level']}, about twice as fast, a few %% larger"
+FAST_HELP = (f"fast mode: {PROFILES['fast']['compressor']} level {PROFILES['fast']['level']}, several times "
+             "as fast, a few %% larger")
 LEVEL_HELP = f"compression level (default {PROFILES['best']['level']}, {PROFILES['fast']['level']} with --fast"
 
 
@@ -104,9 +109,12 @@ def add_layer_command(subparsers) -> None:
                         help=f"{LEVEL_HELP}, {ISAL_DEFAULT_LEVEL} with --compressor isal)")
     parser.add_argument("--prioritized", nargs="+", action="extend", default=[], metavar="PATH",
                         help="files to place first, in this order, for the snapshotter to prefetch")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="skip prioritized files the layer does not have, with a warning (default: error)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--compressor", choices=["zlib-ng", "isal"],
-                      help="deflate implementation (default zlib-ng; isal is fastest but not byte-deterministic)")
+                      help="deflate implementation (default zlib-ng; isal is several times as fast, and its "
+                           "bytes depend on the CPU generation)")
     mode.add_argument("--fast", action="store_true",
                       help=FAST_HELP)
     parser.add_argument("--max-uncompressed", type=_byte_size, default=LayerOptions.max_uncompressed_bytes,
@@ -119,7 +127,7 @@ def add_layer_command(subparsers) -> None:
 def run_layer(args: argparse.Namespace) -> int:
     extra = {"workers": args.workers} if args.workers is not None else {}
     options = LayerOptions(chunk_size=args.chunk_size, prioritized_files=tuple(args.prioritized),
-                           max_uncompressed_bytes=args.max_uncompressed,
+                           max_uncompressed_bytes=args.max_uncompressed, require_prioritized=not args.skip_missing,
                            **_compression(args.fast, args.compressor, args.level), **extra)
     if args.input == "-":
         source = sys.stdin.buffer
@@ -141,6 +149,9 @@ def run_layer(args: argparse.Namespace) -> int:
     finally:
         if source is not sys.stdin.buffer:
             source.close()
+    for path in options.normalized_prioritized_files:
+        if path not in result.prioritized:
+            print(f"warning: prioritized file '{path}' is not in the layer; skipped", file=sys.stderr)
     print(json.dumps(asdict(result)))
     return EXIT_OK
 
@@ -155,6 +166,9 @@ def add_image_command(subparsers) -> None:
     parser.add_argument("--suffix", default=DEFAULT_SUFFIX, help=f"tag suffix of the result (default {DEFAULT_SUFFIX})")
     parser.add_argument("--platform", dest="platforms", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
                         help="convert only this platform of a multi-platform image (repeatable)")
+    parser.add_argument("--prioritized", nargs="+", action="extend", default=[], metavar="PATH",
+                        help="files the workload reads first: each is placed first in the layer where it lives "
+                             "in the image, for the snapshotter to prefetch; a file in no layer is a warning")
     parser.add_argument("--insecure", action="store_true",
                         help="allow plain HTTP and unverified TLS (HTTPS without verification is tried first)")
     parser.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for the registry")
@@ -200,7 +214,8 @@ def run_image(args: argparse.Namespace) -> int:
     if args.username and not args.password_stdin:
         raise InvalidOptionsError("give the password with --password-stdin (never on the command line).")
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
-    options = LayerOptions(chunk_size=args.chunk_size, **_compression(args.fast, None, args.level))
+    options = LayerOptions(chunk_size=args.chunk_size, prioritized_files=tuple(args.prioritized),
+                           **_compression(args.fast, None, args.level))
     ca_pem = None
     if args.ca_file:
         try:
@@ -220,6 +235,8 @@ def run_image(args: argparse.Namespace) -> int:
         result = convert_image(client, source, destination, options, platforms=args.platforms or None,
                                cache=FileLayerCache(args.cache) if args.cache else None, progress=progress,
                                suffix=args.suffix, destination_client=target, workdir=args.workdir)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(result.as_dict(), indent=2))
     return EXIT_OK
 

@@ -37,3 +37,8 @@ class LayerTooLargeError(HostileArchiveError):
 
 class PrioritizedFileError(ConversionError):
     """A prioritized file (or the target of a prioritized hardlink) is not in the layer."""
+
+
+class EstargzBlobError(ConversionError):
+    """An existing blob is not a readable eStargz blob: a bad footer, a TOC out of bounds, too
+    large or corrupt."""

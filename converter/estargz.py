@@ -23,13 +23,16 @@ How it stays fast and small:
   names, xattrs, devices and big ids survive.
 
 Duplicate names keep the last occurrence at its later position, as the reference does. That needs
-knowing the future, so without prioritized files the layer is converted in one pass that bails
-out on the first duplicate and starts over with a plan (the destination is rewound); with
-prioritized files a planning pass comes first. Passes after the first re-read the source: by
-seeking if it can, else from a copy of the compressed input spooled in the work directory.
+knowing the future, so without prioritized files, or with ones the layer need not have (the image
+converter asks each layer for the files that may live in it, and most layers hold none), the layer
+is converted in one pass that bails out on the first duplicate or prioritized file and starts over
+with a plan (the destination is rewound); with required prioritized files a planning pass comes
+first. Passes after the first re-read the source: by seeking if it can, else from a copy of the
+compressed input spooled in the work directory.
 """
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -54,6 +57,7 @@ from zlib_ng import zlib_ng
 
 from . import __version__
 from .errors import ConversionError, HostileArchiveError, InvalidOptionsError, PrioritizedFileError
+from .overlay import LayerPaths
 from .tarinput import LayerReader, clean_name
 
 TOC_NAME = "stargz.index.json"
@@ -62,11 +66,13 @@ NO_PREFETCH_LANDMARK = ".no.prefetch.landmark"
 LANDMARK_CONTENTS = b"\x0f"
 FOOTER_SIZE = 51
 COMPRESSORS = {"zlib-ng": range(0, 10), "isal": range(0, 4)}
-# Compression profiles chosen by name (per rule in the console, --fast in the CLI). "fast" is
-# zlib-ng's fast level: about twice the speed of "best" for ~3.5% bigger blobs. isal is faster
-# still, but its output has been seen to vary between runs on the same input (same content,
-# other bytes), which breaks the converter's determinism; it stays selectable as a compressor.
-PROFILES = {"best": {"compressor": "zlib-ng", "level": 9}, "fast": {"compressor": "zlib-ng", "level": 2}}
+# Compression profiles chosen by name (per rule in the console, --fast in the CLI). "fast" is isal
+# (ISA-L) level 2: about 3.5x the speed of "best" for ~3.7% bigger blobs, and byte-for-byte the
+# same in every run and with any number of workers. Like any isal level, it gives other bytes on
+# x86-64 CPUs without SSE4.2 (before 2008-2011); level 3 would also differ between AVX2 and
+# AVX-512 machines. Cache keys name the variant (`_isal_variant`); docs/isal-determinism.md has
+# the reproduction.
+PROFILES = {"best": {"compressor": "zlib-ng", "level": 9}, "fast": {"compressor": "isal", "level": 2}}
 _RESERVED_NAMES = frozenset({TOC_NAME, PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK})
 _KINDS = {
     tarfile.REGTYPE: "reg",
@@ -105,14 +111,22 @@ def _default_workers() -> int:
 @dataclass(frozen=True)
 class LayerOptions:
     """How to convert a layer. Only `chunk_size`, `level`, `compressor` and `prioritized_files`
-    change the output bytes; `workers` and `max_uncompressed_bytes` never do."""
+    change the output bytes (and, for isal, the CPU's generation: see `_isal_variant`); `workers`,
+    `max_uncompressed_bytes` and `require_prioritized` never do.
+
+    `require_prioritized`: every prioritized file must be in the layer (a missing one is a
+    `PrioritizedFileError`); when False, those the layer lacks are skipped and the result's
+    `prioritized` says which were placed. A conversion that succeeds either way gives the same bytes,
+    so the flag is not part of the cache key.
+    """
 
     chunk_size: int = 4 << 20
     level: int = 9
     prioritized_files: tuple[str, ...] = ()
-    compressor: str = "zlib-ng"  # or "isal": the fast mode (levels 0-3)
+    compressor: str = "zlib-ng"  # or "isal" (levels 0-3)
     max_uncompressed_bytes: int = 64 << 30
     workers: int = field(default_factory=_default_workers)
+    require_prioritized: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "prioritized_files", tuple(self.prioritized_files))
@@ -132,6 +146,8 @@ class LayerOptions:
         for path in self.prioritized_files:
             if not isinstance(path, str) or not clean_name(path):
                 raise InvalidOptionsError(f"prioritized path {path!r} does not name a file in the layer")
+        if not isinstance(self.require_prioritized, bool):
+            raise InvalidOptionsError("require_prioritized must be True or False")
 
     @property
     def normalized_prioritized_files(self) -> tuple[str, ...]:
@@ -140,24 +156,51 @@ class LayerOptions:
 
     def cache_key(self) -> str:
         """A stable string naming everything that determines the output bytes for a given input."""
-        library = zlib_ng.ZLIBNG_VERSION if self.compressor == "zlib-ng" else isal.ISAL_VERSION
+        if self.compressor == "zlib-ng":
+            library = zlib_ng.ZLIBNG_VERSION
+        else:  # the same isal release compresses differently on different CPUs
+            library = f"{isal.ISAL_VERSION}+{_isal_variant(self.level)}"
         prioritized = "-"
         if self.prioritized_files:
+            # "files-": entries cached before prioritization was per image ("sha256:...") don't
+            # record which files they placed first, so they must never match.
             joined = "\n".join(self.normalized_prioritized_files).encode("utf-8", "surrogateescape")
-            prioritized = "sha256:" + hashlib.sha256(joined).hexdigest()
+            prioritized = "files-sha256:" + hashlib.sha256(joined).hexdigest()
         return (f"apparate-converter={__version__};format=estargz;compressor={self.compressor}/{library};"
                 f"level={self.level};chunk-size={self.chunk_size};prioritized={prioritized}")
 
 
+@functools.cache
+def _isal_variant(level: int) -> str:
+    """Which of isal's deflate implementations this CPU runs, as far as output bytes go.
+
+    ISA-L picks its code at run time from the CPU's features, and the variants do not all give the
+    same bytes: at levels 0-2 CPUs without SSE4.2 hash differently, and level 3 has separate
+    algorithms for AVX2 and AVX-512 (docs/isal-determinism.md). A fixed probe, compressed once per
+    level, tells them apart, so the cache never hands out a layer compressed by another variant.
+    """
+    text = b"".join(b"%d:%s " % (index, hashlib.sha256(b"%d" % (index % 97)).hexdigest()[: index % 23].encode())
+                    for index in range(6000))
+    noise = hashlib.shake_256(b"apparate isal probe").digest(16 << 10)
+    probe = _Deflate("isal", level).member([text[:20000], noise, text])
+    return "probe-" + hashlib.sha256(probe).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class LayerResult:
-    """What the image manifest and config need about a converted layer."""
+    """What the image manifest and config need about a converted layer, and what it gains."""
 
     digest: str  # sha256 of the blob: the layer descriptor's digest
     size: int  # blob size in bytes
     diff_id: str  # sha256 of the decompressed blob: the config's rootfs.diff_ids entry
     toc_digest: str  # containerd.io/snapshot/stargz/toc.digest annotation
     uncompressed_size: int  # io.containers.estargz.uncompressed-size annotation
+    # Bytes a lazy-pulling node fetches from this blob before a container can open any file: the
+    # footer, the TOC member and the prioritized region [0, offset of .prefetch.landmark)
+    # (see converter.startup, which computes the same figure from an existing blob).
+    startup_bytes: int
+    # The prioritized files placed before .prefetch.landmark, normalized, in the order given.
+    prioritized: tuple[str, ...]
 
 
 def convert_layer(
@@ -166,52 +209,62 @@ def convert_layer(
     options: LayerOptions = LayerOptions(),  # noqa: B008 - frozen dataclass, safe as a default
     progress: Callable[[int, int], None] | None = None,
     workdir: str | None = None,
+    paths: LayerPaths | None = None,
 ) -> LayerResult:
     """Convert the layer read from `source` into an eStargz blob written to `destination`.
 
     `progress(bytes_read, bytes_written)` receives cumulative, never decreasing counts of source
     bytes consumed and blob bytes written. Temporary files go to a private directory under
-    `workdir` (default: the system temp dir) that is removed on return and on error.
-    Raises a `ConversionError` subclass for anything wrong with the layer or the options.
+    `workdir` (default: the system temp dir) that is removed on return and on error. `paths`, if
+    given, is shown every entry of the layer (the image converter learns there which layer holds,
+    or hides, each of an image's prioritized files). Raises a `ConversionError` subclass for
+    anything wrong with the layer or the options.
     """
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apparate-estargz-", dir=workdir))
         pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="estargz")
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         source_passes = stack.enter_context(_ReplayableSource(source, tmp))
-        return _Conversion(source_passes, destination, options, progress, tmp, pool).run()
+        return _Conversion(source_passes, destination, options, progress, tmp, pool, paths).run()
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
 
 
-class _DuplicateName(Exception):
-    """Internal: the single-pass conversion met a name twice and must start over with a plan."""
+class _Replan(Exception):
+    """Internal: the single-pass conversion met a name twice, or a prioritized file, and must
+    start over with a plan."""
 
 
 @dataclass
 class _Plan:
     drop: set[int]  # ordinals of entries superseded by a later entry with the same name
     front: list[int]  # ordinals emitted before the prefetch landmark, in order
+    prioritized: tuple[str, ...]  # the prioritized files among them
 
 
 class _Conversion:
-    def __init__(self, source, destination, options, progress, tmp, pool):
+    def __init__(self, source, destination, options, progress, tmp, pool, paths):
         self._source = source
         self._destination = destination
         self._options = options
         self._tmp = tmp
         self._pool = pool
         self._progress = _MonotonicProgress(progress)
+        self._paths = paths
 
     def run(self) -> LayerResult:
         prioritized = self._options.normalized_prioritized_files
-        if not prioritized and _rewindable(self._destination):
+        # One optimistic pass when nothing has to be looked up first: no prioritized files, or
+        # ones that may be missing (most layers of an image hold none of them). It starts over
+        # with a plan on a duplicate name or a prioritized file.
+        optimistic = not prioritized or not self._options.require_prioritized
+        if optimistic and _rewindable(self._destination):
             start = self._destination.tell()
             try:
-                return self._emit(None)
-            except _DuplicateName:
+                return self._emit(None, frozenset(prioritized))
+            except _Replan:
                 self._destination.seek(start)
                 self._destination.truncate()
-        return self._emit(self._plan(prioritized))
+        return self._emit(self._plan(prioritized), frozenset())
 
     def _plan(self, prioritized: tuple[str, ...]) -> _Plan:
         """Index pass: find superseded duplicates and the order of the prioritized entries."""
@@ -222,6 +275,8 @@ class _Conversion:
         with LayerReader(stream, self._options.max_uncompressed_bytes, tee) as reader:
             for ordinal, info in enumerate(reader.entries()):
                 name = clean_name(info.name)
+                if self._paths is not None:
+                    self._paths.see(name, info.isdir())
                 if name in _RESERVED_NAMES:
                     continue
                 if name in last:
@@ -232,10 +287,13 @@ class _Conversion:
                 else:
                     hardlinks.pop(name, None)
             reader.finish()
-        return _Plan(drop, _front_order(prioritized, last, hardlinks))
+        if not self._options.require_prioritized:
+            prioritized = tuple(path for path in prioritized if path in last)
+        return _Plan(drop, _front_order(prioritized, last, hardlinks), prioritized)
 
-    def _emit(self, plan: _Plan | None) -> LayerResult:
-        """Conversion pass. Without a plan, raise _DuplicateName on the first repeated name."""
+    def _emit(self, plan: _Plan | None, replan_on: frozenset[str]) -> LayerResult:
+        """Conversion pass. Without a plan, raise _Replan on the first repeated name or name in
+        `replan_on`."""
         with ExitStack() as stack:
             front_store = None
             if plan and plan.front:
@@ -251,7 +309,7 @@ class _Conversion:
                 for ordinal in plan.front:
                     info, read = front_store.open(ordinal)
                     writer.add(info, read)
-                writer.add(_landmark(PREFETCH_LANDMARK), _bytes_reader(LANDMARK_CONTENTS))
+                writer.add_prefetch_landmark()
                 skip = plan.drop | set(plan.front)
             else:
                 writer.add(_landmark(NO_PREFETCH_LANDMARK), _bytes_reader(LANDMARK_CONTENTS))
@@ -259,17 +317,22 @@ class _Conversion:
             seen: set[int] = set()
             for ordinal, info in enumerate(reader.entries()):
                 name = clean_name(info.name)
+                if plan is None:
+                    if self._paths is not None:
+                        self._paths.see(name, info.isdir())
+                    if name in replan_on:
+                        raise _Replan(name)
                 if name in _RESERVED_NAMES or ordinal in skip:
                     continue
                 if plan is None:
                     # Hashes keep memory small; a collision only costs the planned second pass.
                     key = hash(name)
                     if key in seen:
-                        raise _DuplicateName(name)
+                        raise _Replan(name)
                     seen.add(key)
                 writer.add(info, reader.read)
             reader.finish()
-            return writer.finish()
+            return writer.finish(plan.prioritized if plan and front_store else ())
         raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
 
     def _collect_front(self, plan: _Plan, store: "_FrontStore") -> None:
@@ -630,8 +693,17 @@ class _BlobWriter:
                            min(_MAX_INFLIGHT_BYTES, 3 * options.workers * self._chunk_size))
         self._unames: dict[int, str] = {}
         self._gnames: dict[int, str] = {}
+        self._chunk_members = 0  # members started at a payload chunk so far
+        self._records_written = 0  # of those, how many are written (in member order)
+        self._prefetch_member: int | None = None  # index among them of .prefetch.landmark's payload
+        self._prefetch_end = 0  # its offset: the end of the region a node prefetches
 
     # -- entries -------------------------------------------------------------------------------
+
+    def add_prefetch_landmark(self) -> None:
+        """Add `.prefetch.landmark` after the prioritized entries, noting where its payload starts."""
+        self._prefetch_member = self._chunk_members
+        self.add(_landmark(PREFETCH_LANDMARK), _bytes_reader(LANDMARK_CONTENTS))
 
     def add(self, info: tarfile.TarInfo, read: Callable[[int], bytes]) -> None:
         kind = _KINDS[info.type]
@@ -685,6 +757,7 @@ class _BlobWriter:
             if len(data) != length:
                 raise HostileArchiveError(f"payload of {info.name!r} is shorter than its declared {size} bytes")
             self._close_member()
+            self._chunk_members += 1
             last = done + length == size
             self._chunk = _Chunk(whole, last) if whole is not None else _NOT_CHUNKED
             if done == 0:
@@ -790,7 +863,11 @@ class _BlobWriter:
             spill.close()
 
     def _record(self, chunk_digest: bytes | None) -> None:
+        """Called with the position at the start of the member being written."""
         if chunk_digest is not None:
+            if self._records_written == self._prefetch_member:
+                self._prefetch_end = self._position
+            self._records_written += 1
             self._records.write(_MEMBER_RECORD.pack(self._position, chunk_digest))
 
     def _emit(self, data: bytes, ends: list[int] | None = None) -> None:
@@ -815,7 +892,7 @@ class _BlobWriter:
 
     # -- TOC and footer ------------------------------------------------------------------------
 
-    def finish(self) -> LayerResult:
+    def finish(self, prioritized: tuple[str, ...]) -> LayerResult:
         self._close_member()
         self._submit_batch()
         while self._inflight:
@@ -837,6 +914,7 @@ class _BlobWriter:
                 self._write_toc(member, block)
             self._write_toc(member, bytes(-toc_size % 512) + bytes(1024))  # padding, end-of-archive marker
             member.finish()
+        toc_member_size = self._position - toc_offset
         self._emit(_footer(toc_offset))
         self._hash_written()
         self._blob_hasher.join()
@@ -846,6 +924,8 @@ class _BlobWriter:
             diff_id="sha256:" + self._diff_hash.hexdigest(),
             toc_digest="sha256:" + toc_hash.hexdigest(),
             uncompressed_size=self._uncompressed,
+            startup_bytes=FOOTER_SIZE + toc_member_size + self._prefetch_end,
+            prioritized=prioritized,
         )
 
     def _write_toc(self, member: _StreamingMember, data: bytes) -> None:

@@ -16,11 +16,24 @@ What `convert_image` guarantees:
   `LayerCache`. Layer descriptors become `application/vnd.oci.image.layer.v1.tar+gzip` with the
   `containerd.io/snapshot/stargz/toc.digest` and `io.containers.estargz.uncompressed-size`
   annotations; the config's `rootfs.diff_ids` are rewritten.
+- Prioritized files (`options.prioritized_files`) are per image: each file is prioritized in the
+  layer where it really lives, the top-most layer that has it, unless a layer above deletes it
+  (whiteout, opaque directory, a parent replaced by a file; see `converter.overlay`). So layers are
+  converted from the top down. A listed file in no layer, or deleted, is a warning
+  (`ImageResult.warnings`), not an error. A layer's cache key names the files it was asked to
+  prioritize, so a cached layer is never reused with another front order.
+- A layer is converted once per call: a layer repeated in a manifest gets one blob (the upper copy
+  shadows every path of the lower one), and a layer shared by platforms is converted again only if
+  it must put other files first there.
+- Each layer records its startup bytes (what a lazy-pulling node fetches before a container can
+  open a file, `converter.startup`); each platform sums them over its distinct layers. A node pulls
+  one platform, so the figures of an index's platforms are alternatives, never to be added up.
 - Manifests are pushed only after every blob is uploaded and confirmed by HEAD: child manifests by
   digest first, the tag last, so no partial image is ever visible under the tag.
 - The accelerated manifest (and index) carries `io.apparate.source.digest` and
   `io.apparate.converter.version` annotations and never a `subject` field.
-- Same input and options give the same digests (no timestamps are added).
+- Same input and options give the same digests (no timestamps are added); with isal (the `fast`
+  profile) on CPUs of the same generation (docs/isal-determinism.md).
 - Refusals are `ImageRefused` subclasses: a tag already ending with the suffix
   (`SuffixedTagRefused`), an image whose layers are already eStargz (`AlreadyAccelerated`), no
   requested platform in the image (`PlatformNotFound`), a digest-only source without destination
@@ -34,13 +47,14 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
 from .cache import CachedLayer, LayerCache
 from .errors import ConversionError
 from .estargz import LayerOptions, LayerResult, convert_layer
+from .overlay import LayerPaths
 from .reference import ImageReference
 from .registry import (
     IMAGE_MEDIA_TYPES,
@@ -118,11 +132,17 @@ ProgressCallback = Callable[[LayerProgress], None]
 class LayerOutcome:
     source_digest: str
     digest: str
-    size: int
+    size: int  # bytes of the eStargz blob: what a full pull of this layer fetches
     diff_id: str
     toc_digest: str
     uncompressed_size: int
-    reused: bool  # True when taken from the cache (blob present or mounted), not converted
+    # False for the one conversion of this layer in this call; True when this occurrence converted
+    # nothing: taken from the cache (blob present or mounted) or converted earlier in the call.
+    reused: bool
+    # Bytes a lazy-pulling node fetches from this blob before a container can start (footer, TOC,
+    # prioritized region); None when taken from a cache entry made before the figure was recorded.
+    startup_bytes: int | None
+    prioritized: list[str]  # the prioritized files placed first in this blob, as absolute paths
 
 
 @dataclass
@@ -131,7 +151,12 @@ class PlatformResult:
     source_digest: str
     digest: str
     size: int
-    layers: list[LayerOutcome]
+    layers: list[LayerOutcome]  # in manifest order, bottom layer first
+    # Over the platform's distinct layer blobs (a blob listed twice is fetched once): what a node
+    # pulling this platform fetches to start (None if a layer's figure is unknown), and in full.
+    startup_bytes: int | None
+    layers_size: int
+    warnings: list[str] = field(default_factory=list)  # prioritized files not placed, and why
 
 
 @dataclass
@@ -147,14 +172,38 @@ class ImageResult:
 
     @property
     def layers_converted(self) -> int:
+        """Layer conversions actually run (a layer reused from the cache or earlier in the call
+        does not count)."""
         return sum(not layer.reused for p in self.platforms for layer in p.layers)
 
     @property
     def layers_reused(self) -> int:
         return sum(layer.reused for p in self.platforms for layer in p.layers)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Human-readable warnings for the job log, each naming its platform."""
+        return [f"{p.platform}: {warning}" for p in self.platforms for warning in p.warnings]
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "layers_converted": self.layers_converted, "layers_reused": self.layers_reused}
+        return {**asdict(self), "layers_converted": self.layers_converted, "layers_reused": self.layers_reused,
+                "warnings": self.warnings}
+
+
+@dataclass(frozen=True)
+class _LayerFacts:
+    """What one source layer holds of the image's prioritized files; `known` are the paths it was
+    checked for (all of them after converting it, fewer when it came from the cache)."""
+
+    known: frozenset[str]
+    present: frozenset[str]
+    hidden: frozenset[str]  # deleted for every layer below by this one
+
+    def front(self, candidates: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The files this layer puts first when asked to prioritize `candidates`; None if unknown."""
+        if not self.known.issuperset(candidates):
+            return None
+        return tuple(path for path in candidates if path in self.present)
 
 
 def platform_name(platform: dict) -> str:
@@ -192,8 +241,9 @@ class _ImageConverter:
         self.client, self.source, self.destination = client, source, destination
         self.target = destination_client
         self.options, self.cache, self.progress, self.workdir = options, cache, progress, workdir
-        self.cache_key = options.cache_key()  # covers the options and the converter version
-        self.done: dict[str, LayerOutcome] = {}  # source layer digest -> outcome, within this run
+        self.listed = options.normalized_prioritized_files
+        # source layer digest -> each distinct conversion of it in this run: outcome, facts, front
+        self.done: dict[str, list[tuple[LayerOutcome, _LayerFacts, tuple[str, ...]]]] = {}
 
     def run(self, platforms: list[str] | None) -> ImageResult:
         top = self.client.get_manifest(self.source.path, self.source.reference)
@@ -289,7 +339,7 @@ class _ImageConverter:
         if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
             raise UnsupportedImage(f"{self.source} ({platform}): the config lists {len(diff_ids or [])} diff_ids "
                                    f"for {len(layers)} layers.")
-        outcomes = [self._layer(platform, index, len(layers), layer) for index, layer in enumerate(layers)]
+        outcomes, warnings = self._layers(platform, layers)
         new_config = {**config, "rootfs": {**config["rootfs"], "diff_ids": [o.diff_id for o in outcomes]}}
         config_bytes = _encode(new_config)
         config_digest = self.target.upload_blob(self.destination.path, config_bytes)
@@ -309,7 +359,10 @@ class _ImageConverter:
             "annotations": {**(manifest.get("annotations") or {}), **annotations},
         }
         content = _encode(new_manifest)
-        result = PlatformResult(platform, source.digest, sha256_digest(content), len(content), outcomes)
+        distinct = {outcome.digest: outcome for outcome in outcomes}.values()
+        startup = None if any(o.startup_bytes is None for o in distinct) else sum(o.startup_bytes for o in distinct)
+        result = PlatformResult(platform, source.digest, sha256_digest(content), len(content), outcomes,
+                                startup_bytes=startup, layers_size=sum(o.size for o in distinct), warnings=warnings)
         return _Converted(content, result, [config_digest] + [o.digest for o in outcomes])
 
     def _refuse_accelerated(self, manifest: dict, layers: list[dict]) -> None:
@@ -327,59 +380,124 @@ class _ImageConverter:
                                             int(layer.get("size") or 0), phase))
         return emit
 
-    def _layer(self, platform: str, index: int, count: int, layer: dict) -> LayerOutcome:
+    def _layers(self, platform: str, layers: list[dict]) -> tuple[list[LayerOutcome], list[str]]:
+        """Convert a manifest's layers from the top down: which layer a prioritized file lives in
+        depends on the layers above it. Returns the outcomes in manifest order and the warnings."""
+        count = len(layers)
+        outcomes: list[LayerOutcome | None] = [None] * count
+        candidates = self.listed  # still looked for: neither found nor deleted higher up
+        deleted_by: dict[str, int] = {}
+        converted_here: dict[str, LayerOutcome] = {}
+        for index in reversed(range(count)):
+            layer = layers[index]
+            emit = self._emitter(platform, index, count, layer)
+            upper = converted_here.get(layer["digest"])
+            if upper is not None:
+                # The same layer higher up shadows every path of this copy; one blob serves both.
+                outcomes[index] = self._reuse(upper, layer, emit)
+                continue
+            outcome, facts = self._layer(layer, candidates, emit)
+            converted_here[layer["digest"]] = outcome
+            for path in candidates:
+                if path in facts.hidden:
+                    deleted_by[path] = index
+            candidates = tuple(p for p in candidates if p not in facts.present and p not in facts.hidden)
+            outcomes[index] = outcome
+        placed = {path for outcome in outcomes for path in outcome.prioritized}
+        warnings = []
+        for path in self.listed:
+            if "/" + path in placed:
+                continue
+            if path in deleted_by:
+                warnings.append(f"prioritized file '/{path}' is removed from the image by layer "
+                                f"{deleted_by[path] + 1} of {count} (a whiteout or a replaced parent directory); "
+                                "it is not prioritized")
+            else:
+                warnings.append(f"prioritized file '/{path}' is in none of the {count} layers; it is not prioritized")
+        return outcomes, warnings
+
+    @staticmethod
+    def _reuse(outcome: LayerOutcome, layer: dict, emit: Callable[[str, int, int], None]) -> LayerOutcome:
+        emit("reused", 0, outcome.size)
+        emit("done", int(layer.get("size") or 0), outcome.size)
+        return replace(outcome, reused=True)
+
+    def _layer(self, layer: dict, candidates: tuple[str, ...],
+               emit: Callable[[str, int, int], None]) -> tuple[LayerOutcome, _LayerFacts]:
+        """One occurrence of a layer, asked to prioritize those of `candidates` it holds."""
         source_digest = layer["digest"]
-        emit = self._emitter(platform, index, count, layer)
-        if source_digest in self.done:
-            outcome = self.done[source_digest]
-            emit("reused", 0, outcome.size)
-            return outcome
-        outcome = self._from_cache(source_digest)
-        if outcome is not None:
+        for outcome, facts, front in self.done.get(source_digest, ()):
+            if facts.front(candidates) == front:  # converted earlier in this run with the same front
+                return self._reuse(outcome, layer, emit), facts
+        options = replace(self.options, prioritized_files=candidates, require_prioritized=False)
+        found = self._from_cache(source_digest, options)
+        if found is not None:
+            outcome, facts = found
             emit("reused", 0, outcome.size)
         else:
-            outcome = self._convert_layer(layer, emit)
-        self.done[source_digest] = outcome
+            outcome, facts = self._convert_layer(layer, options, emit)
+        self.done.setdefault(source_digest, []).append((outcome, facts, facts.front(candidates)))
         emit("done", int(layer.get("size") or 0), outcome.size)
-        return outcome
+        return outcome, facts
 
-    def _from_cache(self, source_digest: str) -> LayerOutcome | None:
+    def _from_cache(self, source_digest: str, options: LayerOptions) -> tuple[LayerOutcome, _LayerFacts] | None:
         if self.cache is None:
             return None
-        cached = self.cache.get(source_digest, self.cache_key)
-        if cached is None:
+        cached = self.cache.get(source_digest, options.cache_key())
+        candidates = frozenset(options.normalized_prioritized_files)
+        if cached is None or (candidates and (cached.prioritized is None or cached.hidden is None)):
             return None
         present = self.target.blob_exists(self.destination.path, cached.digest)
         if not present and cached.registry == self.target.host and cached.repository != self.destination.path:
             present = self.target.mount_blob(self.destination.path, cached.digest, cached.repository)
         if not present:
             return None
+        placed = cached.prioritized or ()
+        facts = _LayerFacts(known=candidates, present=frozenset(placed),
+                            hidden=frozenset(cached.hidden or ()) & candidates)
         return LayerOutcome(source_digest, cached.digest, cached.size, cached.diff_id, cached.toc_digest,
-                            cached.uncompressed_size, reused=True)
+                            cached.uncompressed_size, reused=True, startup_bytes=cached.startup_bytes,
+                            prioritized=["/" + path for path in placed]), facts
 
-    def _convert_layer(self, layer: dict, emit: Callable[[str, int, int], None]) -> LayerOutcome:
+    def _convert_layer(self, layer: dict, options: LayerOptions,
+                       emit: Callable[[str, int, int], None]) -> tuple[LayerOutcome, _LayerFacts]:
+        paths = LayerPaths(self.listed)
         with tempfile.TemporaryDirectory(prefix="apparate-layer-", dir=self.workdir) as work:
             output = Path(work) / "layer.estargz"
             with self.client.open_blob(self.source.path, layer["digest"], layer.get("size")) as blob, \
                     open(output, "w+b") as destination:
                 try:
                     result: LayerResult = convert_layer(
-                        blob, destination, self.options,
-                        progress=lambda read, written: emit("convert", read, written), workdir=work)
+                        blob, destination, options,
+                        progress=lambda read, written: emit("convert", read, written), workdir=work, paths=paths)
                 except ConversionError as error:  # name the layer: the writer only knows a stream
                     raise type(error)(f"{self.source}: layer {layer['digest']}: {error}") from error
                 while blob.read(_READ_SIZE):  # read to the end: the digest is checked at EOF
                     pass
             emit("upload", blob.bytes_read, result.size)
             self.target.upload_blob(self.destination.path, output, result.digest)
+        facts = _LayerFacts(known=frozenset(self.listed), present=frozenset(paths.present),
+                            hidden=frozenset(paths.hidden))
         outcome = LayerOutcome(layer["digest"], result.digest, result.size, result.diff_id, result.toc_digest,
-                               result.uncompressed_size, reused=False)
+                               result.uncompressed_size, reused=False, startup_bytes=result.startup_bytes,
+                               prioritized=["/" + path for path in result.prioritized])
         if self.cache is not None:
-            self.cache.put(layer["digest"], self.cache_key, CachedLayer(
-                digest=result.digest, size=result.size, diff_id=result.diff_id, toc_digest=result.toc_digest,
-                uncompressed_size=result.uncompressed_size, registry=self.target.host,
-                repository=self.destination.path))
-        return outcome
+            self._remember(layer["digest"], options, result, facts)
+        return outcome, facts
+
+    def _remember(self, source_digest: str, options: LayerOptions, result: LayerResult, facts: _LayerFacts) -> None:
+        """Cache the layer under the files it was asked to prioritize and, when it placed fewer,
+        also under those it placed: asked for just those, it gives the same bytes."""
+        candidates = options.normalized_prioritized_files
+        entry = CachedLayer(
+            digest=result.digest, size=result.size, diff_id=result.diff_id, toc_digest=result.toc_digest,
+            uncompressed_size=result.uncompressed_size, registry=self.target.host,
+            repository=self.destination.path, prioritized=result.prioritized,
+            hidden=tuple(path for path in candidates if path in facts.hidden), startup_bytes=result.startup_bytes)
+        self.cache.put(source_digest, options.cache_key(), entry)
+        if result.prioritized != candidates:
+            self.cache.put(source_digest, replace(options, prioritized_files=result.prioritized).cache_key(),
+                           replace(entry, hidden=()))
 
     def _verify_blobs(self, converted: _Converted) -> None:
         for digest in converted.blobs:

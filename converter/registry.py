@@ -9,6 +9,15 @@ Behaviour worth knowing:
 - Auth: anonymous first; on a 401 the `WWW-Authenticate` challenge decides. `Basic` sends the
   configured credentials; `Bearer` fetches a token from the challenge's realm (with `service` and
   `scope`, and the credentials as Basic auth when given) and caches it per scope until it expires.
+- Credentials stay home. The registry's origin is the scheme, host and port of its base URL.
+  Basic credentials and Bearer tokens go only to that origin; the credentials also go to the token
+  realm when it is HTTPS (any host, like Docker Hub's auth.docker.io) or the registry's own origin,
+  never to a plain-HTTP realm elsewhere (refused when there are credentials to send; anonymous
+  tokens are still fetched). A next-page `Link` or an upload `Location` on another origin is
+  refused: a registry has no reason to send its listing or its uploads elsewhere, and following
+  would hand another host the registry's data. Redirects are followed for GET and HEAD only (blob
+  storage, CDNs), by the client itself, and the `Authorization` header is dropped as soon as a
+  redirect leaves the origin the request started at (an https-to-http downgrade leaves it too).
 - TLS: `verify=False` turns verification off; `ca_bundle_pem` adds PEM certificates to the system
   store (written to a private temp file that `close()` removes). Plain-HTTP registries use an
   `http://` base URL (`RegistryClient.for_host(..., insecure=True)` picks the scheme).
@@ -19,6 +28,15 @@ Behaviour worth knowing:
   retry later can help.
 - Blob downloads are verified: the digest of the bytes read must match, and a short body is an
   error, never a silently truncated layer.
+- `read_blob_range` reads part of a blob with an HTTP Range request (an eStargz footer and TOC)
+  and returns exactly the bytes asked for, or an error; a registry that ignores Range and sends the
+  whole blob is refused without reading it.
+- Nothing the registry sends is trusted for size. Every body read into memory (manifests, list
+  pages, token responses, error bodies, configs) is streamed and cut off at a limit named below,
+  counted after decoding its Content-Encoding, whatever Content-Length says; a compression bomb
+  stops at the limit because urllib3 (>= 2.6) decompresses only what each read asks for. Blob
+  streams stop at their descriptor's size. Exceeding a limit is a `RegistryProtocolError` naming
+  the limit.
 """
 
 from __future__ import annotations
@@ -56,10 +74,24 @@ IMAGE_MEDIA_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEX_MEDIA_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 MANIFEST_MEDIA_TYPES = IMAGE_MEDIA_TYPES | INDEX_MEDIA_TYPES
 ACCEPT_MANIFESTS = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit Distribution and containerd apply
 USER_AGENT = "apparate-converter"
+MAX_REDIRECTS = 5  # blob storage behind a CDN takes one or two; more is a loop or a trick
+# Limits on what is read into memory, counted in decoded bytes.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the OCI distribution spec's common limit; Distribution and containerd apply it
+MAX_LIST_PAGE_BYTES = 4 * 1024 * 1024  # one page of _catalog or tags/list (1000 names of 255 bytes: ~260 KiB)
+MAX_LIST_ITEMS = 100_000  # repositories or tags over all pages
+MAX_LIST_PAGES = 1000  # pages of one listing: empty pages that keep linking on must end too
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024  # a token answer is a JWT or two and a few fields
+MAX_CONFIG_BYTES = 8 * 1024 * 1024  # a blob held in memory (image configs); layers stream to disk
+MAX_ERROR_BODY_BYTES = 64 * 1024  # read to explain a failure; a longer body loses its details, not its status
+MAX_RANGE_BYTES = 64 * 1024 * 1024  # one ranged read: an eStargz TOC, not a layer
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _READ_SIZE = 1024 * 1024
+# what reading a body can raise besides decoding errors: resets, timeouts, a body cut short
+_READ_ERRORS = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+                requests.exceptions.RequestException, OSError)
 
 
 class RegistryError(Exception):
@@ -170,17 +202,55 @@ def _explain_network_error(error: Exception, host: str, timeout: float) -> Regis
     return RegistryUnreachable(f"Could not connect to {host}: {type(error).__name__}.")
 
 
-def _registry_errors(response: requests.Response) -> list[dict]:
+def _read_failure(error: Exception, label: str, bytes_read: int, host: str, timeout: float) -> RegistryError:
+    """The error for a body that could not be read to its end."""
+    if isinstance(error, urllib3.exceptions.ProtocolError) and "IncompleteRead" in repr(error):
+        return RegistryProtocolError(
+            f"{label} failed: the body ended after {bytes_read} bytes (truncated download)", transient=True)
+    failure = _explain_network_error(error, host, timeout)
+    failure.message = f"{label} failed: {failure.message}"
+    failure.args = (failure.message,)
+    return failure
+
+
+def _limit_text(limit: int) -> str:
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if limit >= unit and limit % unit == 0:
+            return f"{limit // unit} {name} ({limit} bytes)"
+    return f"{limit} bytes"
+
+
+def _release(response: requests.Response) -> None:
+    """Done with a response whose body is not needed: read what little is left so the connection can
+    carry the next request, then close. A long or unsized body is not read: the connection goes."""
+    length = response.headers.get("Content-Length", "")
+    if response.request.method == "HEAD" or response.status_code in (204, 304) or (
+            length.isdigit() and int(length) <= MAX_ERROR_BODY_BYTES):
+        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+            response.raw.read(MAX_ERROR_BODY_BYTES + 1, decode_content=False)
+    response.close()
+
+
+def _content_length(response: requests.Response) -> int:
+    """The announced length, 0 when absent or not a number (HEAD answers: informative only)."""
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else 0
+
+
+def _byte_count(size: object) -> bool:
+    return isinstance(size, int) and not isinstance(size, bool) and size >= 0
+
+
+def _registry_errors(body: bytes) -> list[dict]:
     try:
-        body = response.json()
+        document = json.loads(body)
     except ValueError:
         return []
-    errors = body.get("errors") if isinstance(body, dict) else None
+    errors = document.get("errors") if isinstance(document, dict) else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
-def _describe(response: requests.Response) -> str:
-    errors = _registry_errors(response)
+def _describe(response: requests.Response, errors: list[dict]) -> str:
     summary = f"{response.status_code} {response.reason or ''}".strip()
     if errors:
         details = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors[:3])
@@ -208,6 +278,26 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, default ports filled in: what "the same origin" compares."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # an invalid port is no origin anyone is allowed to receive credentials at
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _without_authorization(headers: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() != "authorization"}
+
+
 def _link_next(response: requests.Response) -> str | None:
     for part in response.headers.get("Link", "").split(","):
         match = re.match(r'\s*<([^>]+)>\s*;.*rel="?next"?', part)
@@ -218,12 +308,15 @@ def _link_next(response: requests.Response) -> str | None:
 
 class VerifiedBlobReader:
     """A file-like view of a blob download: read() hashes as it goes and, at the end of the body,
-    raises `RegistryProtocolError` if the size or digest does not match what was asked for."""
+    raises `RegistryProtocolError` if the size or digest does not match what was asked for. It never
+    reads past `size` (plus the one byte that proves a body too long), or past `limit` when the size
+    is not known."""
 
     def __init__(self, response: requests.Response, digest: str, size: int | None, what: str, host: str,
-                 timeout: float):
+                 timeout: float, limit: int | None = None):
         self._response, self.digest, self.size = response, digest, size
         self._what, self._host, self._timeout = what, host, timeout
+        self._bound = size if size is not None else limit
         self._hash = hashlib.sha256()
         self.bytes_read = 0
         self._done = False
@@ -236,21 +329,23 @@ class VerifiedBlobReader:
             return b"".join(parts)
         if self._done:
             return b""
+        if self._bound is not None:
+            amount = min(amount, self._bound + 1 - self.bytes_read)
         try:
             data = self._response.raw.read(amount, decode_content=False)
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
-                requests.exceptions.RequestException, OSError) as error:
-            if isinstance(error, urllib3.exceptions.ProtocolError) and "IncompleteRead" in repr(error):
-                raise RegistryProtocolError(
-                    f"{self._what} failed: the body ended after {self.bytes_read} bytes "
-                    f"(truncated download)", transient=True) from error
-            raise _explain_network_error(error, self._host, self._timeout) from error
+        except _READ_ERRORS as error:
+            raise _read_failure(error, self._what, self.bytes_read, self._host, self._timeout) from error
         if data:
             self.bytes_read += len(data)
             self._hash.update(data)
-            if self.size is not None and self.bytes_read > self.size:
+            if self._bound is not None and self.bytes_read > self._bound:
+                self.close()
+                if self.size is not None:
+                    raise RegistryProtocolError(
+                        f"{self._what} failed: the body is longer than the expected {self.size} bytes.")
                 raise RegistryProtocolError(
-                    f"{self._what} failed: the body is longer than the expected {self.size} bytes.")
+                    f"{self._what} failed: the blob is larger than the limit of {_limit_text(self._bound)} for a "
+                    "blob read into memory; not read further.")
             return data
         self._done = True
         self.close()
@@ -294,6 +389,7 @@ class RegistryClient:
             raise ValueError(f"'{base_url}' is not an http(s) registry URL.")
         self.base_url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.host = parts.netloc
+        self.origin = _origin(self.base_url)
         self.username = username or None
         self._password = password or ""
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
@@ -324,7 +420,7 @@ class RegistryClient:
             return cls(f"https://{host}", **options)
         probe = cls(f"https://{host}", verify=False, **{**options, "retries": 0})
         try:
-            probe._send("GET", "/v2/", retries=0)
+            _release(probe._send("GET", "/v2/", retries=0))
             return probe
         except (RegistryTLSError, RegistryUnreachable):
             probe.close()
@@ -358,12 +454,20 @@ class RegistryClient:
         time.sleep(delay)
 
     def _send(self, method: str, path_or_url: str, *, scope: str | None = None, headers: dict | None = None,
-              params: dict | None = None, body: bytes | BinaryIO | None = None, stream: bool = False,
-              retries: int | None = None, auth: bool = True) -> requests.Response:
-        """One logical request: auth challenge handling and retries of transient failures.
-        Returns the final response whatever its status; raises on network errors after retries."""
+              params: dict | None = None, body: bytes | BinaryIO | None = None, retries: int | None = None,
+              auth: bool = True, source: str = "the URL") -> requests.Response:
+        """One logical request: auth challenge handling, redirects and retries of transient failures.
+        Returns the final response whatever its status, its body not read yet (see `_read_body`,
+        `_release`); raises on network errors after retries.
+
+        With `auth` (every request but the token fetch) the URL must be on the registry's origin:
+        a URL the registry named elsewhere (`source` says which) is refused before anything is sent."""
         url = self._url(path_or_url)
         label = self._label(method, url)
+        if auth and _origin(url) != self.origin:
+            raise RegistryProtocolError(
+                f"{label} refused: {source} points to {_origin_url(url)}, not to the registry at "
+                f"{_origin_url(self.base_url)}. The registry's credentials and data go only to its own address.")
         retries = self.retries if retries is None else retries
         start = body.tell() if body is not None and hasattr(body, "seek") else None
         attempt, authenticated_retry = 0, False
@@ -374,10 +478,9 @@ class RegistryClient:
             if auth:
                 request_headers.update(self._auth_headers(scope))
             try:
-                response = self._session.request(method, url, headers=request_headers, params=params, data=body,
-                                                 stream=stream, timeout=self.timeout, allow_redirects=True)
+                response = self._request(method, url, request_headers, params, body)
             except requests.exceptions.RequestException as error:
-                failure = _explain_network_error(error, self.host, self.timeout)
+                failure = _explain_network_error(error, urlsplit(url).netloc, self.timeout)
                 if failure.transient and attempt < retries:
                     self._sleep_before_retry(attempt)
                     attempt += 1
@@ -385,19 +488,91 @@ class RegistryClient:
                 failure.message = f"{label} failed: {failure.message}"
                 failure.args = (failure.message,)
                 raise failure from error
-            if response.status_code == 401 and auth and not authenticated_retry:
+            # only the registry itself may ask for its credentials: a 401 from blob storage is its failure
+            if (response.status_code == 401 and auth and not authenticated_retry
+                    and _origin(response.url) == self.origin):
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge and self._learn_challenge(challenge, scope, label):
-                    response.close()
+                    _release(response)
                     authenticated_retry = True
                     continue
             if (response.status_code == 429 or response.status_code >= 500) and attempt < retries:
                 wait = _retry_after(response)
-                response.close()
+                _release(response)
                 self._sleep_before_retry(attempt, wait)
                 attempt += 1
                 continue
             return response
+
+    def _request(self, method: str, url: str, headers: dict[str, str], params: dict | None,
+                 body: bytes | BinaryIO | None) -> requests.Response:
+        """Send one request and follow the redirects of a GET or HEAD (blob storage, CDNs) ourselves,
+        so that the Authorization header stays only while on the origin the request started at."""
+        home = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._session.request(method, url, headers=headers, params=params, data=body, stream=True,
+                                             timeout=self.timeout, allow_redirects=False)
+            target = self._session.get_redirect_target(response) if method in ("GET", "HEAD") else None
+            if not target:
+                return response
+            response.close()  # a redirect's body is never read
+            url, params = urljoin(response.url, target), None
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise RegistryProtocolError(
+                    f"{self._label(method, response.url)} failed: redirected to a non-HTTP URL.")
+            if _origin(url) != home:
+                headers = _without_authorization(headers)
+        raise RegistryProtocolError(f"{self._label(method, response.url)} failed: more than {MAX_REDIRECTS} redirects.")
+
+    def _fetch(self, method: str, path_or_url: str, *, limit: int, what: str, ok: tuple[int, ...] = (200,),
+               label: str | None = None, decode: bool = True, **options) -> tuple[requests.Response, bytes]:
+        """`_send`, then, when the status is in `ok`, the body read into memory within `limit` (see
+        `_read_body`); a body cut short is fetched again like any transient failure. Other answers
+        come back unread, for `_fail`."""
+        retries = self.retries if options.get("retries") is None else options["retries"]
+        attempt = 0
+        while True:
+            response = self._send(method, path_or_url, **options)
+            if response.status_code not in ok:
+                return response, b""
+            try:
+                return response, self._read_body(response, limit, what, label, decode)
+            except RegistryError as error:
+                if not error.transient or attempt >= retries:
+                    raise
+            self._sleep_before_retry(attempt)
+            attempt += 1
+
+    def _read_body(self, response: requests.Response, limit: int, what: str, label: str | None = None,
+                   decode: bool = True) -> bytes:
+        """The body, decoded as its Content-Encoding says (unless not `decode`), refusing more than
+        `limit` bytes whatever Content-Length announced. Reads go in bounded steps, so a compression
+        bomb costs about `limit` bytes of memory before it is refused. Closes the response."""
+        label = label or self._label(response.request.method, response.url)
+        body = bytearray()
+        try:
+            while len(body) <= limit:
+                chunk = response.raw.read(min(_READ_SIZE, limit + 1 - len(body)), decode_content=decode)
+                if not chunk:
+                    return bytes(body)
+                body += chunk
+        except urllib3.exceptions.DecodeError as error:
+            encoding = response.headers.get("Content-Encoding", "")
+            raise RegistryProtocolError(f"{label}: the {what} could not be decoded (Content-Encoding "
+                                        f"'{encoding}').") from error
+        except _READ_ERRORS as error:
+            raise _read_failure(error, label, len(body), urlsplit(response.url).netloc, self.timeout) from error
+        finally:
+            response.close()
+        raise RegistryProtocolError(f"{label}: the {what} is larger than the limit of {_limit_text(limit)}; "
+                                    "not read further.")
+
+    def _read_errors(self, response: requests.Response) -> list[dict]:
+        """The `errors` of a failed answer's body, if it is small enough to read; [] otherwise."""
+        try:
+            return _registry_errors(self._read_body(response, MAX_ERROR_BODY_BYTES, "error body"))
+        except RegistryError:
+            return []
 
     def _auth_headers(self, scope: str | None) -> dict[str, str]:
         if self._scheme == "basic" and self.username:
@@ -428,6 +603,14 @@ class RegistryClient:
 
     def _fetch_token(self, scope: str | None) -> tuple[str, float]:
         realm = self._challenge["realm"]
+        label = f"GET {urlsplit(realm).path or '/'} (token endpoint of {urlsplit(realm).netloc})"
+        if urlsplit(realm).scheme not in ("http", "https") or not urlsplit(realm).netloc:
+            raise RegistryProtocolError(f"{label} failed: the token realm is not an http(s) URL.")
+        if self.username and urlsplit(realm).scheme != "https" and _origin(realm) != self.origin:
+            raise RegistryAuthError(
+                f"{label} refused: the registry names a token endpoint over plain HTTP on another address "
+                f"({_origin_url(realm)}). The credentials of user '{self.username}' go only to the registry "
+                f"itself ({_origin_url(self.base_url)}) or to a token endpoint over HTTPS.")
         query = [("service", self._challenge["service"])] if self._challenge.get("service") else []
         query += [("scope", item) for item in (scope or "").split(" ") if item]
         if self.username:
@@ -435,31 +618,35 @@ class RegistryClient:
         headers = {}
         if self.username:
             headers["Authorization"] = requests.auth._basic_auth_str(self.username, self._password)
-        label = f"GET {urlsplit(realm).path or '/'} (token endpoint of {urlsplit(realm).netloc})"
-        response = self._send("GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers,
-                              auth=False)
+        response, body = self._fetch("GET", realm + ("&" if "?" in realm else "?") + urlencode(query),
+                                     limit=MAX_TOKEN_RESPONSE_BYTES, what="token response", label=label,
+                                     headers=headers, auth=False)
         if response.status_code in (401, 403):
             who = f"user '{self.username}'" if self.username else "anonymous access"
-            raise RegistryAuthError(f"{label} refused {who}: {_describe(response)}.", status=response.status_code)
+            raise RegistryAuthError(f"{label} refused {who}: {_describe(response, self._read_errors(response))}.",
+                                    status=response.status_code)
         if response.status_code != 200:
-            raise RegistryError(f"{label} failed: {_describe(response)}.", status=response.status_code,
+            raise RegistryError(f"{label} failed: {_describe(response, self._read_errors(response))}.",
+                                status=response.status_code,
                                 transient=response.status_code >= 500 or response.status_code == 429)
         try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-            lifetime = float(body.get("expires_in") or 60)
+            document = json.loads(body)
+            token = document.get("token") or document.get("access_token")
+            lifetime = float(document.get("expires_in") or 60)
         except (ValueError, AttributeError, TypeError) as error:
             raise RegistryProtocolError(f"{label} answered something that is not a token.") from error
         if not token:
             raise RegistryProtocolError(f"{label} answered without a token.")
+        if not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise RegistryProtocolError(f"{label} answered a token that is not printable ASCII.")
         return token, time.monotonic() + max(lifetime - 10, lifetime / 2)
 
-    def _fail(self, response: requests.Response, what: str | None = None) -> RegistryError:
-        """The error for an unexpected answer, classified by status."""
+    def _fail(self, response: requests.Response, what: str | None = None,
+              errors: list[dict] | None = None) -> RegistryError:
+        """The error for an unexpected answer, classified by status (`errors`: its body's, if already read)."""
         label = what or self._label(response.request.method, response.url)
         status = response.status_code
-        description = _describe(response)
-        response.close()
+        description = _describe(response, self._read_errors(response) if errors is None else errors)
         if status == 401:
             if self.username:
                 return RegistryAuthError(
@@ -487,51 +674,62 @@ class RegistryClient:
         if status == 200:
             version = response.headers.get("Docker-Distribution-API-Version", "")
             content_type = response.headers.get("Content-Type", "")
-            response.close()
+            _release(response)
             if not version and "json" not in content_type:
                 raise RegistryProtocolError(
                     f"{label}: {self.host} answered, but not like a registry (no Distribution API version "
                     "header and no JSON). Check the URL.", status=status)
             return
         if status == 404:
-            response.close()
+            _release(response)
             raise RegistryProtocolError(
                 f"{label} answered 404 Not Found: {self.host} is a web server but not a Docker/OCI registry "
                 "(no Distribution API at /v2/). Check the URL and port.", status=status)
         if status == 401 and not self.username:
-            response.close()
+            _release(response)
             raise RegistryAuthError(f"{label}: the registry requires credentials; enter a username and password.",
                                     status=status)
         raise self._fail(response, label)
 
     def catalog(self, page_size: int = 1000) -> list[str]:
         """All repository paths (`GET /v2/_catalog`, following `Link` pagination)."""
-        return self._paginate("/v2/_catalog", "repositories", "registry:catalog:*", page_size)
+        return self._paginate("/v2/_catalog", "repositories", "repository list", "registry:catalog:*", page_size)
 
     def tags(self, repository: str, page_size: int = 1000) -> list[str]:
         """All tags of a repository (`GET /v2/<name>/tags/list`, following `Link` pagination)."""
-        return self._paginate(f"/v2/{repository}/tags/list", "tags", self._scope(repository), page_size)
+        return self._paginate(f"/v2/{repository}/tags/list", "tags", "tag list", self._scope(repository), page_size)
 
-    def _paginate(self, path: str, key: str, scope: str, page_size: int) -> list[str]:
+    def _paginate(self, path: str, key: str, listing: str, scope: str, page_size: int) -> list[str]:
+        """The names under `key` over all pages, within MAX_LIST_PAGE_BYTES per page, MAX_LIST_ITEMS
+        names and MAX_LIST_PAGES pages."""
         items: list[str] = []
         url: str | None = path
         params: dict | None = {"n": page_size}
         seen: set[str] = set()
-        while url:
-            response = self._send("GET", url, scope=scope, params=params)
+        label = self._label("GET", self._url(path))
+        for _ in range(MAX_LIST_PAGES):
+            response, body = self._fetch("GET", url, limit=MAX_LIST_PAGE_BYTES, what=f"{listing} page", scope=scope,
+                                         params=params, source="the next-page Link")
             if response.status_code != 200:
                 raise self._fail(response)
             try:
-                page = response.json().get(key) or []
-            except (ValueError, AttributeError) as error:
+                document = json.loads(body)
+            except ValueError as error:
                 raise RegistryProtocolError(f"{self._label('GET', response.url)} answered invalid JSON.") from error
+            page = (document.get(key) if isinstance(document, dict) else None) or []  # null: an empty repository
+            if not isinstance(page, list) or not all(isinstance(item, str) for item in page):
+                raise RegistryProtocolError(
+                    f"{self._label('GET', response.url)}: the {listing} page holds no list of names under '{key}'.")
             items.extend(page)
+            if len(items) > MAX_LIST_ITEMS:
+                raise RegistryProtocolError(f"{label}: the registry lists more than {MAX_LIST_ITEMS} {key}.")
             url, params = _link_next(response), None
+            if url is None:
+                return items
             if url in seen:
                 raise RegistryProtocolError(f"{self._label('GET', response.url)}: pagination loops.")
-            if url:
-                seen.add(url)
-        return items
+            seen.add(url)
+        raise RegistryProtocolError(f"{label}: the {listing} goes on for more than {MAX_LIST_PAGES} pages.")
 
     @staticmethod
     def _scope(repository: str, push: bool = False) -> str:
@@ -543,13 +741,11 @@ class RegistryClient:
         """Fetch a manifest by tag or digest. Refuses schema 1 and unknown media types with
         `UnsupportedManifest`; verifies the content digest when asked by digest."""
         path = f"/v2/{repository}/manifests/{reference}"
-        response = self._send("GET", path, scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
+        response, content = self._fetch("GET", path, limit=MAX_MANIFEST_BYTES, what="manifest",
+                                        scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
         label = self._label("GET", self._url(path))
         if response.status_code != 200:
             raise self._fail(response)
-        content = response.content
-        if len(content) > MAX_MANIFEST_BYTES:
-            raise RegistryProtocolError(f"{label}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes.")
         digest = sha256_digest(content)
         if _DIGEST.fullmatch(reference) and digest != reference:
             raise RegistryProtocolError(f"{label}: the manifest's digest is {digest}, not the {reference} asked for.")
@@ -579,14 +775,16 @@ class RegistryClient:
         """Digest and size of a manifest by tag or digest, or None when it does not exist."""
         path = f"/v2/{repository}/manifests/{reference}"
         response = self._send("HEAD", path, scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
-        if response.status_code == 404:
-            return None
         if response.status_code != 200:
+            if response.status_code == 404:
+                _release(response)
+                return None
             raise self._fail(response)
+        _release(response)
         digest = response.headers.get("Docker-Content-Digest", "")
         if not digest:
             return BlobInfo(self.get_manifest(repository, reference).digest, 0)
-        return BlobInfo(digest, int(response.headers.get("Content-Length") or 0))
+        return BlobInfo(digest, _content_length(response))
 
     def put_manifest(self, repository: str, reference: str, content: bytes, media_type: str) -> str:
         """Store a manifest under a tag (or its digest); returns the digest, checked against the registry's."""
@@ -596,6 +794,7 @@ class RegistryClient:
                               headers={"Content-Type": media_type}, body=content)
         if response.status_code not in (200, 201, 202):
             raise self._fail(response)
+        _release(response)
         served = response.headers.get("Docker-Content-Digest")
         if served and served != digest:
             raise RegistryProtocolError(
@@ -609,31 +808,42 @@ class RegistryClient:
         path = f"/v2/{repository}/manifests/{digest}"
         response = self._send("DELETE", path, scope=f"repository:{repository}:delete,pull,push")
         if response.status_code in (200, 202):
+            _release(response)
             return
-        codes = {e.get("code") for e in _registry_errors(response)}
-        if response.status_code == 405 or "UNSUPPORTED" in codes:
-            response.close()
+        errors = self._read_errors(response)
+        if response.status_code == 405 or "UNSUPPORTED" in {e.get("code") for e in errors}:
             raise DeletionDisabled(
                 f"{self._label('DELETE', self._url(path))} failed: deletion is disabled in this registry "
                 "(enable storage deletion in its configuration).", status=405)
-        raise self._fail(response)
+        raise self._fail(response, errors=errors)
 
     # -- blobs -------------------------------------------------------------------------------
 
     def blob_exists(self, repository: str, digest: str) -> BlobInfo | None:
         """HEAD a blob: its size, or None when the repository does not have it."""
         response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", scope=self._scope(repository))
-        if response.status_code == 404:
-            return None
         if response.status_code != 200:
+            if response.status_code == 404:
+                _release(response)
+                return None
             raise self._fail(response)
-        return BlobInfo(digest, int(response.headers.get("Content-Length") or 0))
+        _release(response)
+        return BlobInfo(digest, _content_length(response))
 
-    def open_blob(self, repository: str, digest: str, size: int | None = None) -> VerifiedBlobReader:
-        """Start a streamed download; the returned reader verifies size and digest at the end."""
+    def open_blob(self, repository: str, digest: str, size: int) -> VerifiedBlobReader:
+        """Start a streamed download of a blob of `size` bytes (its descriptor's); the returned reader
+        never reads past that size and verifies size and digest at the end. A size that is not a
+        byte count (missing from a hostile manifest, say) is refused before any request."""
         path = f"/v2/{repository}/blobs/{digest}"
-        response = self._send("GET", path, scope=self._scope(repository), stream=True,
-                              headers={"Accept-Encoding": "identity"})
+        if not _byte_count(size):
+            raise RegistryProtocolError(f"GET {path}: the descriptor's size {size!r} is not a byte count; "
+                                        "the blob is not downloaded.")
+        return self._open_blob(repository, digest, size, None)
+
+    def _open_blob(self, repository: str, digest: str, size: int | None, limit: int | None) -> VerifiedBlobReader:
+        """The download of `size` bytes, or of at most `limit` bytes when the size is not known."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._send("GET", path, scope=self._scope(repository), headers={"Accept-Encoding": "identity"})
         if response.status_code != 200:
             raise self._fail(response)
         length = response.headers.get("Content-Length")
@@ -642,11 +852,19 @@ class RegistryClient:
             raise RegistryProtocolError(
                 f"{self._label('GET', self._url(path))}: the registry announces {length} bytes, the manifest "
                 f"says {size}.")
-        return VerifiedBlobReader(response, digest, size, f"GET {path}", self.host, self.timeout)
+        return VerifiedBlobReader(response, digest, size, f"GET {path}", self.host, self.timeout, limit)
 
     def get_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
-        """Download a small blob (a config) into memory, verified."""
-        with self.open_blob(repository, digest, size) as reader:
+        """Download a small blob (a config) into memory, verified; at most MAX_CONFIG_BYTES."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        if size is not None and not _byte_count(size):
+            raise RegistryProtocolError(f"GET {path}: the descriptor's size {size!r} is not a byte count; "
+                                        "the blob is not downloaded.")
+        if size is not None and size > MAX_CONFIG_BYTES:
+            raise RegistryProtocolError(
+                f"GET {path}: the descriptor says {size} bytes, more than the limit of {_limit_text(MAX_CONFIG_BYTES)} "
+                "for a blob read into memory; not downloaded.")
+        with self._open_blob(repository, digest, size, MAX_CONFIG_BYTES) as reader:
             return reader.read()
 
     def download_blob(self, repository: str, digest: str, destination: BinaryIO, size: int | None = None,
@@ -659,18 +877,61 @@ class RegistryClient:
                     progress(len(chunk))
             return reader.bytes_read
 
+    def read_blob_range(self, repository: str, digest: str, start: int, length: int) -> bytes:
+        """Exactly `length` bytes of a blob from offset `start`, read with an HTTP Range request and
+        never more (at most MAX_RANGE_BYTES). The bytes cannot be checked against the blob's digest:
+        the caller verifies what it reads (an eStargz TOC against its own digest, say)."""
+        if not (_byte_count(start) and _byte_count(length) and length >= 1):
+            raise ValueError(f"A blob range needs start >= 0 and length >= 1, not {start!r} and {length!r}.")
+        path = f"/v2/{repository}/blobs/{digest}"
+        if length > MAX_RANGE_BYTES:
+            raise RegistryProtocolError(
+                f"GET {path}: a range of {length} bytes was asked for, more than the limit of "
+                f"{_limit_text(MAX_RANGE_BYTES)} for a ranged read; not requested.")
+        end = start + length - 1
+        label = self._label("GET", self._url(path))
+        response, data = self._fetch("GET", path, limit=length, what="answer to the range request", ok=(206,),
+                                     decode=False, scope=self._scope(repository),
+                                     headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+        content_range = response.headers.get("Content-Range", "")
+        if response.status_code == 200:
+            response.close()  # the whole blob is on its way: drop the connection rather than read it
+            raise RegistryProtocolError(f"{label} failed: the registry answered the whole blob instead of bytes "
+                                        f"{start}-{end} (it ignores Range requests); not read.", status=200)
+        if response.status_code == 416 and (unsatisfied := _UNSATISFIED_RANGE.fullmatch(content_range)):
+            _release(response)
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, but the blob has only "
+                                        f"{unsatisfied.group(1)} bytes.", status=416)
+        if response.status_code != 206:
+            raise self._fail(response)
+        encoding = response.headers.get("Content-Encoding", "identity")
+        if encoding.lower() != "identity":
+            raise RegistryProtocolError(f"{label} failed: the range came with Content-Encoding '{encoding}'; only "
+                                        "the blob's own bytes can be used.")
+        answered = _CONTENT_RANGE.fullmatch(content_range)
+        if answered and answered.group(3) != "*" and end >= int(answered.group(3)):
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, but the blob has only "
+                                        f"{answered.group(3)} bytes.")
+        if not answered or (int(answered.group(1)), int(answered.group(2))) != (start, end):
+            raise RegistryProtocolError(f"{label} failed: bytes {start}-{end} were asked for, the registry answered "
+                                        f"'{content_range}'.")
+        if len(data) != length:
+            raise RegistryProtocolError(f"{label} failed: got {len(data)} of {length} bytes (truncated download).",
+                                        transient=True)
+        return data
+
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-repository mount; True if the blob is now in `repository`. When the registry
         answers 202 instead (cannot mount), the upload session it opened is cancelled."""
         response = self._start_upload(repository, {"mount": digest, "from": from_repository}, from_repository)
+        _release(response)
         if response.status_code == 201:
-            response.close()
             return True
         location = response.headers.get("Location")
-        response.close()
         if location:
             with contextlib.suppress(RegistryError):
-                self._send("DELETE", location, scope=self._scope(repository, push=True), retries=0).close()
+                _release(self._send("DELETE", location, scope=self._scope(repository, push=True), retries=0,
+                                    source="the upload Location"))
         return False
 
     def upload_blob(self, repository: str, source: bytes | Path, digest: str | None = None,
@@ -713,11 +974,10 @@ class RegistryClient:
                      mount_from: str | None) -> None:
         params = {"mount": digest, "from": mount_from} if mount_from else {}
         response = self._start_upload(repository, params, mount_from)
+        _release(response)
         if response.status_code == 201:
-            response.close()
             return
         location = response.headers["Location"]
-        response.close()
         scope = self._scope(repository, push=True)
         with _open_source(source) as stream:
             size = _source_size(source)
@@ -726,24 +986,26 @@ class RegistryClient:
                 while offset < size:
                     piece = stream.read(chunk_size)
                     end = offset + len(piece) - 1
-                    patch = self._send("PATCH", location, scope=scope, body=piece, retries=0, headers={
+                    patch = self._send("PATCH", location, scope=scope, body=piece, retries=0,
+                                       source="the upload Location", headers={
                         "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}",
                         "Content-Length": str(len(piece))})
                     if patch.status_code != 202:
                         raise self._fail(patch)
                     location = patch.headers.get("Location") or location
-                    patch.close()
+                    _release(patch)
                     offset = end + 1
                 body: bytes | BinaryIO = b""
             else:
                 body = stream
             put = self._send("PUT", _with_query(location, digest=digest), scope=scope, body=body, retries=0,
+                             source="the upload Location",
                              headers={"Content-Type": "application/octet-stream",
                                       "Content-Length": str(0 if chunk_size else size)})
         if put.status_code not in (201, 204):
             raise self._fail(put)
         served = put.headers.get("Docker-Content-Digest")
-        put.close()
+        _release(put)
         if served and served != digest:
             raise RegistryProtocolError(f"PUT /v2/{repository}/blobs/uploads/: stored as {served}, not {digest}.")
 

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.support.browser",
     "tests.support.kube_emulator",
     "tests.support.faulty_proxy",
+    "tests.support.stub_server",
     "tests.support.worker",
 ]

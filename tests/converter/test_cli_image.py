@@ -128,3 +128,21 @@ def test_platform_selection_and_layer_cache_file(registry, tmp_path):
     reused = json.loads(second.stdout)
     assert (reused["layers_converted"], reused["layers_reused"]) == (0, 3)
     assert reused["digest"] == summary["digest"]
+
+
+def test_prioritized_files_per_image_and_warnings(registry, tmp_path):
+    layers = [{"usr/": None, "usr/bin/": None, "usr/bin/python3": b"python\n" * 100},
+              {"app/": None, "app/main.py": b"print(1)\n" * 100}]
+    push_image(tmp_path, f"{registry.host}/team/app:1", [Platform(layers=layers)])
+    run = cli(f"{registry.host}/team/app:1", "--insecure", "--prioritized", "/usr/bin/python3", "/app/main.py",
+              "/etc/missing")
+    assert run.returncode == EXIT_OK, run.stderr
+    summary = json.loads(run.stdout)
+    assert [layer["prioritized"] for layer in summary["platforms"][0]["layers"]] == [
+        ["/usr/bin/python3"], ["/app/main.py"]]
+    warning = "linux/amd64: prioritized file '/etc/missing' is in none of the 2 layers; it is not prioritized"
+    assert summary["warnings"] == [warning]
+    assert run.stderr == f"warning: {warning}\n"
+    platform = summary["platforms"][0]
+    assert platform["startup_bytes"] == sum(layer["startup_bytes"] for layer in platform["layers"])
+    assert platform["layers_size"] == sum(layer["size"] for layer in platform["layers"])

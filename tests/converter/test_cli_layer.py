@@ -7,7 +7,10 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from converter.cli import EXIT_BAD_INPUT, EXIT_USAGE
+from converter.startup import startup_bytes
 
 from .estargz_support import Entry, build_tar, check_chunks, gunzip, read_toc
 
@@ -28,8 +31,11 @@ def test_layer_prints_one_json_object_describing_the_blob(tmp_path):
     proc = run("layer", source, out, "--chunk-size", "4K", "--level", "6")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert set(result) == {"digest", "size", "diff_id", "toc_digest", "uncompressed_size"}
+    assert set(result) == {"digest", "size", "diff_id", "toc_digest", "uncompressed_size", "startup_bytes",
+                           "prioritized"}
     blob = out.read_bytes()
+    assert result["startup_bytes"] == startup_bytes(lambda start, length: blob[start:start + length], len(blob)).total
+    assert result["prioritized"] == []
     assert result["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert result["size"] == len(blob)
     assert result["diff_id"] == "sha256:" + hashlib.sha256(gunzip(blob)).hexdigest()
@@ -39,17 +45,23 @@ def test_layer_prints_one_json_object_describing_the_blob(tmp_path):
     assert check_chunks(blob) == 6
 
 
-def test_layer_prioritized_and_fast_mode(tmp_path):
+@pytest.fixture
+def layer_tar(tmp_path):
     source = tmp_path / "layer.tar"
     source.write_bytes(build_tar(LAYER))
+    return source
+
+
+def test_layer_prioritized_and_fast_mode(tmp_path, layer_tar):
+    source = layer_tar
     out = tmp_path / "out.blob"
     proc = run("layer", source, out, "--fast", "--prioritized", "/bin/app", "etc/hosts")
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out) as tar:
         assert tar.getnames()[:5] == ["bin", "bin/app", "etc", "etc/hosts", ".prefetch.landmark"]
     again = tmp_path / "again.blob"
-    # --fast is the named profile: zlib-ng at level 2, the same bytes as asking for them
-    assert run("layer", source, again, "--compressor", "zlib-ng", "--level", "2",
+    # --fast is the named profile: isal at level 2, the same bytes as asking for them
+    assert run("layer", source, again, "--compressor", "isal", "--level", "2",
                "--prioritized", "bin/app", "--prioritized", "etc/hosts").stdout == proc.stdout
     best = run("layer", source, tmp_path / "best.blob", "--prioritized", "/bin/app", "etc/hosts")
     assert json.loads(best.stdout)["digest"] != json.loads(proc.stdout)["digest"]
@@ -66,19 +78,26 @@ def test_bad_input_exits_with_its_own_code_and_leaves_no_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar"]
 
 
-def test_missing_input_and_missing_prioritized_file_are_bad_input(tmp_path):
+def test_missing_input_and_missing_prioritized_file_are_bad_input(tmp_path, layer_tar):
     proc = run("layer", tmp_path / "nope.tar", tmp_path / "out.blob")
     assert proc.returncode == EXIT_BAD_INPUT and "cannot read" in proc.stderr
-    source = tmp_path / "layer.tar"
-    source.write_bytes(build_tar(LAYER))
-    proc = run("layer", source, tmp_path / "out.blob", "--prioritized", "etc/nope")
+    proc = run("layer", layer_tar, tmp_path / "out.blob", "--prioritized", "etc/nope")
     assert proc.returncode == EXIT_BAD_INPUT and "prioritized file 'etc/nope' is not in the layer" in proc.stderr
     assert not (tmp_path / "out.blob").exists()
 
 
-def test_invalid_options_are_usage_errors(tmp_path):
-    source = tmp_path / "layer.tar"
-    source.write_bytes(build_tar(LAYER))
+def test_missing_prioritized_files_are_skipped_with_a_warning_when_asked(tmp_path, layer_tar):
+    out = tmp_path / "out.blob"
+    proc = run("layer", layer_tar, out, "--prioritized", "/etc/nope", "etc/hosts", "--skip-missing")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "warning: prioritized file 'etc/nope' is not in the layer; skipped\n"
+    assert json.loads(proc.stdout)["prioritized"] == ["etc/hosts"]
+    with tarfile.open(out) as tar:
+        assert tar.getnames()[:3] == ["etc", "etc/hosts", ".prefetch.landmark"]
+
+
+def test_invalid_options_are_usage_errors(tmp_path, layer_tar):
+    source = layer_tar
     proc = run("layer", source, tmp_path / "out.blob", "--compressor", "isal", "--level", "9")
     assert proc.returncode == EXIT_USAGE and "level 9 is not valid for isal" in proc.stderr
     proc = run("layer", source, tmp_path / "out.blob", "--chunk-size", "lots")

@@ -5,13 +5,18 @@ import gzip
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
+import isal
 import pytest
 import zstandard
 
 from converter.errors import InvalidOptionsError, PrioritizedFileError
-from converter.estargz import LayerOptions, convert_layer
+from converter.estargz import PROFILES, LayerOptions, convert_layer
+from converter.overlay import LayerPaths
 
 from .estargz_support import (
     Entry,
@@ -28,6 +33,7 @@ from .estargz_support import (
 LANDMARK_DIGEST = "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
 EMPTY_DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 CHUNK = 4096
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sha(data: bytes) -> str:
@@ -252,6 +258,42 @@ def test_output_is_deterministic_and_independent_of_workers():
     assert convert(layer, chunk_size=CHUNK)[0] in blobs
 
 
+def mixed_layer() -> bytes:
+    """Text, incompressible data, long runs of headers and tiny files: every way members are fed."""
+    text = b"".join(b"line %d of some source file, with words repeated\n" % i for i in range(40000))
+    entries = [Entry(f"d{i}/", tarfile.DIRTYPE) for i in range(3000)]
+    entries += [Entry(f"text/{i}.txt", data=text[i * 997:i * 997 + i * 131]) for i in range(200)]
+    entries += [Entry(f"bin/{i}.bin", data=hashlib.shake_256(b"%d" % i).digest(i * 3001)) for i in range(60)]
+    return build_tar([*entries, Entry("big.txt", data=text), Entry("big.bin", data=os.urandom(3 << 20))])
+
+
+FAST_CHILD = """
+import hashlib, io, sys
+from converter.estargz import PROFILES, LayerOptions, convert_layer
+out = io.BytesIO()
+convert_layer(sys.stdin.buffer, out, LayerOptions(**PROFILES["fast"], workers=int(sys.argv[1]), chunk_size=1 << 20))
+print(hashlib.sha256(out.getvalue()).hexdigest())
+"""
+
+
+def test_fast_profile_output_is_the_same_in_every_run_and_with_any_number_of_workers():
+    layer = gzip.compress(mixed_layer(), compresslevel=1)
+    in_process = {convert(layer, chunk_size=1 << 20, workers=w, **PROFILES["fast"])[0] for w in (1, 2, 5)}
+    assert len(in_process) == 1
+    # fresh processes too: their heaps hold other garbage, the library is loaded anew
+    digests = {subprocess.run([sys.executable, "-c", FAST_CHILD, str(w)], input=layer, capture_output=True,
+                              check=True, cwd=ROOT, timeout=120).stdout.decode().strip() for w in (1, 3)}
+    assert digests == {hashlib.sha256(in_process.pop()).hexdigest()}
+
+
+def test_isal_cache_keys_name_the_cpu_variant():
+    keys = {level: LayerOptions(compressor="isal", level=level).cache_key() for level in range(4)}
+    assert all(f"compressor=isal/{isal.ISAL_VERSION}+probe-" in key for key in keys.values())
+    assert len({key.split(";")[2] for key in keys.values()}) == 4  # each level probed on its own
+    assert keys[2] == LayerOptions(compressor="isal", level=2).cache_key()  # stable within the process
+    assert "+probe-" not in LayerOptions().cache_key()  # zlib-ng gives the same bytes on every x86-64 CPU
+
+
 def test_options_change_output_and_cache_key():
     layer = build_tar([Entry("a", data=b"hello " * 5000)])
     assert convert(layer, level=9)[0] != convert(layer, level=1)[0]
@@ -262,7 +304,11 @@ def test_options_change_output_and_cache_key():
     assert LayerOptions(workers=1, max_uncompressed_bytes=10).cache_key() == LayerOptions().cache_key()
     normalized = LayerOptions(prioritized_files=("a", "b")).cache_key()
     assert LayerOptions(prioritized_files=["/a", "./b"]).cache_key() == normalized
+    assert LayerOptions(prioritized_files=("a", "b"), require_prioritized=False).cache_key() == normalized
+    assert LayerOptions(prioritized_files=("b", "a")).cache_key() != normalized  # the order is the front order
     assert "0.1.0" in LayerOptions().cache_key()
+    assert LayerOptions().cache_key().endswith(";prioritized=-")  # unchanged: entries cached before still match
+    assert ";prioritized=files-sha256:" in normalized
 
 
 @pytest.mark.parametrize("options, message", [
@@ -273,6 +319,7 @@ def test_options_change_output_and_cache_key():
     ({"workers": 0}, "workers"),
     ({"max_uncompressed_bytes": 0}, "limit"),
     ({"prioritized_files": ("/",)}, "does not name a file"),
+    ({"require_prioritized": "yes"}, "require_prioritized must be True or False"),
 ])
 def test_invalid_options_are_refused(options, message):
     with pytest.raises(InvalidOptionsError, match=message):
@@ -384,6 +431,45 @@ def test_prioritized_files_work_from_a_non_seekable_source():
 def test_missing_prioritized_file_is_an_error():
     with pytest.raises(PrioritizedFileError, match="prioritized file 'usr/bin/nope' is not in the layer"):
         convert(build_tar(PRIORITY_LAYER), prioritized_files=("usr/bin/nope",))
+
+
+@pytest.mark.parametrize("dest_kind", ["seekable", "stream"])
+def test_missing_prioritized_files_can_be_skipped(dest_kind):
+    layer = build_tar(PRIORITY_LAYER)
+    dest = io.BytesIO() if dest_kind == "seekable" else OneWayWriter()
+    result = convert_layer(io.BytesIO(layer), dest, LayerOptions(
+        chunk_size=CHUNK, prioritized_files=("/usr/bin/nope", "var/log", "etc/os-release/x"),
+        require_prioritized=False))
+    blob = bytes(dest.getvalue() if dest_kind == "seekable" else dest.data)
+    assert names_in_blob(blob)[:3] == ["var", "var/log", ".prefetch.landmark"]
+    assert result.prioritized == ("var/log",)
+    # the same bytes as asking for just the file the layer has
+    assert blob == convert(layer, chunk_size=CHUNK, prioritized_files=("var/log",))[0]
+
+
+def test_skipping_missing_files_in_a_layer_without_any_gives_the_plain_conversion():
+    layer = build_tar(DUPLICATES)  # duplicates: the optimistic pass starts over with a plan as well
+    result = convert(layer, chunk_size=CHUNK, prioritized_files=("nope",), require_prioritized=False)
+    assert result == convert(layer, chunk_size=CHUNK)
+    assert result[1].prioritized == () and names_in_blob(result[0])[0] == ".no.prefetch.landmark"
+
+
+def test_a_skipped_file_does_not_excuse_a_prioritized_hardlink_to_nothing():
+    layer = build_tar([Entry("link", tarfile.LNKTYPE, linkname="gone")])
+    with pytest.raises(PrioritizedFileError,
+                       match="prioritized hardlink 'link' points at 'gone', which is not in the layer"):
+        convert(layer, prioritized_files=("link",), require_prioritized=False)
+
+
+@pytest.mark.parametrize("prioritized", [(), ("usr/bin/app",)])
+def test_every_entry_is_shown_to_the_paths_observer(prioritized):
+    layer = build_tar([*PRIORITY_LAYER, Entry("etc/.wh.hosts"), Entry("usr/lib/.wh..wh..opq")])
+    paths = LayerPaths(("usr/bin/app", "etc/hosts", "usr/lib/libc.so", "usr/lib/old.so", "nope"))
+    result = convert_layer(io.BytesIO(layer), io.BytesIO(), LayerOptions(
+        chunk_size=CHUNK, prioritized_files=prioritized, require_prioritized=False), paths=paths)
+    assert paths.present == ("usr/bin/app", "usr/lib/libc.so")
+    assert paths.hidden == ("etc/hosts", "usr/lib/old.so")
+    assert result.prioritized == prioritized
 
 
 # -- input formats and progress ---------------------------------------------------------------

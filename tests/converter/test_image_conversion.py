@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from converter import __version__
-from converter.cache import FileLayerCache
+from converter.cache import CachedLayer, FileLayerCache
 from converter.estargz import LayerOptions
 from converter.image import (
     CONVERTER_VERSION_ANNOTATION,
@@ -33,6 +33,7 @@ from converter.registry import (
     RegistryProtocolError,
     UnsupportedManifest,
 )
+from converter.startup import startup_bytes
 from tests.support.images import Platform, Symlink, push_image, push_raw, sample_layers, sha256
 
 pytestmark = pytest.mark.registry
@@ -347,3 +348,205 @@ def test_conversion_through_a_bearer_token_registry(registry, faulty_proxy, make
     assert make_client(registry.url).head_manifest("team/app", "1-apparate").digest == result.digest
     assert {tuple(r["query"].get("scope", [])) for r in proxy.state.token_requests} == {
         ("repository:team/app:pull",), ("repository:team/app:pull,push",)}
+
+
+# -- prioritized files per image, one conversion per distinct layer, startup bytes -------------
+
+
+def ranged_reader(base_url: str, repository: str, digest: str):
+    """`read(start, length)` over HTTP Range requests to the registry, with plain requests."""
+    def read(start: int, length: int) -> bytes:
+        response = requests.get(f"{base_url}/v2/{repository}/blobs/{digest}", timeout=30,
+                                headers={"Range": f"bytes={start}-{start + length - 1}"})
+        assert response.status_code == 206, response.status_code
+        return response.content
+    return read
+
+
+def front_of(layer_blob: bytes) -> list[str]:
+    """Names placed before .prefetch.landmark; [] when the layer starts with .no.prefetch.landmark."""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer_blob))) as archive:
+        names = archive.getnames()
+    if names[0] == ".no.prefetch.landmark":
+        return []
+    return names[:names.index(".prefetch.landmark")]
+
+
+def twin_layers(base_url: str, repository: str, reference: str) -> list[dict]:
+    return json.loads(raw_manifest(base_url, repository, reference)[1])["layers"]
+
+
+OVERLAY_LAYERS = [
+    {"usr/": None, "usr/bin/": None, "usr/bin/python3": b"python 3.11\n" * 200, "etc/": None,
+     "etc/config": b"old=1\n", "data/": None, "data/cache.bin": b"c" * 3000, "srv/": None,
+     "srv/static.txt": b"static\n" * 10},
+    {"usr/": None, "usr/bin/": None, "usr/bin/python3": b"python 3.12\n" * 200, "etc/": None,
+     "etc/.wh.config": b"", "data/": None, "data/.wh..wh..opq": b"", "data/fresh.bin": b"f" * 2000,
+     "app/": None, "app/main.py": b"print('hi')\n" * 50},
+    {"app/": None, "app/templates/": None, "app/templates/index.html": b"<html></html>\n" * 100,
+     "notes.txt": b"n\n"},
+]
+
+
+def test_prioritized_files_are_placed_in_the_layer_where_they_live(registry, make_client, tmp_path):
+    push_image(tmp_path, f"{registry.host}/team/app:1", [Platform(layers=OVERLAY_LAYERS)])
+    options = LayerOptions(chunk_size=1 << 20, level=6, prioritized_files=(
+        "/usr/bin/python3", "app/main.py", "./etc/config", "/data/cache.bin", "/app/templates/index.html",
+        "/srv/static.txt", "/nowhere.txt"))
+    result = convert_image(make_client(registry.url), parse_reference(f"{registry.host}/team/app:1"), options=options)
+
+    layers = twin_layers(registry.url, "team/app", "1-apparate")
+    blobs = [blob(registry.url, "team/app", layer["digest"]) for layer in layers]
+    # python3 is overridden by layer 2, so only layer 2's copy is prioritized; config and cache.bin
+    # are deleted by layer 2 (a whiteout, an opaque directory), so neither is prioritized anywhere
+    assert [front_of(data) for data in blobs] == [
+        ["srv", "srv/static.txt"],
+        ["usr", "usr/bin", "usr/bin/python3", "app", "app/main.py"],
+        ["app", "app/templates", "app/templates/index.html"],
+    ]
+    assert [layer.prioritized for layer in result.platforms[0].layers] == [
+        ["/srv/static.txt"], ["/usr/bin/python3", "/app/main.py"], ["/app/templates/index.html"]]
+    assert result.warnings == [
+        "linux/amd64: prioritized file '/etc/config' is removed from the image by layer 2 of 3 "
+        "(a whiteout or a replaced parent directory); it is not prioritized",
+        "linux/amd64: prioritized file '/data/cache.bin' is removed from the image by layer 2 of 3 "
+        "(a whiteout or a replaced parent directory); it is not prioritized",
+        "linux/amd64: prioritized file '/nowhere.txt' is in none of the 3 layers; it is not prioritized",
+    ]
+    assert result.as_dict()["warnings"] == result.warnings
+    source_manifest = json.loads(raw_manifest(registry.url, "team/app", "1")[1])
+    check_accelerated_manifest(registry.url, "team/app", json.loads(raw_manifest(registry.url, "team/app",
+                                                                                  "1-apparate")[1]),
+                               [blob(registry.url, "team/app", d["digest"]) for d in source_manifest["layers"]])
+
+    # Startup bytes: recorded while converting, equal to what ranged reads of the pushed blobs give.
+    platform = result.platforms[0]
+    figures = [startup_bytes(ranged_reader(registry.url, "team/app", layer["digest"]), layer["size"])
+               for layer in layers]
+    assert [layer.startup_bytes for layer in platform.layers] == [figure.total for figure in figures]
+    assert all(figure.prefetch > 0 for figure in figures)  # every layer here prioritizes something
+    assert platform.startup_bytes == sum(figure.total for figure in figures)
+    assert platform.layers_size == sum(layer["size"] for layer in layers)
+    assert platform.startup_bytes < platform.layers_size
+
+
+def test_the_layer_cache_never_reuses_a_layer_with_another_front_order(registry, make_client, tmp_path):
+    layers = [{"usr/": None, "usr/bin/": None, "usr/bin/python3": b"py\n" * 300, "lib/": None,
+               "lib/libc.so": b"elf" * 500},
+              {"app/": None, "app/main.py": b"main\n" * 100},
+              {"app/": None, "app/templates/": None, "app/templates/index.html": b"<p>\n" * 100}]
+    push_image(tmp_path, f"{registry.host}/team/app:1", [Platform(layers=layers)])
+    client = make_client(registry.url)
+    cache = FileLayerCache(tmp_path / "cache.json")
+    source = parse_reference(f"{registry.host}/team/app:1")
+
+    def run(tag: str, *prioritized: str):
+        result = convert_image(client, source, parse_reference(f"{registry.host}/team/app:{tag}"), cache=cache,
+                               options=LayerOptions(chunk_size=1 << 20, level=6, prioritized_files=prioritized))
+        digests = [layer["digest"] for layer in twin_layers(registry.url, "team/app", tag)]
+        fronts = [front_of(blob(registry.url, "team/app", digest)) for digest in digests]
+        return result, digests, fronts
+
+    only_python, a_digests, a_fronts = run("a", "/usr/bin/python3")
+    assert (only_python.layers_converted, only_python.layers_reused) == (3, 0)
+    assert a_fronts == [["usr", "usr/bin", "usr/bin/python3"], [], []]
+
+    # Nothing prioritized: the upper layers (which held no listed file) are the same blobs, but the
+    # base layer must not come from the cache entry that puts python3 first.
+    nothing, b_digests, b_fronts = run("b")
+    assert (nothing.layers_converted, nothing.layers_reused) == (1, 2)
+    assert b_fronts == [[], [], []]
+    assert b_digests[1:] == a_digests[1:] and b_digests[0] != a_digests[0]
+
+    # main.py too: the two upper layers are asked for another list, the base one for python3 only.
+    both, c_digests, c_fronts = run("c", "/app/main.py", "/usr/bin/python3")
+    assert (both.layers_converted, both.layers_reused) == (2, 1)
+    assert c_fronts == [["usr", "usr/bin", "usr/bin/python3"], ["app", "app/main.py"], []]
+    assert c_digests[0] == a_digests[0] and c_digests[2] == a_digests[2]
+    assert [layer.prioritized for layer in both.platforms[0].layers] == [["/usr/bin/python3"], ["/app/main.py"], []]
+
+    again, d_digests, _ = run("d", "/app/main.py", "/usr/bin/python3")
+    assert (again.layers_converted, again.layers_reused) == (0, 3) and d_digests == c_digests
+    assert again.digest == both.digest and again.warnings == [] == both.warnings
+    assert [layer.prioritized for layer in again.platforms[0].layers] == [["/usr/bin/python3"], ["/app/main.py"], []]
+    assert [layer.startup_bytes for layer in again.platforms[0].layers] == [
+        layer.startup_bytes for layer in both.platforms[0].layers]
+
+
+def conversions(events) -> list[tuple[str, int]]:
+    """(platform, layer index) of every layer occurrence the writer ran for."""
+    return sorted({(e.platform, e.layer_index) for e in events if e.phase == "convert"})
+
+
+SHARED = {"shared/": None, "shared/file": b"shared\n" * 400}
+
+
+def test_a_layer_shared_by_platforms_or_repeated_is_converted_once(registry, make_client, tmp_path):
+    platforms = [Platform(layers=[SHARED, {"amd64.txt": b"amd64\n"}]),
+                 Platform(architecture="arm64", layers=[SHARED, {"arm64.txt": b"arm64\n"}, SHARED])]
+    push_image(tmp_path, f"{registry.host}/team/app:1", platforms)
+    events = []
+    result = convert_image(make_client(registry.url), parse_reference(f"{registry.host}/team/app:1"),
+                           options=LayerOptions(chunk_size=1 << 20, level=6, prioritized_files=("/shared/file",)),
+                           progress=events.append)
+
+    assert conversions(events) == [("linux/amd64", 0), ("linux/amd64", 1), ("linux/arm64", 1)]
+    assert (result.layers_converted, result.layers_reused) == (3, 2)
+    amd64, arm64 = result.platforms
+    shared = amd64.layers[0]
+    assert [layer.digest for layer in arm64.layers] == [shared.digest, arm64.layers[1].digest, shared.digest]
+    assert [layer.reused for layer in arm64.layers] == [True, False, True]
+    assert shared.prioritized == ["/shared/file"] and result.warnings == []
+    # a node pulling arm64 fetches the shared blob once
+    assert arm64.startup_bytes == shared.startup_bytes + arm64.layers[1].startup_bytes
+    assert arm64.layers_size == shared.size + arm64.layers[1].size
+    done = [e for e in events if e.phase == "done"]
+    assert len(done) == 5 and {e.platform for e in done if e.layer_index == 2} == {"linux/arm64"}
+
+
+def test_a_shared_layer_that_needs_another_front_on_one_platform_gets_its_own_blob(registry, make_client, tmp_path):
+    platforms = [Platform(layers=[SHARED, {"shared/": None, "shared/file": b"amd64 override\n"}]),
+                 Platform(architecture="arm64", layers=[SHARED])]
+    push_image(tmp_path, f"{registry.host}/team/app:1", platforms)
+    result = convert_image(make_client(registry.url), parse_reference(f"{registry.host}/team/app:1"),
+                           options=LayerOptions(chunk_size=1 << 20, level=6, prioritized_files=("/shared/file",)))
+    amd64, arm64 = result.platforms
+    assert [layer.prioritized for layer in amd64.layers] == [[], ["/shared/file"]]
+    assert [layer.prioritized for layer in arm64.layers] == [["/shared/file"]]
+    assert amd64.layers[0].digest != arm64.layers[0].digest
+    assert result.layers_converted == 3
+
+
+class FirstFieldsCache:
+    """A LayerCache that keeps only the fields CachedLayer had before per-image prioritization, as a
+    cache written for them does: its entries come back without prioritized, hidden, startup_bytes."""
+
+    FIELDS = ("digest", "size", "diff_id", "toc_digest", "uncompressed_size", "registry", "repository")
+
+    def __init__(self):
+        self.entries: dict[tuple[str, str], dict] = {}
+
+    def get(self, source_digest: str, cache_key: str) -> CachedLayer | None:
+        entry = self.entries.get((source_digest, cache_key))
+        return CachedLayer(**entry) if entry else None
+
+    def put(self, source_digest: str, cache_key: str, layer: CachedLayer) -> None:
+        self.entries[(source_digest, cache_key)] = {name: getattr(layer, name) for name in self.FIELDS}
+
+
+def test_a_cache_that_does_not_keep_the_front_is_not_trusted_with_prioritized_files(registry, make_client, tmp_path):
+    layers = [{"usr/": None, "usr/bin/": None, "usr/bin/python3": b"py\n" * 300}, {"app.py": b"app\n" * 100}]
+    push_image(tmp_path, f"{registry.host}/team/app:1", [Platform(layers=layers)])
+    client, cache = make_client(registry.url), FirstFieldsCache()
+    source = parse_reference(f"{registry.host}/team/app:1")
+    options = LayerOptions(chunk_size=1 << 20, level=6, prioritized_files=("/usr/bin/python3",))
+    first = convert_image(client, source, parse_reference(f"{registry.host}/team/app:a"), options=options, cache=cache)
+    second = convert_image(client, source, parse_reference(f"{registry.host}/team/app:b"), options=options, cache=cache)
+    assert (second.layers_converted, second.layers_reused) == (2, 0)
+    assert [layer.prioritized for layer in second.platforms[0].layers] == [["/usr/bin/python3"], []]
+    assert second.digest == first.digest
+    plain = convert_image(client, source, parse_reference(f"{registry.host}/team/app:c"), cache=cache,
+                          options=LayerOptions(chunk_size=1 << 20, level=6))
+    # the app layer held none of the files, so it was also cached under the plain key
+    assert [layer.reused for layer in plain.platforms[0].layers] == [False, True]
+    assert plain.platforms[0].layers[1].startup_bytes is None and plain.platforms[0].startup_bytes is None

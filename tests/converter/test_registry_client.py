@@ -207,6 +207,28 @@ def test_monolithic_and_chunked_uploads_head_and_verified_download(registry, mak
     assert client.blob_exists("team/app", sha256(b"never uploaded")) is None
 
 
+def test_ranged_blob_reads_return_exactly_the_bytes_asked_for(registry, make_client):
+    client = make_client(registry.url)
+    data = hashlib.shake_256(b"ranged").digest(300_000)
+    digest = client.upload_blob("team/app", data)
+    assert client.read_blob_range("team/app", digest, 0, 10) == data[:10]
+    assert client.read_blob_range("team/app", digest, 123_456, 1000) == data[123_456:124_456]
+    assert client.read_blob_range("team/app", digest, len(data) - 51, 51) == data[-51:]  # an eStargz footer
+    assert client.read_blob_range("team/app", digest, 0, len(data)) == data
+    for start, length in ((len(data) - 10, 11), (len(data), 1)):
+        with pytest.raises(RegistryProtocolError) as past_end:
+            client.read_blob_range("team/app", digest, start, length)
+        assert past_end.value.message == (
+            f"GET /v2/team/app/blobs/{digest} failed: bytes {start}-{start + length - 1} were asked for, but the "
+            f"blob has only {len(data)} bytes.")
+        assert not past_end.value.transient
+    with pytest.raises(RegistryNotFound, match="BLOB_UNKNOWN"):
+        client.read_blob_range("team/app", sha256(b"never uploaded"), 0, 1)
+    for start, length in ((-1, 1), (0, 0)):
+        with pytest.raises(ValueError, match="start >= 0 and length >= 1"):
+            client.read_blob_range("team/app", digest, start, length)
+
+
 def test_upload_skips_a_blob_the_repository_already_has(registry, faulty_proxy, make_client):
     proxy = faulty_proxy(registry.url)
     client = make_client(proxy.url)

@@ -16,12 +16,10 @@ requested scopes only, the way Docker's token specification describes it.
 With `tls=(certfile, keyfile)` it serves HTTPS (`self_signed_certificate()` makes a CA and a
 certificate for 127.0.0.1), for custom-CA and verification tests.
 
-`StaticServer(routes)` is a real HTTP server answering canned `(status, headers, body)` per path, for
-what a real registry will not do: serve a blob whose bytes do not match its digest, cut a body
-short, serve a schema 1 manifest, or be some other web server entirely.
+For what a real registry will not do at all (wrong bytes, schema 1, compression bombs, foreign
+redirects), see `stub_server.py`.
 
-Fixtures: `faulty_proxy(upstream, **options)` and `static_server(routes)` start one and stop it
-after the test.
+Fixture: `faulty_proxy(upstream, **options)` starts one and stops it after the test.
 """
 
 from __future__ import annotations
@@ -272,53 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-class StaticServer:
-    """Answers `routes[path] = (status, headers, body)` (a key with a query string matches that
-    exact request first); unknown paths get 404. A `Content-Length`
-    header larger than the body makes a truncated response (the connection closes after the body)."""
-
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]):
-        self.routes = routes
-        self.seen: list[str] = []
-        handler = type("StaticHandler", (_StaticHandler,), {"server_state": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _StaticHandler(BaseHTTPRequestHandler):
-    server_state: StaticServer
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _handle(self) -> None:
-        path = urlsplit(self.path).path
-        self.server_state.seen.append(f"{self.command} {self.path}")
-        routes = self.server_state.routes
-        status, headers, body = routes.get(self.path) or routes.get(path) or (404, {}, b"404 page not found\n")
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if "Content-Length" not in headers:
-            self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.close_connection = True
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-
-def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert file, key file)."""
+def self_signed_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1",)) -> tuple[str, Path, Path]:
+    """A throwaway CA and a server certificate signed by it, valid for `hosts` (IP addresses or DNS
+    names; the first is the subject): (CA PEM, cert file, key file)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -337,11 +291,10 @@ def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     server = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
               .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
+              .add_extension(x509.SubjectAlternativeName([_alternative_name(host) for host in hosts]), critical=False)
               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
               .sign(ca_key, hashes.SHA256()))
@@ -353,18 +306,13 @@ def self_signed_certificate(directory: Path) -> tuple[str, Path, Path]:
     return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file
 
 
-@pytest.fixture
-def static_server():
-    started: list[StaticServer] = []
+def _alternative_name(host: str):
+    from cryptography import x509
 
-    def start(routes: dict[str, tuple[int, dict[str, str], bytes]]) -> StaticServer:
-        server = StaticServer(routes)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 @pytest.fixture
