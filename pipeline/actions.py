@@ -23,7 +23,6 @@ from converter.errors import (
     HostileArchiveError,
     InvalidOptionsError,
     LayerTooLargeError,
-    PrioritizedFileError,
 )
 from converter.estargz import PROFILES, LayerOptions
 from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
@@ -143,6 +142,11 @@ def _known_content_detail(push: PushRecord, known: PushEvent, job: ConversionJob
     twin = f"'{twin_tag(push.tag)}'"
     if job is None:
         return f"{seen} Its job no longer exists; use Convert now to make {twin}."
+    row = twins.row_of_tag(job.instance, job.namespace, job.repository, push.tag)
+    if row is not None and row.is_present and row.job_id == job.pk:
+        return f"{seen} {twin} is in the registry already (job #{job.pk})."
+    if job.status == JobStatus.SUCCEEDED and row is not None and not row.is_present:
+        return f"{seen} {twins.describe_gone(row)} Retry job #{job.pk} or use Convert now to re-create it."
     if job.status == JobStatus.SUCCEEDED:
         return f"{seen} {twin} is being tagged on the accelerated image of job #{job.pk}, without converting again."
     if job.status in ACTIVE:
@@ -171,8 +175,11 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
         if decision.known is not None:
             job = _job_for_content(locked, push.namespace, push.repository, push.digest, decision.rule)
             if job is not None:
-                add_twin_tag(job, push.tag)
+                added = add_twin_tag(job, push.tag)
                 job.refresh_from_db()
+                if not added and job.status == JobStatus.SUCCEEDED and push.tag != job.source_tag and \
+                        twins.row_of_tag(locked, push.namespace, push.repository, push.tag) is None:
+                    _enqueue_twin_tags(job)  # a known tag that never got its twin (a lost task): tag it now
             detail = _known_content_detail(push, decision.known, job)
         try:
             with transaction.atomic():
@@ -275,10 +282,15 @@ def _sizes(client, job: ConversionJob, twin_digest: str) -> dict:
 
 def _tag_twins(client, job: ConversionJob, tags: list[str], manifest) -> list[str]:
     """PUT the accelerated manifest under each tag's twin name and record each twin once its PUT
-    succeeded; returns the twin tags written."""
+    succeeded; returns the twin tags written. A tag that points at other content by now keeps the
+    twin it has: the job's tags are those its content had when they were pushed."""
     sizes = _sizes(client, job, manifest.digest)
     written = []
     for tag in tags:
+        current = client.head_manifest(job.path, tag)
+        if current is None or current.digest != job.source_digest:
+            logger.info("job=%s action=twin-skipped tag=%s reason=moved", job.pk, tag)
+            continue
         client.put_manifest(job.path, twin_tag(tag), manifest.content, manifest.media_type)
         twins.record_present(job, tag, manifest.digest, **sizes)
         written.append(twin_tag(tag))
@@ -306,6 +318,8 @@ def push_twin_tags(job_id: int) -> list[str]:
                                      f"converting again to make {', '.join(twin_tag(tag) for tag in tags)}.")
             return []
         written = _tag_twins(client, job, tags, manifest)
+    if not written:
+        return []
     with transaction.atomic():
         locked = ConversionJob.objects.select_for_update().get(pk=job_id)
         _log(locked, f"Tagged the accelerated image as {', '.join(written)}.")
@@ -737,7 +751,9 @@ def _retag(client, job: ConversionJob) -> ConversionJob | None:
         locked.status = JobStatus.SUCCEEDED
         locked.finished_at = timezone.now()
         _log(locked, f"The accelerated manifest {job.result_digest} was still in the registry: tagged it again as "
-                     f"{', '.join(written)}, nothing converted.")
+                     f"{', '.join(written)}, nothing converted." if written else
+                     f"The accelerated manifest {job.result_digest} is still in the registry, but none of the job's "
+                     "tags points at its content any more: nothing to tag.")
         locked.save()
     logger.info("job=%s action=retagged digest=%s tags=%s", job.pk, job.result_digest, ",".join(written))
     return locked
@@ -758,12 +774,15 @@ def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: di
         job.result_size = result.size + sum(
             layer.size for platform in result.platforms for layer in platform.layers)
         job.reason = ""
+        job.warnings = result.warnings
+        for warning in result.warnings:  # e.g. a prioritized file found in no layer: placed nowhere, not fatal
+            _log(job, f"Warning: {warning}.", "warning")
         _log(job, f"Pushed {result.destination} ({result.digest}): {result.layers_converted} layer(s) converted, "
                   f"{result.layers_reused} reused, in {seconds:.1f}s.")
         job.save()
         twins.record_present(job, job.source_tag, result.digest, **sizes)
-    logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s", job_id, result.digest,
-                seconds, result.layers_converted, result.layers_reused)
+    logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s warnings=%s", job_id,
+                result.digest, seconds, result.layers_converted, result.layers_reused, len(result.warnings))
     return job
 
 
@@ -832,8 +851,6 @@ def _conversion_reason(error: ConversionError, job: ConversionJob) -> str:
     name the option and where to change it."""
     if isinstance(error, ImageRefused):
         return f"{error} This image cannot be converted as it is."
-    if isinstance(error, PrioritizedFileError):
-        return f"{error} {_change_the_rule(job, 'prioritized files')} Remove the path or correct it."
     if isinstance(error, InvalidOptionsError):
         option = next((name for word, name in _OPTION_WORDS if word in str(error)), "conversion")
         return f"{error} {_change_the_rule(job, option)}"

@@ -293,6 +293,13 @@ class LayerCacheEntry(models.Model):
     diff_id = models.CharField(max_length=135)
     toc_digest = models.CharField(max_length=135)
     uncompressed_size = models.BigIntegerField()
+    prioritized = models.JSONField(null=True, blank=True,
+                                   help_text="Prioritized files the blob places first (null: not recorded).")
+    hidden = models.JSONField(null=True, blank=True,
+                              help_text="Prioritized files the layer deletes for the layers below (null: not "
+                                        "recorded).")
+    startup_bytes = models.BigIntegerField(null=True, blank=True,
+                                           help_text="Bytes a lazy-pulling node fetches from the blob to start.")
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(auto_now=True)

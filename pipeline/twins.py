@@ -109,8 +109,10 @@ def gone_for_content(instance, namespace: str, repository: str, digest: str) -> 
 
 
 def not_present_tags(job: ConversionJob) -> list[str]:
-    """The job's wanted tags whose twin is not (or no longer) in the registry."""
+    """The job's wanted tags without a twin of this content in the registry (none, or deleted,
+    missing, or the twin of other content the tag pointed at before)."""
     there = set(present(job.instance).filter(namespace=job.namespace, repository=job.repository,
+                                             source_digest=job.source_digest,
                                              twin_tag__in=[twin_tag(tag) for tag in wanted_tags(job)])
                 .values_list("twin_tag", flat=True))
     return [tag for tag in wanted_tags(job) if twin_tag(tag) not in there]

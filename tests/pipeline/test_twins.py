@@ -290,3 +290,34 @@ def test_dashboard_skips_leave_out_twin_pushes_and_resolved_ones(instance, make_
     assert [event.image for event in figures.events["recent_skipped"]] == ["team/web:2.0"]
     page = client_as(Role.VIEWER).get("/").content.decode()
     assert "not listed: 1 push of accelerated tags in the last 24 h" in page and "team/app:1.0-apparate" not in page
+
+
+def test_a_further_tag_that_moved_to_other_content_keeps_its_own_twin(instance, make_rule, reg, push):
+    rule = make_rule()
+    digest = push("team/app:1.0", seed=11)
+    push("team/app:latest", seed=11)
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=rule)
+    actions.request_conversion(instance, f"{reg.host}/team/app:latest", digest, rule=rule)
+    push("team/app:latest", seed=12)  # latest moves on to other content before the job runs
+    actions.run_conversion(job.pk)
+    assert actions.push_twin_tags(job.pk) == []
+    assert exists(reg, "team/app", "1.0-apparate") and not exists(reg, "team/app", "latest-apparate")
+    assert list(AcceleratedImage.objects.values_list("twin_tag", flat=True)) == ["1.0-apparate"]
+
+
+def test_known_content_events_say_what_is_true_now(instance, make_rule, reg, push, client, api_as):
+    make_rule()
+    digest = push("team/app:1.0")
+    _webhook(client, instance, manifest_event("team/app", "1.0", digest, event_id="d-1"))
+    job = ConversionJob.objects.get()
+    actions.run_conversion(job.pk)
+    _webhook(client, instance, manifest_event("team/app", "1.0", digest, event_id="d-2"))  # pushed again
+    assert PushEvent.objects.get(delivery_id="d-2").reason_detail.endswith(
+        f"'1.0-apparate' is in the registry already (job #{job.pk}).")
+    api_as(Role.OPERATOR).post("/api/v1/images/delete/", {"instance": instance.pk, "repository": "team/app",
+                                                           "digest": job.refresh_from_db() or job.result_digest},
+                               format="json")
+    _webhook(client, instance, manifest_event("team/app", "1.0", digest, event_id="d-3"))
+    detail = PushEvent.objects.get(delivery_id="d-3").reason_detail
+    assert "Its accelerated image team/app:1.0-apparate was deleted. Deleted through the API by api-operator" in detail
+    assert detail.endswith(f"Retry job #{job.pk} or use Convert now to re-create it.")
