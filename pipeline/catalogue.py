@@ -309,7 +309,7 @@ class DeleteRefused(Exception):
         self.kind = kind
 
 
-DOORS = {"ui": "web UI", "api": "API", "admin": "admin", "system": "console"}
+DOORS = {"ui": "web UI", "api": "API"}
 
 
 def delete_image(instance: Instance, path: str, digest: str, user=None, door: str = "ui") -> int:

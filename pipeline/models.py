@@ -49,7 +49,16 @@ MAX_MEDIA_TYPE_LENGTH = 255
 MAX_ACTOR_LENGTH = 255
 
 
-class PushEvent(models.Model):
+class InRepository:
+    """For rows that name a namespace and a repository: `path` is `namespace/repository` (the
+    repository alone when it has no namespace), as in image addresses."""
+
+    @property
+    def path(self) -> str:
+        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
+
+
+class PushEvent(InRepository, models.Model):
     """One manifest push reported by a registry webhook, with what the console decided and why.
 
     Blob pushes, pulls and deletes are not stored. The reason is kept both as a code (for
@@ -101,10 +110,6 @@ class PushEvent(models.Model):
         return f"{self.image} ({self.get_outcome_display()})"
 
     @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
-
-    @property
     def image(self) -> str:
         """The pushed image as `namespace/repository:tag` (or `@digest` when pushed without a tag)."""
         return f"{self.path}:{self.tag}" if self.tag else f"{self.path}@{self.digest}"
@@ -138,7 +143,7 @@ def _option_text(name: str, value) -> str:
     return str(value)
 
 
-class ConversionJob(models.Model):
+class ConversionJob(InRepository, models.Model):
     """One conversion of one source image (by manifest digest) into its accelerated twin.
 
     Unique per (instance, repository, source digest, format, options): duplicate deliveries,
@@ -219,10 +224,6 @@ class ConversionJob(models.Model):
 
     def get_absolute_url(self):
         return reverse("pipeline:job-detail", args=[self.pk])
-
-    @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
 
     @property
     def source(self) -> str:
@@ -317,7 +318,7 @@ class LayerCacheEntry(models.Model):
         return f"{self.source_digest[:19]} → {self.digest[:19]}"
 
 
-class AcceleratedImage(models.Model):
+class AcceleratedImage(InRepository, models.Model):
     """One accelerated twin: `<source tag><suffix>` in the repository of its source, as a record.
 
     A row is written when the twin tag really exists in the registry (after the manifest PUT
@@ -368,10 +369,6 @@ class AcceleratedImage(models.Model):
         return f"{self.path}:{self.twin_tag} ({self.get_state_display().lower()})"
 
     @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
-
-    @property
     def accelerated(self) -> str:
         """`host/namespace/repository:<twin tag>`."""
         return f"{self.instance.host}/{self.path}:{self.twin_tag}"
@@ -390,7 +387,7 @@ class AcceleratedImage(models.Model):
         return TWIN_COLOURS.get(self.state, "grey")
 
 
-class RegistryTag(models.Model):
+class RegistryTag(InRepository, models.Model):
     """A source tag of an instance's registry as last seen: by the Images refresh, or by a
     conversion that read it. The Images page lists these rows beside the twins, so a view never
     walks the registry. (Twin tags live in AcceleratedImage.)
@@ -416,10 +413,6 @@ class RegistryTag(models.Model):
 
     def __str__(self):
         return f"{self.path}:{self.tag}@{self.digest[:19]}"
-
-    @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
 
 
 class Operation(models.Model):

@@ -30,6 +30,7 @@ logger = logging.getLogger("apparate.jobs")
 # An active operation that has not been touched for this long lost its worker (a refresh writes
 # progress every few repositories): the next request starts a new one.
 STALE_AFTER = timedelta(minutes=10)
+KEEP_REFRESHES = 20  # finished Images refreshes kept per instance
 
 
 def _enqueue(operation: Operation) -> None:
@@ -121,7 +122,12 @@ def _refresh(operation: Operation) -> dict:
         Operation.objects.filter(pk=operation.pk).update(
             result={"repositories_done": done, "repositories_total": total}, updated_at=timezone.now())
 
-    return asdict(catalogue.refresh_images(operation.instance, progress=progress))
+    report = catalogue.refresh_images(operation.instance, progress=progress)
+    # Page views start refreshes all day long: keep only the latest few of each instance.
+    finished = Operation.objects.filter(instance=operation.instance, kind=OperationKind.REFRESH_IMAGES).exclude(
+        status__in=OPERATION_ACTIVE).order_by("-created_at", "-id").values_list("pk", flat=True)
+    Operation.objects.filter(pk__in=list(finished[KEEP_REFRESHES:])).delete()
+    return asdict(report)
 
 
 HANDLERS = {

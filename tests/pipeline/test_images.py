@@ -282,3 +282,14 @@ def test_storage_counts_a_digest_shared_by_several_tags_once(instance, reg, push
     assert AcceleratedImage.objects.get(twin_tag="stable-apparate").twin_size == twin_size
     assert found.accelerated_bytes == twin_size  # two twin tags, one manifest
     assert found.original_bytes == sources["1.0"] + sources["latest"]  # 1.0 and stable are one image
+
+
+def test_only_the_latest_refreshes_of_an_instance_are_kept(instance, push):
+    push("team/app:1.0")
+    Operation.objects.bulk_create(Operation(kind=OperationKind.REFRESH_IMAGES, instance=instance,
+                                            status=OperationStatus.SUCCEEDED) for _ in range(30))
+    oldest = Operation.objects.order_by("id").first()
+    latest = refresh(instance)
+    kept = Operation.objects.filter(instance=instance, kind=OperationKind.REFRESH_IMAGES)
+    assert kept.count() == operations.KEEP_REFRESHES + 1 and kept.filter(pk=latest.pk).exists()
+    assert not kept.filter(pk=oldest.pk).exists()
