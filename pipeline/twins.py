@@ -109,13 +109,22 @@ def gone_for_content(instance, namespace: str, repository: str, digest: str) -> 
 
 
 def not_present_tags(job: ConversionJob) -> list[str]:
-    """The job's wanted tags without a twin of this content in the registry (none, or deleted,
-    missing, or the twin of other content the tag pointed at before)."""
-    there = set(present(job.instance).filter(namespace=job.namespace, repository=job.repository,
-                                             source_digest=job.source_digest,
-                                             twin_tag__in=[twin_tag(tag) for tag in wanted_tags(job)])
-                .values_list("twin_tag", flat=True))
-    return [tag for tag in wanted_tags(job) if twin_tag(tag) not in there]
+    """The job's wanted tags whose twin of this content is not in the registry: never tagged, or
+    deleted, or missing. A tag that has moved on to other content (its twin row, or its source row,
+    is of another digest) is not counted."""
+    wanted = wanted_tags(job)
+    where = {"instance": job.instance, "namespace": job.namespace, "repository": job.repository}
+    rows = {row.twin_tag: row for row in AcceleratedImage.objects.filter(
+        **where, twin_tag__in=[twin_tag(tag) for tag in wanted])}
+    seen = dict(RegistryTag.objects.filter(**where, tag__in=wanted).values_list("tag", "digest"))
+
+    def lacking(tag: str) -> bool:
+        row = rows.get(twin_tag(tag))
+        if row is None:
+            return seen.get(tag, job.source_digest) == job.source_digest
+        return row.source_digest == job.source_digest and not row.is_present
+
+    return [tag for tag in wanted if lacking(tag)]
 
 
 def latest_job_of_tag(instance, namespace: str, repository: str, tag: str) -> ConversionJob | None:
