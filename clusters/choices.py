@@ -16,6 +16,15 @@ class ConnectionStatus(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class SyncStatus(models.TextChoices):
+    IDLE = "idle", "Idle"
+    QUEUED = "queued", "Sync queued"
+    RUNNING = "running", "Syncing"
+
+
+SYNC_BUSY = {SyncStatus.QUEUED, SyncStatus.RUNNING}
+
+
 class Compatibility(models.TextChoices):
     COMPATIBLE = "compatible", "Compatible"
     WARNING = "warning", "Compatible, with a warning"
@@ -78,8 +87,14 @@ SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, 
 
 
 class DeployStatus(models.TextChoices):
+    PREVIEWED = "previewed", "Previewed, not confirmed"
+    PENDING = "pending", "Pending"
+    APPLYING = "applying", "Applying"
     SUCCEEDED = "succeeded", "Applied"
     FAILED = "failed", "Failed"
+
+
+DEPLOY_TERMINAL = {DeployStatus.SUCCEEDED, DeployStatus.FAILED}
 
 
 COLOURS = {
@@ -89,6 +104,8 @@ COLOURS = {
     ConnectionStatus.UNREACHABLE: "red",
     ConnectionStatus.UNAUTHORIZED: "red",
     ConnectionStatus.ERROR: "red",
+    SyncStatus.QUEUED: "blue",
+    SyncStatus.RUNNING: "blue",
     Compatibility.COMPATIBLE: "green",
     Compatibility.WARNING: "amber",
     Compatibility.INCOMPATIBLE: "red",
@@ -108,6 +125,8 @@ COLOURS = {
     SuiteStatus.ROLLING_OUT: "blue",
     SuiteStatus.READY: "green",
     SuiteStatus.UNINSTALLING: "blue",
+    DeployStatus.PREVIEWED: "grey",
+    DeployStatus.APPLYING: "blue",
 }
 
 

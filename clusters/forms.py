@@ -1,5 +1,7 @@
 """Forms of the clusters app. Secrets are write-only: never rendered back, blank keeps the stored value."""
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -7,11 +9,18 @@ from django.core.validators import MinValueValidator
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from clusters.actions.deploy import accelerated_images
+from clusters.actions.deploy import accelerated_images, namespace_refusal
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, parse_kubeconfig
 from clusters.models import Cluster, DeployRequest
-from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
+from clusters.validators import (
+    credentials_again,
+    image_of_instance,
+    moved_to_another_host,
+    validate_dns_label,
+    validate_image_tag,
+    validate_label_selector,
+)
 from registries.models import Instance
 
 
@@ -21,6 +30,17 @@ def apply_kubeconfig(cluster: Cluster, text: str, context: str) -> None:
     cluster.auth_method = AuthMethod.KUBECONFIG
     cluster.context_name = credentials.context
     credentials.apply_to(cluster)
+
+
+class NamespaceListField(forms.CharField):
+    """Namespace names typed as one line, separated by commas or spaces; a list in Python."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        names = re.split(r"[\s,]+", super().to_python(value))
+        return list(dict.fromkeys(name for name in names if name))
 
 
 class ClusterForm(forms.ModelForm):
@@ -37,19 +57,25 @@ class ClusterForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="A ServiceAccount token. Stored encrypted, never shown again.",
     )
+    deploy_namespaces = NamespaceListField(
+        label="Deploy namespaces", required=False, max_length=6500,
+        help_text="Namespaces operators may deploy into, separated by commas (e.g. default, web). Leave it empty "
+                  "to allow no deploys on this cluster.",
+    )
 
     class Meta:
         model = Cluster
         fields = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
-                  "insecure_skip_tls_verify", "auto_label"]
+                  "insecure_skip_tls_verify", "auto_label", "deploy_namespaces"]
         widgets = {"auth_method": forms.RadioSelect, "description": forms.Textarea(attrs={"rows": 2}),
                    "ca_data": forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN CERTIFICATE-----"})}
 
     field_order = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
-                   "insecure_skip_tls_verify", "token", "auto_label"]
+                   "insecure_skip_tls_verify", "token", "auto_label", "deploy_namespaces"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.stored_server = self.instance.server if self.instance.pk else ""  # before a kubeconfig replaces it
         self.fields["server"].required = False
         if self.instance.pk and self.instance.token:
             self.fields["token"].help_text = "A token is stored; leave blank to keep it."
@@ -63,6 +89,8 @@ class ClusterForm(forms.ModelForm):
             if upload is None:
                 if not (cluster.pk and cluster.auth_method == AuthMethod.KUBECONFIG):
                     self.add_error("kubeconfig", "Upload a kubeconfig file.")
+                elif moved_to_another_host(self.stored_server, cleaned.get("server")):
+                    self.add_error("kubeconfig", credentials_again("upload the kubeconfig"))
                 return cleaned
             if upload.size > MAX_KUBECONFIG_BYTES:
                 self.add_error("kubeconfig", "The kubeconfig is larger than 512 KiB; is this the right file?")
@@ -82,6 +110,8 @@ class ClusterForm(forms.ModelForm):
                 self.add_error("server", "Give the API server URL, e.g. https://10.0.0.1:6443.")
             if not cleaned.get("token") and not (cluster.pk and cluster.token):
                 self.add_error("token", "Give a bearer token (e.g. from `kubectl create token <serviceaccount>`).")
+            elif not cleaned.get("token") and moved_to_another_host(self.stored_server, cleaned.get("server")):
+                self.add_error("token", credentials_again("give the bearer token"))
         return cleaned
 
     def _post_clean(self):
@@ -146,7 +176,7 @@ class SuiteForm(forms.Form):
                                       help_text="The pull secret and agent configuration use its credentials.")
     namespace = forms.CharField(max_length=63, required=False, validators=[validate_dns_label],
                                 help_text=f"Default {settings.APPARATE_SUITE_NAMESPACE}.")
-    version = forms.CharField(max_length=64, required=False,
+    version = forms.CharField(max_length=128, required=False, validators=[validate_image_tag],
                               help_text=f"Agent version; default {settings.APPARATE_SUITE_VERSION}.")
 
 
@@ -218,6 +248,9 @@ class DeployForm(forms.ModelForm):
                 cleaned["reference"] = image_of_instance(instance, image)
             except ValidationError as error:
                 self.add_error("image", error)
+        cluster, namespace = cleaned.get("cluster"), cleaned.get("namespace")
+        if cluster and namespace and namespace_refusal(cluster, namespace):
+            self.add_error("namespace", namespace_refusal(cluster, namespace))
         if cleaned.get("replicas") is not None and cleaned["replicas"] > 1000:
             self.add_error("replicas", "At most 1000 replicas.")
         return cleaned

@@ -1,7 +1,9 @@
 """The "Download Helm chart" archive: clusters/chart/ plus a values.yaml for one cluster's suite.
 
 Built in memory with tarfile. Its templates render the same objects as manifests.suite_objects
-(except the Namespace, which `helm install --namespace ... --create-namespace` creates).
+(except the Namespace, which `helm install --namespace ... --create-namespace` creates). The two
+YAML files that carry values (Chart.yaml's appVersion, values.yaml) are written by yaml.safe_dump,
+never by pasting text, so no value can add lines to them.
 """
 
 import io
@@ -48,7 +50,7 @@ def chart_files(params: SuiteParams, include_password: bool = True) -> dict[str,
         if path.is_file():
             text = path.read_text()
             if path.name == "Chart.yaml":
-                text = text.replace("APP_VERSION", params.version)
+                text = yaml.safe_dump({**yaml.safe_load(text), "appVersion": params.version}, sort_keys=False)
             files[f"{CHART_NAME}/{path.relative_to(CHART_DIR).as_posix()}"] = text
     files[f"{CHART_NAME}/values.yaml"] = values_yaml(params, include_password)
     return files

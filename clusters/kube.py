@@ -5,18 +5,24 @@ client certificate go to private temporary files, as the client's own kubeconfig
 and are removed when the session closes). Objects go in and come out as plain dicts. Every
 failure is raised as `KubeError` with a `kind` a person can act on: unreachable, tls,
 unauthorized, forbidden, not_found, conflict, transient (429/5xx), invalid, error.
+
+Nothing an API server sends is trusted for size: every answer is streamed and cut off at a limit
+in decoded bytes (a gzip bomb stops as early as a plain flood), error bodies are read only as far
+as their message needs, listings stop after a number of pages, objects and bytes, and redirects
+are not followed (the credentials stay with the cluster's server).
 """
 
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, fields
+from urllib.parse import urlencode
 
 import urllib3
 from django.conf import settings
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 # kind -> (API prefix, plural, namespaced)
 RESOURCES = {
@@ -34,6 +40,15 @@ RESOURCES = {
     "Deployment": ("/apis/apps/v1", "deployments", True),
 }
 FIELD_MANAGER = "apparate"
+
+MIB = 1024 * 1024
+MAX_RESPONSE_BYTES = 16 * MIB  # one answer, decoded (a page of 500 real nodes is about 8 MiB)
+MAX_ERROR_BYTES = 64 * 1024  # an error's Status: only its message is used
+MAX_MESSAGE_CHARS = 500  # of a Kubernetes message repeated in ours
+MAX_LIST_BYTES = 64 * MIB  # every page of one listing together
+MAX_LIST_PAGES = 100
+MAX_LIST_ITEMS = 20000  # Kubernetes supports 5000 nodes per cluster
+READ_CHUNK = 64 * 1024
 
 
 class KubeError(Exception):
@@ -105,6 +120,10 @@ class KubeSession:
             configuration.api_key = {"authorization": connection.token}
             configuration.api_key_prefix = {"authorization": "Bearer"}
         self.api = client.ApiClient(configuration)
+        # The client's own call path reads whole bodies (an error body in full, before any check), so
+        # requests go through its configured urllib3 pool (TLS, CA, client certificate, server name)
+        # with preload_content=False, and every body is read here in bounded chunks.
+        self._pool = self.api.rest_client.pool_manager
 
     def _private_file(self, name: str, content: str) -> str:
         path = os.path.join(self._dir, name)
@@ -127,26 +146,83 @@ class KubeSession:
     def request(self, method: str, path: str, body=None, query: list | None = None,
                 content_type: str = "application/json") -> dict:
         """One API call; the decoded JSON answer, or KubeError."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        return self._call(method, path, body, query, content_type)[0]
+
+    def _call(self, method: str, path: str, body=None, query: list | None = None,
+              content_type: str = "application/json") -> tuple[dict, int]:
+        """One API call: (decoded JSON answer, its size in decoded bytes)."""
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip", "Content-Type": content_type}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        url = self.api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
         try:
-            response = self.api.call_api(
-                path, method, query_params=query or [], header_params=headers, body=body,
-                auth_settings=["BearerToken"], response_type="object", _request_timeout=self.timeout,
-                _return_http_data_only=True,
-            )
-        except ApiException as error:
-            if not error.status and str(error.reason or "").startswith("SSLError"):  # the client wraps TLS failures
-                raise KubeError(self._tls_message(str(error.reason).partition("\n")[2]), "tls") from None
-            raise _api_error(error, method, path) from None
+            response = self._pool.request(method, url, body=data, headers=headers, preload_content=False,
+                                          redirect=False, retries=False, timeout=urllib3.Timeout(total=self.timeout))
         except urllib3.exceptions.SSLError as error:
             raise KubeError(self._tls_message(_reason(error)), "tls") from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise KubeError(f"Cannot reach {self.connection.server}: {_reason(error)}.", "unreachable") from None
-        if response is None:
-            return {}
-        if not isinstance(response, dict):
-            raise KubeError(f"{self.connection.server} did not answer like a Kubernetes API server.", "error")
-        return response
+        complete = False
+        try:
+            if 300 <= response.status < 400:
+                raise KubeError(f"{self.connection.server} answered {method} {path} with a redirect "
+                                f"({response.status}), which the console does not follow.", "error", response.status)
+            if not 200 <= response.status < 300:
+                message, complete = self._error_message(response)
+                raise _api_error(response.status, message, method, path)
+            raw = self._read(response, MAX_RESPONSE_BYTES, f"in answer to {method} {path}")
+            complete = True
+        finally:
+            if not complete:  # unread bytes would be taken for the next answer on this connection
+                response.close()
+            response.release_conn()
+        try:
+            answer = json.loads(raw)
+        except (ValueError, RecursionError):
+            answer = None
+        if not isinstance(answer, dict):
+            raise self._not_kubernetes()
+        return answer, len(raw)
+
+    def _read(self, response, limit: int, what: str) -> bytes:
+        """The whole body, decoded, or KubeError once it passes `limit` bytes or the call's timeout."""
+        chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout
+        try:
+            while chunk := response.read(READ_CHUNK, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise KubeError(f"{self.connection.server} sent more than {_size(limit)} {what}; "
+                                    "the console reads no more than that.", "error")
+                if time.monotonic() > deadline:
+                    raise KubeError(f"{self.connection.server} took more than {self.timeout:g} s to send its "
+                                    f"answer {what}.", "unreachable")
+                chunks.append(chunk)
+        except urllib3.exceptions.DecodeError:
+            raise self._not_kubernetes() from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"Cannot reach {self.connection.server}: {_reason(error)}.", "unreachable") from None
+        return b"".join(chunks)
+
+    def _error_message(self, response) -> tuple[str, bool]:
+        """(the shortened `message` of an error's Status, whether the body was read to its end).
+
+        A body too large to read gives a note instead of its message.
+        """
+        try:
+            raw = self._read(response, MAX_ERROR_BYTES, "")
+        except KubeError as error:
+            too_large = error.kind == "error" and "sent more than" in error.message
+            return (f"its error body was larger than {_size(MAX_ERROR_BYTES)}" if too_large else ""), False
+        try:
+            message = json.loads(raw).get("message", "")
+        except (ValueError, RecursionError, AttributeError):
+            message = ""
+        message = str(message or response.reason or "")
+        return (message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "…"), True
+
+    def _not_kubernetes(self) -> "KubeError":
+        return KubeError(f"{self.connection.server} did not answer like a Kubernetes API server.", "error")
 
     def _tls_message(self, detail: str) -> str:
         return (f"TLS verification of {self.connection.server} failed ({detail.strip()[:200]}). "
@@ -157,20 +233,32 @@ class KubeSession:
         return self.request("GET", "/version")
 
     def list(self, kind: str, namespace: str = "", label_selector: str = "", page_size: int = 500) -> list[dict]:
-        """Every object of a kind (following `continue` pages)."""
+        """Every object of a kind (following `continue` pages, within the listing limits)."""
         items: list[dict] = []
-        token = ""
-        while True:
+        token, size = "", 0
+        for _page in range(MAX_LIST_PAGES):
             query = [("limit", page_size)]
             if label_selector:
                 query.append(("labelSelector", label_selector))
             if token:
                 query.append(("continue", token))
-            answer = self.request("GET", _collection(kind, namespace), query=query)
-            items.extend(answer.get("items") or [])
+            answer, page_bytes = self._call("GET", _collection(kind, namespace), query=query)
+            page = answer.get("items") or []
+            if not isinstance(page, list):
+                raise self._not_kubernetes()
+            items.extend(page)
+            size += page_bytes
+            if len(items) > MAX_LIST_ITEMS:
+                raise KubeError(f"{self.connection.server} listed more than {MAX_LIST_ITEMS} {kind} objects; "
+                                "the console stops there.", "error")
+            if size > MAX_LIST_BYTES:
+                raise KubeError(f"{self.connection.server} sent more than {_size(MAX_LIST_BYTES)} listing {kind}; "
+                                "the console stops there.", "error")
             token = (answer.get("metadata") or {}).get("continue") or ""
             if not token:
                 return items
+        raise KubeError(f"{self.connection.server} listed more than {MAX_LIST_PAGES} pages of {kind}; "
+                        "the console stops there.", "error")
 
     def get(self, kind: str, name: str, namespace: str = "") -> dict:
         return self.request("GET", f"{_collection(kind, namespace)}/{name}")
@@ -196,23 +284,31 @@ class KubeSession:
             metadata["resourceVersion"] = resource_version
         return self.merge_patch("Node", name, {"metadata": metadata})
 
+    def create(self, obj: dict) -> dict:
+        """Create an object; KubeError `conflict` (409 AlreadyExists) if one of that name exists."""
+        namespace = obj["metadata"].get("namespace", "")
+        return self.request("POST", _collection(obj["kind"], namespace), body=obj,
+                            query=[("fieldManager", FIELD_MANAGER)])
+
+    def replace(self, obj: dict, resource_version: str) -> dict:
+        """Replace the object last read at `resource_version`; KubeError `conflict` if it changed since."""
+        meta = obj["metadata"]
+        body = {**obj, "metadata": {**meta, "resourceVersion": resource_version}}
+        return self.request("PUT", f"{_collection(obj['kind'], meta.get('namespace', ''))}/{meta['name']}",
+                            body=body, query=[("fieldManager", FIELD_MANAGER)])
+
     def apply(self, obj: dict) -> tuple[dict, bool]:
         """Create or replace an object; (stored object, True if it was created)."""
-        kind, meta = obj["kind"], obj["metadata"]
-        namespace = meta.get("namespace", "")
-        collection = _collection(kind, namespace)
-        query = [("fieldManager", FIELD_MANAGER)]
-        existing = self.get_or_none(kind, meta["name"], namespace)
+        meta = obj["metadata"]
+        existing = self.get_or_none(obj["kind"], meta["name"], meta.get("namespace", ""))
         if existing is None:
             try:
-                return self.request("POST", collection, body=obj, query=query), True
+                return self.create(obj), True
             except KubeError as error:
                 if error.kind != "conflict":  # 409 AlreadyExists: created meanwhile, replace it
                     raise
-                existing = self.get(kind, meta["name"], namespace)
-        body = json.loads(json.dumps(obj))
-        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        return self.request("PUT", f"{collection}/{meta['name']}", body=body, query=query), False
+                existing = self.get(obj["kind"], meta["name"], meta.get("namespace", ""))
+        return self.replace(obj, existing["metadata"]["resourceVersion"]), False
 
     def delete(self, kind: str, name: str, namespace: str = "") -> bool:
         """Delete an object (background propagation); False if it was already gone."""
@@ -259,14 +355,11 @@ def _reason(error: BaseException) -> str:
     return text.split(": ", 1)[-1][:200]
 
 
-def _api_error(error: ApiException, method: str, path: str) -> KubeError:
-    status = error.status or 0
-    message = ""
-    try:
-        message = json.loads(error.body or b"{}").get("message", "")
-    except (ValueError, AttributeError):
-        message = ""
-    message = message or (error.reason or "")
+def _size(limit: int) -> str:
+    return f"{limit // MIB} MiB" if limit >= MIB else f"{limit // 1024} KiB"
+
+
+def _api_error(status: int, message: str, method: str, path: str) -> KubeError:
     if status == 401:
         return KubeError("The cluster refused the credentials (401 Unauthorized): the token or certificate "
                          "has expired or been revoked. Update the cluster's credentials.", "unauthorized", status)

@@ -2,7 +2,9 @@
 
 The file is parsed with yaml.safe_load and only inline data is accepted: a console cannot read
 files on the operator's machine or run credential plugins, so `exec`, `auth-provider` and
-file references are refused with a message that says what to do instead.
+file references are refused with a message that says what to do instead. YAML aliases are
+refused before anything is built (a few hundred bytes of nested aliases expand to gigabytes, and
+kubectl never writes them), and values repeated in messages are shortened.
 """
 
 import base64
@@ -16,7 +18,32 @@ from clusters.kube import Connection
 from clusters.validators import validate_api_server_url
 
 MAX_KUBECONFIG_BYTES = 512 * 1024
+MAX_SHOWN_CHARS = 100  # of a value from the file repeated in a message
+MAX_SHOWN_NAMES = 20  # context names listed in a message
 FLATTEN_HINT = "Export it with `kubectl config view --raw --flatten --minify --context <name>`."
+
+
+def _load(text: str):
+    """yaml.safe_load, refusing aliases (ValidationError) and syntax errors (yaml.YAMLError)."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            raise ValidationError(f"The kubeconfig uses a YAML alias (line {line}); kubeconfigs do not need them "
+                                  f"and the console refuses them. {FLATTEN_HINT}")
+    return yaml.safe_load(text)
+
+
+def _shown(value) -> str:
+    """A value from the file, as repeated in a message: shortened."""
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
+
+
+def _listed(names: list[str]) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(_shown(name) for name in names[:MAX_SHOWN_NAMES])
+    return shown + (f" and {len(names) - MAX_SHOWN_NAMES} more" if len(names) > MAX_SHOWN_NAMES else "")
 
 
 @dataclass(frozen=True)
@@ -34,9 +61,9 @@ def _named(document: dict, section: str, name: str) -> dict:
         if isinstance(entry, dict) and entry.get("name") == name:
             body = entry.get(section[:-1])
             if not isinstance(body, dict):
-                raise ValidationError(f"The {section[:-1]} '{name}' in the kubeconfig has no settings.")
+                raise ValidationError(f"The {section[:-1]} '{_shown(name)}' in the kubeconfig has no settings.")
             return body
-    raise ValidationError(f"The kubeconfig has no {section[:-1]} named '{name}'.")
+    raise ValidationError(f"The kubeconfig has no {section[:-1]} named '{_shown(name)}'.")
 
 
 def _decode_pem(value, what: str) -> str:
@@ -52,8 +79,8 @@ def _decode_pem(value, what: str) -> str:
 def context_names(text: str) -> list[str]:
     """Names of the contexts in a kubeconfig (empty when it cannot be read)."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
+        document = _load(text)
+    except (yaml.YAMLError, ValidationError):
         return []
     if not isinstance(document, dict) or not isinstance(document.get("contexts"), list):
         return []
@@ -65,7 +92,7 @@ def parse_kubeconfig(text: str, context: str = "") -> KubeconfigCredentials:
     if len(text.encode()) > MAX_KUBECONFIG_BYTES:
         raise ValidationError("The kubeconfig is larger than 512 KiB; is this the right file?")
     try:
-        document = yaml.safe_load(text)
+        document = _load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -75,32 +102,32 @@ def parse_kubeconfig(text: str, context: str = "") -> KubeconfigCredentials:
     names = context_names(text)
     name = context or document.get("current-context") or ""
     if not name:
-        raise ValidationError(f"Choose a context; the kubeconfig has: {', '.join(names) or 'none'}.")
+        raise ValidationError(f"Choose a context; the kubeconfig has: {_listed(names)}.")
     if name not in names:
-        raise ValidationError(f"The kubeconfig has no context '{name}'; it has: {', '.join(names) or 'none'}.")
+        raise ValidationError(f"The kubeconfig has no context '{_shown(name)}'; it has: {_listed(names)}.")
     ctx = _named(document, "contexts", name)
     cluster = _named(document, "clusters", str(ctx.get("cluster", "")))
     user = _named(document, "users", str(ctx.get("user", ""))) if ctx.get("user") else {}
 
     server = str(cluster.get("server") or "")
     if not server:
-        raise ValidationError(f"The cluster of context '{name}' has no server URL.")
+        raise ValidationError(f"The cluster of context '{_shown(name)}' has no server URL.")
     try:
         validate_api_server_url(server)
     except ValidationError as error:
-        raise ValidationError(f"The server URL '{server}' is not usable: {error.messages[0]}") from None
+        raise ValidationError(f"The server URL '{_shown(server)}' is not usable: {error.messages[0]}") from None
     if cluster.get("certificate-authority"):
         raise ValidationError(f"The cluster's CA is a file reference on your machine. {FLATTEN_HINT}")
     if user.get("exec"):
         command = (user["exec"] or {}).get("command", "a program") if isinstance(user["exec"], dict) else "a program"
         raise ValidationError(
-            f"The user of context '{name}' gets its credentials by running {command} (an exec plugin), "
+            f"The user of context '{_shown(name)}' gets its credentials by running {_shown(command)} (an exec plugin), "
             "which the console cannot do. Use a ServiceAccount token instead "
             "(`kubectl create token <serviceaccount>`), or register with the API server URL and a token."
         )
     if user.get("auth-provider"):
         raise ValidationError(
-            f"The user of context '{name}' uses an auth-provider plugin, which the console cannot run. "
+            f"The user of context '{_shown(name)}' uses an auth-provider plugin, which the console cannot run. "
             "Use a ServiceAccount token instead."
         )
     for key in ("tokenFile", "client-certificate", "client-key"):
@@ -121,5 +148,5 @@ def parse_kubeconfig(text: str, context: str = "") -> KubeconfigCredentials:
         values["client_certificate"] = _decode_pem(user["client-certificate-data"], "client-certificate-data")
         values["client_key"] = _decode_pem(user["client-key-data"], "client-key-data")
     if not values["token"] and not values.get("client_certificate"):
-        raise ValidationError(f"The user of context '{name}' has no token and no client certificate.")
+        raise ValidationError(f"The user of context '{_shown(name)}' has no token and no client certificate.")
     return KubeconfigCredentials(context=name, **values)

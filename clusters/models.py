@@ -13,12 +13,15 @@ from clusters.choices import (
     LabelResultStatus,
     SuiteOperation,
     SuiteStatus,
+    SyncStatus,
 )
 from clusters.validators import (
     validate_api_server_url,
     validate_dns_label,
     validate_dns_subdomain,
     validate_image_reference,
+    validate_image_tag,
+    validate_namespace_list,
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
@@ -26,6 +29,10 @@ from core.fields import EncryptedTextField
 
 def default_suite_namespace() -> str:
     return settings.APPARATE_SUITE_NAMESPACE
+
+
+def default_deploy_namespaces() -> list[str]:
+    return ["default"]
 
 
 class Cluster(models.Model):
@@ -56,6 +63,10 @@ class Cluster(models.Model):
         "label new compatible nodes on sync", default=False,
         help_text="Each sync labels compatible nodes seen for the first time.",
     )
+    deploy_namespaces = models.JSONField(
+        "deploy namespaces", default=default_deploy_namespaces, blank=True, validators=[validate_namespace_list],
+        help_text="The namespaces operators may deploy into (none: no deploys on this cluster).",
+    )
     connection_status = models.CharField(
         max_length=20, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN
     )
@@ -63,6 +74,9 @@ class Cluster(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.IDLE,
+                                   help_text="Whether a node sync asked for is queued or running.")
+    sync_message = models.TextField(blank=True, help_text="What the last sync found, or why it failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -177,7 +191,8 @@ class Suite(models.Model):
     )
     namespace = models.CharField(max_length=63, default=default_suite_namespace, validators=[validate_dns_label])
     image = models.CharField(max_length=512, blank=True)
-    version = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=128, blank=True, validators=[validate_image_tag],
+                               help_text="The agent image's tag.")
     operation = models.CharField(max_length=10, choices=SuiteOperation.choices, default=SuiteOperation.INSTALL)
     status = models.CharField(max_length=20, choices=SuiteStatus.choices, default=SuiteStatus.NOT_INSTALLED)
     preflight = models.JSONField(default=list, blank=True)
@@ -201,7 +216,14 @@ class Suite(models.Model):
 
 
 class DeployRequest(models.Model):
-    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector)."""
+    """A workload deployed from the console: a Deployment with the pull secret (and nodeSelector).
+
+    A preview creates the row (previewed) with the plan's digest and YAML; only confirming that row
+    applies it, in a worker, and only if the objects it builds still have the previewed digest. The
+    confirmation is audited when it is made; previews and progress are not.
+    """
+
+    audit_log = False
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="deploys")
     instance = models.ForeignKey("registries.Instance", null=True, blank=True, on_delete=models.SET_NULL,
@@ -211,10 +233,15 @@ class DeployRequest(models.Model):
     replicas = models.PositiveIntegerField(default=1)
     image = models.CharField(max_length=512, validators=[validate_image_reference])
     accelerated = models.BooleanField(default=True, help_text="Scheduled onto labelled nodes only.")
-    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.SUCCEEDED)
+    status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.PREVIEWED)
+    plan_digest = models.CharField(max_length=64, blank=True, help_text="sha256 of the previewed plan.")
+    plan_yaml = models.TextField("previewed YAML", blank=True)
+    warnings = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,16 +3,15 @@
 from celery import shared_task
 from django.conf import settings
 
-from clusters.actions import labelling, sync
+from clusters.actions import deploy, labelling, sync
 from clusters.actions import suite as suite_actions
 from clusters.choices import SuiteStatus
-from clusters.models import Cluster, Suite
+from clusters.models import Suite
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def sync_cluster_nodes(cluster_id: int) -> str:
-    cluster = Cluster.objects.filter(pk=cluster_id).first()
-    return sync.sync_nodes(cluster).message if cluster else "cluster deleted"
+def sync_cluster_nodes(cluster_id: int, test_first: bool = False) -> str:
+    return sync.run_sync(cluster_id, test_first)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -29,6 +28,11 @@ def run_label_job(job_id: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_suite_operation(suite_id: int) -> None:
     suite_actions.run_suite_operation(suite_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_deploy_task(deploy_id: int) -> None:
+    deploy.run_deploy(deploy_id)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -1,10 +1,11 @@
 """Field validators of the clusters app, shared by the models, forms and serializers."""
 
 import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
-from converter.reference import ImageReference
+from converter.reference import TAG, ImageReference
 from core.validators import check_http_url, check_pem_certificates, parse_image
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -22,6 +23,26 @@ def validate_api_server_url(value: str) -> None:
     )
 
 
+def server_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an API server URL: where its credentials are sent."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def moved_to_another_host(stored_server: str, server: str) -> bool:
+    """True when an edit points a registered cluster's stored credentials at another origin."""
+    return bool(stored_server and server) and server_origin(server) != server_origin(stored_server)
+
+
+def credentials_again(what: str) -> str:
+    return (f"The API server is on another host now: {what} again (the stored credentials are never sent to a "
+            "new host).")
+
+
 def validate_pem_certificates(value: str) -> None:
     """One or more PEM certificates (blank allowed)."""
     check_pem_certificates(value, what="CA certificate field")
@@ -35,6 +56,25 @@ def validate_dns_label(value: str) -> None:
         )
 
 
+MAX_DEPLOY_NAMESPACES = 100
+
+
+def validate_namespace_list(value) -> None:
+    """A list of distinct namespace names (the namespaces a cluster allows deploys into)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError("Give a list of namespace names.")
+    if len(value) > MAX_DEPLOY_NAMESPACES:
+        raise ValidationError(f"At most {MAX_DEPLOY_NAMESPACES} namespaces.")
+    for name in value:
+        try:
+            validate_dns_label(name)
+        except ValidationError:
+            raise ValidationError(f"'{name[:100]}' is not a namespace name: use at most 63 lower-case letters, digits "
+                                  "and '-', starting and ending with a letter or digit.") from None
+    if len(set(value)) != len(value):
+        raise ValidationError("Each namespace once.")
+
+
 def validate_dns_subdomain(value: str) -> None:
     """A Kubernetes object name (RFC 1123 subdomain, at most 253 chars)."""
     if len(value) > 253 or not DNS_SUBDOMAIN.match(value):
@@ -46,6 +86,13 @@ def validate_dns_subdomain(value: str) -> None:
 def validate_image_reference(value: str) -> None:
     """A full image address such as registry.example.com/team/app:1.0 (converter.reference rules)."""
     parse_image(value)
+
+
+def validate_image_tag(value: str) -> None:
+    """An image tag, such as the suite agent's version (which is also the chart's appVersion)."""
+    if not TAG.fullmatch(value):
+        raise ValidationError(f"'{value[:200]}' is not a valid image tag (letters, digits, '_', '.', '-'; "
+                              "at most 128 characters; not starting with '.' or '-').")
 
 
 def image_of_instance(instance, value: str) -> ImageReference:

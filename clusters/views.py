@@ -15,15 +15,25 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
 
 from clusters import helm
-from clusters.actions.deploy import apply_deploy, plan_deploy
+from clusters.actions.deploy import DeployRefused, confirm_deploy, plan_deploy, preview_deploy
 from clusters.actions.labelling import request_labelling, select_nodes
 from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
-from clusters.actions.sync import annotate_counts, sync_nodes, test_connection
-from clusters.choices import JOB_TERMINAL, SUITE_TERMINAL, Compatibility, LabelResultStatus
+from clusters.actions.sync import annotate_counts, request_sync, test_connection
+from clusters.choices import (
+    DEPLOY_TERMINAL,
+    JOB_TERMINAL,
+    SUITE_TERMINAL,
+    SYNC_BUSY,
+    Compatibility,
+    DeployStatus,
+    LabelResultStatus,
+)
 from clusters.forms import ClusterForm, DeployForm, LabelForm, SuiteForm
-from clusters.models import Cluster, LabelJob, Node, Suite
+from clusters.kube import Connection
+from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.htmx import stop_polling_when, success_redirect
 from core.roles import Role, has_role, role_required
 from core.sorting import sort_queryset
@@ -81,10 +91,17 @@ def cluster_edit(request, pk):
 
 
 def _cluster_form(request, cluster: Cluster):
+    """Register or edit; a new cluster, or one whose connection changed, is tested and synced by a worker."""
+    before = Connection.of(cluster) if cluster.pk else None
     form = ClusterForm(request.POST or None, request.FILES or None, instance=cluster)
     if request.method == "POST" and form.is_valid():
         cluster = form.save()
-        messages.success(request, f"Cluster {cluster.name} saved. Test the connection, then sync its nodes.")
+        if Connection.of(cluster) != before:
+            request_sync(cluster, test_first=True)
+            messages.success(request, f"Cluster {cluster.name} saved. Its connection is being tested and its nodes "
+                                      "synced.")
+        else:
+            messages.success(request, f"Cluster {cluster.name} saved.")
         return success_redirect(request, reverse("clusters:detail", args=[cluster.pk]))
     template = "clusters/cluster_form.html#form" if request.htmx else "clusters/cluster_form.html"
     return render(request, template, {"form": form, "cluster": cluster if cluster.pk else None})
@@ -111,9 +128,9 @@ def cluster_detail(request, pk):
         "cluster": cluster, "page": page, "suite": suite,
         "suite_form": SuiteForm(initial={"instance": suite.instance_id if suite else None}),
         "jobs": LabelJob.objects.filter(results__cluster=cluster).distinct()[:5],
-        "deploys": cluster.deploys.all()[:5],
+        "deploys": cluster.deploys.exclude(status=DeployStatus.PREVIEWED)[:5],
         "compatibility_choices": Compatibility.choices,
-        "suite_terminal": SUITE_TERMINAL, **_label_context(),
+        "suite_terminal": SUITE_TERMINAL, "sync_busy": SYNC_BUSY, **_label_context(),
     }
     template = "clusters/cluster_detail.html#nodes" if request.htmx else "clusters/cluster_detail.html"
     return render(request, template, context)
@@ -131,12 +148,24 @@ def cluster_test(request, pk):
 @operator_writes
 @require_POST
 def cluster_sync(request, pk):
-    cluster = get_object_or_404(Cluster, pk=pk)
-    result = sync_nodes(cluster)
-    (messages.success if result.ok else messages.error)(request, f"Sync of {cluster.name}: {result.message}")
-    if result.auto_label_job:
-        messages.info(request, f"The auto-label policy started label job #{result.auto_label_job.pk}.")
-    return success_redirect(request, reverse("clusters:detail", args=[cluster.pk]))
+    """Queue a node sync; htmx gets the overview card, which then polls the sync's progress."""
+    cluster = request_sync(get_object_or_404(Cluster, pk=pk))
+    if request.htmx:
+        return cluster_sync_status(request, pk)
+    messages.info(request, f"A sync of {cluster.name} is queued.")
+    return redirect(reverse("clusters:detail", args=[cluster.pk]))
+
+
+@role_required()
+def cluster_sync_status(request, pk):
+    """The overview card; htmx polls it every second while a sync is queued or running, then gets 286
+    and the `nodes-synced` event, which reloads the node table."""
+    cluster = get_object_or_404(annotate_counts(Cluster.objects.all()), pk=pk)
+    done = cluster.sync_status not in SYNC_BUSY
+    response = render(request, "clusters/cluster_detail.html#overview", {"cluster": cluster, "sync_busy": SYNC_BUSY})
+    if done:
+        trigger_client_event(response, "nodes-synced")
+    return stop_polling_when(response, done)
 
 
 # --- nodes and labelling ------------------------------------------------------------------
@@ -249,8 +278,9 @@ def helm_chart(request, pk):
 # --- deploy --------------------------------------------------------------------------------
 @operator_writes
 def deploy(request):
-    """GET: the form (prefilled from ?cluster=&instance=&image=). POST without `confirm`: the YAML and
-    warnings. POST with `confirm`: apply."""
+    """GET: the form (prefilled from ?cluster=&instance=&image=). POST without `confirm`: a preview (the
+    YAML and warnings, recorded). POST with `confirm` and the preview's id: confirm that preview if the
+    fields still plan exactly what it showed, else show the new preview."""
     instance = request.GET.get("instance") or Instance.objects.values_list("pk", flat=True).first()
     initial = {"cluster": request.GET.get("cluster"), "instance": instance, "image": request.GET.get("image", ""),
                "namespace": request.GET.get("namespace") or "default", "name": request.GET.get("name", ""),
@@ -260,12 +290,26 @@ def deploy(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         plan = plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
-                                   data["replicas"], data["reference"], use_original=data["use_original"])
+                           data["replicas"], data["reference"], use_original=data["use_original"])
         if "confirm" in request.POST:
-            result = apply_deploy(plan, request.user)
-            (messages.success if result.status == "succeeded" else messages.error)(request, result.message)
-            if result.status == "succeeded":
-                return success_redirect(request, reverse("clusters:detail", args=[data["cluster"].pk]))
-        context["plan"] = plan
+            try:
+                confirmed = confirm_deploy(request.POST.get("preview", ""), request.user, plan.digest)
+            except DeployRefused as refusal:
+                context["refusal"] = str(refusal)
+            else:
+                return success_redirect(request, reverse("clusters:deploy-detail", args=[confirmed.pk]))
+        context["plan"], context["preview"] = plan, preview_deploy(plan, request.user)
     template = "clusters/deploy.html#form" if request.htmx else "clusters/deploy.html"
     return render(request, template, context)
+
+
+@role_required()
+def deploy_detail(request, pk):
+    """A deploy: its previewed YAML, then its progress; htmx polls while a worker applies it (286 when done)."""
+    deploy = get_object_or_404(DeployRequest.objects.select_related("cluster", "instance", "requested_by"), pk=pk)
+    watching = deploy.status in {DeployStatus.PENDING, DeployStatus.APPLYING}
+    context = {"deploy": deploy, "watching": watching}
+    if request.htmx and request.GET.get("progress"):
+        return stop_polling_when(render(request, "clusters/deploy_detail.html#progress", context),
+                                 deploy.status in DEPLOY_TERMINAL)
+    return render(request, "clusters/deploy_detail.html", context)

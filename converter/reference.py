@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 MAX_ADDRESS_LENGTH = 4096
 COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a tag, as in addresses
 DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")  # a content digest, as in addresses
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -89,7 +89,7 @@ def parse_reference(text: str) -> ImageReference:
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path, tag = path.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
+        if not TAG.fullmatch(tag):
             raise InvalidReference(
                 f"'{tag}' is not a valid tag (letters, digits, '_', '.', '-'; at most 128 characters; "
                 "not starting with '.' or '-')."

@@ -1,28 +1,47 @@
-"""Deploying workloads onto labelled nodes: accelerated twins as suggestions, the plan (YAML first), the apply."""
+"""Deploying workloads onto labelled nodes: accelerated twins as suggestions, the plan (YAML first), the apply.
 
-import logging
+A deploy is previewed, confirmed, then applied by a worker:
+- `plan_deploy` builds the objects (pull Secret, Deployment) and the warnings; `preview_deploy`
+  records them as a DeployRequest in the "previewed" state with the plan's digest;
+- `confirm_deploy` accepts exactly that row, by id, from the user who previewed it, within
+  PREVIEW_TTL and with the same digest; anything else needs a new preview;
+- `run_deploy` (a task) rebuilds the objects from the row, refuses them if their digest is not
+  the previewed one, and applies them acting only on objects the deploy created (the label
+  `app.kubernetes.io/managed-by: apparate` and the annotation `apparate.io/owner: deploy`). A
+  foreign object of the same name is never replaced; a pull Secret written for a deploy that then
+  fails is removed again.
+Operators deploy only into the namespaces the cluster allows (`Cluster.deploy_namespaces`).
+"""
+
+import hashlib
+import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import yaml
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from clusters import manifests
 from clusters.choices import (
     DeployStatus,
     SuiteStatus,
 )
-from clusters.kube import KubeError, ref, session_for
+from clusters.kube import KubeError, KubeSession, ref, session_for
 from clusters.models import Cluster, DeployRequest, Suite
 from converter.reference import ImageReference
+from core.audit import record
 from pipeline import twins
 from pipeline.choices import JobStatus as ConversionStatus
 from pipeline.models import AcceleratedImage
 from pipeline.naming import is_twin_tag, source_tag
 from registries.models import Instance
 
-logger = logging.getLogger(__name__)
-
 MAX_IMAGE_CHOICES = 500
+PREVIEW_TTL = timedelta(minutes=15)  # a confirmation must follow its preview within this
+OWNER_ANNOTATION = "apparate.io/owner"
+OWNER = "deploy"
 
 def accelerated_images(instance, limit: int = MAX_IMAGE_CHOICES) -> list[AcceleratedImage]:
     """The instance's accelerated images that are in the registry, from the twin records.
@@ -79,6 +98,10 @@ def accelerated_twin(instance, reference: ImageReference) -> TwinLookup:
     return TwinLookup(original, reason=f"{original} has no accelerated twin: it was never converted "
                                        "(add a rule or use Convert now on the Jobs page).")
 
+class DeployRefused(Exception):
+    """A deploy that cannot go ahead, with a message saying why and what to do."""
+
+
 @dataclass
 class DeployPlan:
     cluster: Cluster
@@ -95,7 +118,19 @@ class DeployPlan:
 
     @property
     def yaml(self) -> str:
-        return yaml.safe_dump_all(_mask_secrets(self.objects), sort_keys=False)
+        return yaml.dump_all(_mask_secrets(self.objects), Dumper=PlainDumper, sort_keys=False)
+
+    @property
+    def digest(self) -> str:
+        return plan_digest(self.cluster.pk, self.objects)
+
+
+class PlainDumper(yaml.SafeDumper):
+    """Writes a dict used twice (a Deployment's labels) in full each time, not as &id001/*id001."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
 
 def _mask_secrets(objects: list[dict]) -> list[dict]:
     shown = []
@@ -104,6 +139,38 @@ def _mask_secrets(objects: list[dict]) -> list[dict]:
             obj = {**obj, "data": {k: "<hidden>" for k in obj.get("data", {})}}
         shown.append(obj)
     return shown
+
+
+def plan_digest(cluster_id: int, objects: list[dict]) -> str:
+    """sha256 of what is shown in a preview: the cluster and the objects (Secret data hidden)."""
+    canonical = json.dumps({"cluster": cluster_id, "objects": _mask_secrets(objects)}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def namespace_refusal(cluster: Cluster, namespace: str) -> str:
+    """Why operators may not deploy into `namespace` on this cluster ("" when they may)."""
+    if namespace in cluster.deploy_namespaces:
+        return ""
+    allowed = ", ".join(cluster.deploy_namespaces) or "none"
+    return (f"Deploys to {cluster.name} may use only these namespaces: {allowed}. An admin can allow more on "
+            "the cluster's settings.")
+
+
+def deploy_objects(instance: Instance, namespace: str, name: str, replicas: int, image: str,
+                   pinned: bool) -> list[dict]:
+    """The pull Secret (none for an anonymous instance) and the Deployment, both marked as the deploy's."""
+    objects, secret_name = [], None
+    if not instance.is_anonymous:
+        secret_name = manifests.workload_pull_secret_name(instance.pk)
+        objects.append(manifests.pull_secret(namespace, instance.host, instance.username, instance.password,
+                                             name=secret_name))
+    selector = {settings.APPARATE_NODE_LABEL_KEY: settings.APPARATE_NODE_LABEL_VALUE} if pinned else None
+    objects.append(manifests.deployment(namespace, name, replicas, image, selector, secret_name))
+    for obj in objects:
+        obj["metadata"]["annotations"] = {**obj["metadata"].get("annotations", {}), OWNER_ANNOTATION: OWNER}
+    return objects
+
 
 def plan_deploy(cluster: Cluster, instance: Instance, namespace: str, name: str, replicas: int,
                 reference: ImageReference, use_original: bool = False) -> DeployPlan:
@@ -125,31 +192,134 @@ def plan_deploy(cluster: Cluster, instance: Instance, namespace: str, name: str,
         warnings.append("The acceleration suite is not ready on this cluster: nodes cannot lazy-pull yet.")
     pin = bool(twin.accelerated) and not use_original
     chosen = twin.accelerated if pin else twin.original
-    objects, secret_name = [], None
-    if not instance.is_anonymous:
-        secret_name = manifests.workload_pull_secret_name(instance.pk)
-        objects.append(manifests.pull_secret(namespace, instance.host, instance.username, instance.password,
-                                             name=secret_name))
-    selector = {settings.APPARATE_NODE_LABEL_KEY: settings.APPARATE_NODE_LABEL_VALUE} if pin else None
-    objects.append(manifests.deployment(namespace, name, replicas, chosen, selector, secret_name))
     return DeployPlan(cluster, instance, namespace, name, replicas, chosen, pin, twin.original, twin.accelerated,
-                      warnings, objects)
+                      warnings, deploy_objects(instance, namespace, name, replicas, chosen, pin))
 
-def apply_deploy(plan: DeployPlan, user=None) -> DeployRequest:
-    """Apply the plan's pull secret and Deployment; the request is recorded (and audited) either way."""
-    status, message = DeployStatus.SUCCEEDED, ""
-    try:
-        with session_for(plan.cluster) as session:
-            for obj in plan.objects:
-                try:
-                    session.apply(obj)
-                except KubeError as error:
-                    raise KubeError(f"{ref(obj)}: {error.message}", error.kind, error.status) from None
-        message = f"Deployment {plan.namespace}/{plan.name} applied with {plan.image}."
-    except KubeError as error:
-        status, message = DeployStatus.FAILED, error.message
+
+def preview_deploy(plan: DeployPlan, user) -> DeployRequest:
+    """Record the plan as a previewed DeployRequest: what `confirm_deploy` may later apply.
+
+    Previews older than PREVIEW_TTL that nobody confirmed are removed on the way.
+    """
+    DeployRequest.objects.filter(status=DeployStatus.PREVIEWED, created_at__lt=timezone.now() - PREVIEW_TTL).delete()
     return DeployRequest.objects.create(
         cluster=plan.cluster, instance=plan.instance, namespace=plan.namespace, name=plan.name,
-        replicas=plan.replicas, image=plan.image, accelerated=plan.accelerated, status=status, message=message,
+        replicas=plan.replicas, image=plan.image, accelerated=plan.accelerated, status=DeployStatus.PREVIEWED,
+        plan_digest=plan.digest, plan_yaml=plan.yaml, warnings=plan.warnings,
         requested_by=user if user and user.is_authenticated else None,
     )
+
+
+def confirm_deploy(deploy_id, user, digest: str) -> DeployRequest:
+    """Confirm a previewed deploy: audited, then applied by a worker (enqueued on commit).
+
+    DeployRefused unless the row is a preview of this user, younger than PREVIEW_TTL, whose digest
+    is `digest` and whose namespace the cluster still allows.
+    """
+    from clusters.tasks import run_deploy_task
+
+    with transaction.atomic():
+        deploy = None
+        if str(deploy_id).isdigit():
+            deploy = (DeployRequest.objects.select_for_update(of=("self",)).select_related("cluster")
+                      .filter(pk=deploy_id).first())
+        if deploy is None:
+            raise DeployRefused("There is no such preview: preview the deploy first.")
+        if deploy.status != DeployStatus.PREVIEWED:
+            raise DeployRefused(f"Deploy #{deploy.pk} was already confirmed ({deploy.get_status_display().lower()}).")
+        if user is None or deploy.requested_by_id != user.pk:
+            raise DeployRefused("Only the user who previewed a deploy can confirm it: preview it yourself.")
+        if deploy.created_at < timezone.now() - PREVIEW_TTL:
+            raise DeployRefused(f"The preview is older than {PREVIEW_TTL.seconds // 60} minutes: preview the deploy "
+                                "again.")
+        if digest != deploy.plan_digest:
+            raise DeployRefused("The deploy changed since its preview (its fields, or the image's twin): review the "
+                                "new preview and confirm that one.")
+        refusal = namespace_refusal(deploy.cluster, deploy.namespace)
+        if refusal:
+            raise DeployRefused(refusal)
+        deploy.status, deploy.confirmed_at = DeployStatus.PENDING, timezone.now()
+        deploy.save(update_fields=["status", "confirmed_at"])
+        record("create", deploy, {field_name: {"old": None, "new": value} for field_name, value in (
+            ("cluster", deploy.cluster.name), ("namespace", deploy.namespace), ("name", deploy.name),
+            ("replicas", deploy.replicas), ("image", deploy.image), ("accelerated", deploy.accelerated),
+            ("plan_digest", deploy.plan_digest))})
+        transaction.on_commit(lambda: run_deploy_task.delay(deploy.pk))
+    return deploy
+
+
+def run_deploy(deploy_id: int) -> DeployRequest | None:
+    """Apply a confirmed deploy (the task's body); a second run of a finished one changes nothing."""
+    with transaction.atomic():
+        deploy = (DeployRequest.objects.select_for_update(of=("self",)).select_related("cluster", "instance")
+                  .filter(pk=deploy_id).first())
+        if deploy is None or deploy.status not in {DeployStatus.PENDING, DeployStatus.APPLYING}:
+            return deploy
+        deploy.status = DeployStatus.APPLYING
+        deploy.save(update_fields=["status"])
+    try:
+        deploy.message = _apply(deploy)
+        deploy.status = DeployStatus.SUCCEEDED
+    except (DeployRefused, KubeError) as error:
+        deploy.message = str(error) if isinstance(error, DeployRefused) else error.message
+        deploy.status = DeployStatus.FAILED
+    deploy.finished_at = timezone.now()
+    deploy.save(update_fields=["status", "message", "finished_at"])
+    return deploy
+
+
+def _apply(deploy: DeployRequest) -> str:
+    refusal = namespace_refusal(deploy.cluster, deploy.namespace)
+    if refusal:
+        raise DeployRefused(refusal)
+    if deploy.instance is None:
+        raise DeployRefused("The registry instance of this deploy was deleted: preview the deploy again.")
+    objects = deploy_objects(deploy.instance, deploy.namespace, deploy.name, deploy.replicas, deploy.image,
+                             deploy.accelerated)
+    if plan_digest(deploy.cluster_id, objects) != deploy.plan_digest:
+        raise DeployRefused("What the deploy would apply is no longer what was previewed (the registry instance "
+                            "or the console's settings changed): preview the deploy again.")
+    with session_for(deploy.cluster) as session:
+        apply_owned(session, objects)
+    return f"Deployment {deploy.namespace}/{deploy.name} applied with {deploy.image}."
+
+
+def owned_by_deploy(obj: dict) -> bool:
+    meta = obj.get("metadata") or {}
+    return ((meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == manifests.MANAGED_BY[
+        "app.kubernetes.io/managed-by"] and (meta.get("annotations") or {}).get(OWNER_ANNOTATION) == OWNER)
+
+
+def apply_owned(session: KubeSession, objects: list[dict]) -> None:
+    """Create the objects, or replace those a deploy created; nothing at all if any name is taken.
+
+    Every object is checked before the first is written. Replacing sends the resourceVersion that
+    was checked, so an object swapped meanwhile is a conflict, not an overwrite; a create that
+    finds the name taken (409) is not turned into a replace. A pull Secret this call created is
+    deleted again when a later object fails.
+    """
+    found = []
+    for obj in objects:
+        meta = obj["metadata"]
+        existing = session.get_or_none(obj["kind"], meta["name"], meta.get("namespace", ""))
+        if existing is not None and not owned_by_deploy(existing):
+            raise DeployRefused(f"{ref(obj)} already exists and was not created by an apparate deploy; nothing was "
+                                "changed. Choose another name.")
+        found.append(existing)
+    created: list[dict] = []
+    for obj, existing in zip(objects, found, strict=True):
+        try:
+            if existing is None:
+                session.create(obj)
+                created.append(obj)
+            else:
+                session.replace(obj, existing["metadata"]["resourceVersion"])
+        except KubeError as error:
+            what = {"conflict": "it changed or appeared while deploying; deploy again"}.get(error.kind, error.message)
+            message = f"{ref(obj)}: {what}"
+            for written in created:
+                try:
+                    session.delete(written["kind"], written["metadata"]["name"], written["metadata"]["namespace"])
+                except KubeError as cleanup:
+                    message += f" (removing {ref(written)} failed too: {cleanup.message})"
+            raise KubeError(message, error.kind, error.status) from None

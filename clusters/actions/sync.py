@@ -14,6 +14,7 @@ from clusters.choices import (
     USABLE_COMPATIBILITY,
     ConnectionStatus,
     LabelOperation,
+    SyncStatus,
 )
 from clusters.compatibility import verdict
 from clusters.kube import KubeError, KubeSession, session_for
@@ -135,6 +136,42 @@ def sync_nodes(cluster: Cluster) -> SyncResult:
             )
     return result
 
+def request_sync(cluster: Cluster, test_first: bool = False) -> Cluster:
+    """Queue a node sync (after a connection test, for a cluster just registered or moved) in a worker.
+
+    The cluster's `sync_status` says it is queued until the worker takes it; a sync already queued
+    is not queued twice.
+    """
+    from clusters.tasks import sync_cluster_nodes
+
+    with transaction.atomic():
+        queued = Cluster.objects.filter(pk=cluster.pk).exclude(sync_status=SyncStatus.QUEUED).update(
+            sync_status=SyncStatus.QUEUED)
+        if queued:
+            transaction.on_commit(lambda: sync_cluster_nodes.delay(cluster.pk, test_first))
+    cluster.sync_status = SyncStatus.QUEUED
+    return cluster
+
+
+def run_sync(cluster_id: int, test_first: bool = False) -> str:
+    """A sync in a worker (the task's body): optionally test the connection, sync, record the outcome."""
+    cluster = Cluster.objects.filter(pk=cluster_id).first()
+    if cluster is None:
+        return "cluster deleted"
+    Cluster.objects.filter(pk=cluster.pk).update(sync_status=SyncStatus.RUNNING)
+    message = ""
+    try:
+        ok, message = test_connection(cluster) if test_first else (True, "")
+        if ok:
+            result = sync_nodes(cluster)
+            message = result.message
+            if result.auto_label_job:
+                message += f" The auto-label policy started label job #{result.auto_label_job.pk}."
+    finally:
+        Cluster.objects.filter(pk=cluster.pk).update(sync_status=SyncStatus.IDLE, sync_message=message)
+    return message
+
+
 def sync_all_clusters() -> dict[str, str]:
     """Periodic: sync every cluster; one failing cluster doesn't stop the others."""
-    return {cluster.name: sync_nodes(cluster).message for cluster in Cluster.objects.all()}
+    return {cluster.name: run_sync(cluster.pk) for cluster in Cluster.objects.all()}

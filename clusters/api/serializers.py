@@ -3,11 +3,20 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from clusters.actions.deploy import namespace_refusal
 from clusters.choices import AuthMethod, LabelOperation, SuiteOperation
 from clusters.forms import apply_kubeconfig
 from clusters.kube import CONNECTION_FIELDS
 from clusters.models import Cluster, DeployRequest, LabelJob, LabelResult, Node, Suite
-from clusters.validators import image_of_instance, validate_dns_label, validate_label_selector
+from clusters.validators import (
+    credentials_again,
+    image_of_instance,
+    moved_to_another_host,
+    validate_dns_label,
+    validate_image_tag,
+    validate_label_selector,
+    validate_namespace_list,
+)
 from registries.models import Instance
 
 
@@ -18,6 +27,10 @@ class ClusterSerializer(serializers.ModelSerializer):
                                        help_text="Kubeconfig text; `context` picks the context.")
     context = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=253)
     has_token = serializers.SerializerMethodField()
+    deploy_namespaces = serializers.ListField(
+        child=serializers.CharField(), required=False, validators=[validate_namespace_list],
+        help_text="Namespaces operators may deploy into (default: [\"default\"]).",
+    )
     node_count = serializers.IntegerField(read_only=True)
     compatible_count = serializers.IntegerField(read_only=True)
     labelled_count = serializers.IntegerField(read_only=True)
@@ -27,10 +40,12 @@ class ClusterSerializer(serializers.ModelSerializer):
         model = Cluster
         fields = ["id", "name", "description", "auth_method", "kubeconfig", "context", "context_name", "server",
                   "ca_data", "insecure_skip_tls_verify", "tls_server_name", "token", "has_token", "auto_label",
+                  "deploy_namespaces",
                   "connection_status", "server_version", "last_checked_at", "last_error", "last_synced_at",
+                  "sync_status", "sync_message",
                   "node_count", "compatible_count", "labelled_count", "ready_count", "created_at", "updated_at"]
         read_only_fields = ["context_name", "connection_status", "server_version", "last_checked_at", "last_error",
-                            "last_synced_at", "created_at", "updated_at"]
+                            "last_synced_at", "sync_status", "sync_message", "created_at", "updated_at"]
         extra_kwargs = {"server": {"required": False}}
 
     def get_has_token(self, cluster) -> bool:
@@ -52,6 +67,11 @@ class ClusterSerializer(serializers.ModelSerializer):
             return attrs
         if method == AuthMethod.KUBECONFIG and not self.instance:
             raise serializers.ValidationError({"kubeconfig": ["Give the kubeconfig text."]})
+        stored_server = self.instance.server if self.instance else ""
+        if not attrs.get("token") and moved_to_another_host(stored_server, attrs.get("server", "")):
+            if method == AuthMethod.KUBECONFIG:
+                raise serializers.ValidationError({"kubeconfig": [credentials_again("upload the kubeconfig")]})
+            raise serializers.ValidationError({"token": [credentials_again("give the bearer token")]})
         if method == AuthMethod.TOKEN:
             if not (attrs.get("server") or cluster.server):
                 raise serializers.ValidationError({"server": ["Give the API server URL."]})
@@ -123,22 +143,26 @@ class SuiteRequestSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(choices=SuiteOperation.choices)
     instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all(), required=False, allow_null=True)
     namespace = serializers.CharField(required=False, allow_blank=True, max_length=63, validators=[validate_dns_label])
-    version = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    version = serializers.CharField(required=False, allow_blank=True, max_length=128, validators=[validate_image_tag])
 
 
 class DeploySerializer(serializers.ModelSerializer):
-    """A deploy request: `image` is an address in the instance's registry, original or accelerated."""
+    """A deploy: posting one previews it (status `previewed`); `POST …/{id}/confirm/` with its
+    `plan_digest` applies exactly that preview. `image` is an address in the instance's registry,
+    original or accelerated."""
 
-    dry_run = serializers.BooleanField(default=False, write_only=True,
-                                       help_text="Only return the YAML and warnings; apply nothing.")
     use_original = serializers.BooleanField(default=False, write_only=True,
                                             help_text="Deploy the original image without pinning to labelled nodes.")
+    yaml = serializers.CharField(source="plan_yaml", read_only=True,
+                                 help_text="The previewed objects (secret data hidden).")
 
     class Meta:
         model = DeployRequest
-        fields = ["id", "cluster", "instance", "namespace", "name", "replicas", "image", "dry_run", "use_original",
-                  "accelerated", "status", "message", "created_at"]
-        read_only_fields = ["accelerated", "status", "message", "created_at"]
+        fields = ["id", "cluster", "instance", "namespace", "name", "replicas", "image", "use_original",
+                  "accelerated", "status", "plan_digest", "warnings", "yaml", "message", "created_at",
+                  "confirmed_at", "finished_at"]
+        read_only_fields = ["accelerated", "status", "plan_digest", "warnings", "message", "created_at",
+                            "confirmed_at", "finished_at"]
         extra_kwargs = {"instance": {"required": True, "allow_null": False},
                         "replicas": {"min_value": 1, "max_value": 1000}}
 
@@ -147,7 +171,14 @@ class DeploySerializer(serializers.ModelSerializer):
             attrs["reference"] = image_of_instance(attrs["instance"], attrs["image"])
         except DjangoValidationError as error:
             raise serializers.ValidationError({"image": error.messages}) from None
+        refusal = namespace_refusal(attrs["cluster"], attrs["namespace"])
+        if refusal:
+            raise serializers.ValidationError({"namespace": [refusal]})
         return attrs
+
+
+class DeployConfirmSerializer(serializers.Serializer):
+    plan_digest = serializers.CharField(max_length=64, help_text="The `plan_digest` of the preview being confirmed.")
 
 
 class AcceleratedImageSerializer(serializers.Serializer):

@@ -11,13 +11,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from clusters import helm
-from clusters.actions.deploy import accelerated_images, apply_deploy, plan_deploy
+from clusters.actions.deploy import DeployRefused, accelerated_images, confirm_deploy, plan_deploy, preview_deploy
 from clusters.actions.labelling import request_labelling, select_nodes
 from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
-from clusters.actions.sync import annotate_counts, sync_nodes, test_connection
+from clusters.actions.sync import annotate_counts, request_sync, test_connection
 from clusters.api.serializers import (
     AcceleratedImageSerializer,
     ClusterSerializer,
+    DeployConfirmSerializer,
     DeploySerializer,
     LabelJobSerializer,
     LabelRequestSerializer,
@@ -26,6 +27,7 @@ from clusters.api.serializers import (
     SuiteRequestSerializer,
     SuiteSerializer,
 )
+from clusters.kube import Connection
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
 from core.roles import Role, has_role
 from registries.models import Instance
@@ -50,14 +52,21 @@ class ClusterViewSet(viewsets.ModelViewSet):
         ok, message = test_connection(self.get_object())
         return Response({"ok": ok, "message": message}, status=status.HTTP_200_OK)
 
-    @extend_schema(request=None)
+    def perform_create(self, serializer):
+        request_sync(serializer.save(), test_first=True)
+
+    def perform_update(self, serializer):
+        before = Connection.of(serializer.instance)
+        cluster = serializer.save()
+        if Connection.of(cluster) != before:
+            request_sync(cluster, test_first=True)
+
+    @extend_schema(request=None, responses={202: ClusterSerializer})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
-        result = sync_nodes(self.get_object())
-        body = {"ok": result.ok, "message": result.message, "created": result.created, "updated": result.updated,
-                "removed": result.removed,
-                "auto_label_job": result.auto_label_job.pk if result.auto_label_job else None}
-        return Response(body, status=status.HTTP_200_OK if result.ok else status.HTTP_502_BAD_GATEWAY)
+        """Queue a node sync; watch the cluster's `sync_status` (queued, running, idle) and `sync_message`."""
+        cluster = request_sync(self.get_object())
+        return Response(self.get_serializer(cluster).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=SuiteRequestSerializer, responses=SuiteSerializer)
     @action(detail=True, methods=["get", "post"])
@@ -145,27 +154,39 @@ class SuiteViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class DeployViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Deploys: `image` may be an original or an accelerated image of the instance; the twin (from the
-    conversion jobs) runs pinned to labelled nodes unless `use_original`."""
+    """Deploys, in two steps: `POST /deploys/` previews (201, status `previewed`, with `plan_digest`,
+    `yaml` and `warnings`); `POST /deploys/{id}/confirm/` with that `plan_digest` applies exactly the
+    preview (202; a worker applies it, watch `status`). `image` may be an original or an accelerated
+    image of the instance; the twin (from the conversion jobs) runs pinned to labelled nodes unless
+    `use_original`."""
 
     queryset = DeployRequest.objects.select_related("cluster")
     serializer_class = DeploySerializer
     write_role = Role.OPERATOR
     filterset_fields = ["cluster", "status", "namespace"]
 
+    @extend_schema(responses={201: DeploySerializer})
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         plan = plan_deploy(data["cluster"], data["instance"], data["namespace"], data["name"],
-                                   data.get("replicas", 1), data["reference"], use_original=data["use_original"])
-        preview = {"image": plan.image, "accelerated": plan.accelerated, "original_image": plan.original_image,
-                   "accelerated_image": plan.accelerated_image, "warnings": plan.warnings, "yaml": plan.yaml}
-        if data["dry_run"]:
-            return Response(preview)
-        deploy = apply_deploy(plan, request.user)
-        code = status.HTTP_201_CREATED if deploy.status == "succeeded" else status.HTTP_502_BAD_GATEWAY
-        return Response({**DeploySerializer(deploy).data, **preview}, status=code)
+                           data.get("replicas", 1), data["reference"], use_original=data["use_original"])
+        preview = preview_deploy(plan, request.user)
+        return Response({**DeploySerializer(preview).data, "original_image": plan.original_image,
+                         "accelerated_image": plan.accelerated_image}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DeployConfirmSerializer, responses={202: DeploySerializer})
+    @action(detail=True, methods=["post"])
+    def confirm(self, request, pk=None):
+        """Apply a preview of yours, unchanged (its `plan_digest`), within 15 minutes of previewing it."""
+        serializer = DeployConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            deploy = confirm_deploy(pk, request.user, serializer.validated_data["plan_digest"])
+        except DeployRefused as refusal:
+            return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
+        return Response(DeploySerializer(deploy).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[OpenApiParameter("instance", int, required=True)],
                    responses=AcceleratedImageSerializer(many=True))

@@ -24,6 +24,17 @@ def add_fleet(emulator) -> None:
     emulator.add_node("node-docker", runtime="docker://20.10.7")
 
 
+def alias_bomb(levels: int = 6) -> str:
+    """A few hundred bytes that expand to 9**levels strings: every context name is the biggest list."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    lines += ["current-context: prod", f"contexts: [{{name: *l{levels - 1}, context: {{cluster: c, user: u}}}}]",
+              "clusters: [{name: c, cluster: {server: 'https://10.0.0.1:6443'}}]",
+              "users: [{name: u, user: {token: t}}]"]
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture
 def register():
     """register(emulator, name=...) → a Cluster row pointing at the emulator with its token."""

@@ -1,6 +1,7 @@
-"""End to end in chromium: register a cluster, see why a node is incompatible, label two nodes,
-install the suite and watch its rollout. Label jobs, the install and the rollout watch run in a
-real Celery worker process (tests/support/worker.py) that reaches the emulator over HTTP."""
+"""End to end in chromium: register a cluster (tested and synced at once), see why a node is
+incompatible, sync again, label two nodes, install the suite and watch its rollout, then preview and
+deploy an image. Syncs, label jobs, the install, the rollout watch and the deploy run in a real
+Celery worker process (tests/support/worker.py) that reaches the emulator over HTTP."""
 
 import pytest
 from playwright.sync_api import expect
@@ -15,28 +16,39 @@ LABEL = "cloud.tencent.com/apparate"
 
 
 @pytest.mark.browser
-def test_register_label_and_install_suite(page, live_server, kube_emulator, make_user, celery_worker):
+def test_register_label_install_suite_and_deploy(page, live_server, kube_emulator, make_user, celery_worker,
+                                                 converted):
     add_fleet(kube_emulator)
     kube_emulator.rollout_step = 1  # one more agent pod gets ready per status read
-    Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot", password="pw")
+    instance = Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot",
+                                       password="pw")
+    converted(instance, "team/shop", "1.0")
     make_user(Role.ADMIN, "alice")
     login(page, live_server.url, "alice", PASSWORD)
 
     page.goto(f"{live_server.url}/clusters/")
     page.get_by_role("link", name="Register a cluster").first.click()
-    page.get_by_label("Name").fill("emulated")
+    page.locator("#id_name").fill("emulated")
     page.get_by_label("API server URL and bearer token").check()
     page.locator("#id_server").fill(kube_emulator.url)
     page.get_by_role("textbox", name="Bearer token").fill(kube_emulator.token)
     page.get_by_role("button", name="Register cluster").click()
     expect(page.get_by_role("heading", name="emulated")).to_be_visible()
 
-    page.get_by_role("button", name="Test connection").click()
-    expect(page.locator("#connection")).to_contain_text("Connected: Kubernetes v1.28.4")
-    page.get_by_role("button", name="Sync nodes").click()
+    # Registering tested and synced the cluster in the worker; the page polled and reloaded the nodes.
+    overview = page.locator("#cluster-overview")
+    expect(overview).to_contain_text("4 nodes: 4 new, 0 changed, 0 removed.")
+    expect(page.locator("#connection")).to_contain_text("Connected")
     docker_row = page.locator("tr[data-node=node-docker]")
     expect(docker_row.locator(".compatibility")).to_contain_text("Incompatible")
     expect(docker_row).to_contain_text("Container runtime docker is not supported")
+
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.locator("#connection")).to_contain_text("Connected: Kubernetes v1.28.4")
+    kube_emulator.add_node("node-late")
+    page.get_by_role("button", name="Sync nodes").click()
+    expect(overview).to_contain_text("5 nodes: 1 new, 0 changed, 0 removed.")
+    expect(page.locator("tr[data-node=node-late]")).to_be_visible()
 
     page.get_by_label("Select node-a").check()
     page.get_by_label("Select node-b").check()
@@ -57,3 +69,16 @@ def test_register_label_and_install_suite(page, live_server, kube_emulator, make
     expect(status).to_contain_text("Ready")
     expect(status).to_contain_text("node-b")
     assert kube_emulator.names("daemonsets", "apparate-system") == ["apparate-agent"]
+
+    page.goto(f"{live_server.url}/clusters/")
+    page.get_by_role("link", name="emulated").click()
+    page.get_by_role("link", name="Deploy an image").click()
+    page.locator("#id_name").fill("shop")
+    page.get_by_label("Image").fill("registry.example.com/team/shop:1.0")
+    page.get_by_role("button", name="Preview YAML").click()
+    expect(page.locator("#plan-image")).to_contain_text("registry.example.com/team/shop:1.0-apparate")
+    page.get_by_role("button", name="Deploy accelerated image").click()
+    progress = page.locator("#deploy-progress")
+    expect(progress).to_contain_text("Deployment default/shop applied with registry.example.com/team/shop:1.0-apparate")
+    deployment = kube_emulator.get_object("deployments", "shop", "default")
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {LABEL: "true"}

@@ -7,8 +7,9 @@ import yaml
 from django.core.exceptions import ValidationError
 
 from clusters.compatibility import verdict
-from clusters.kubeconfig import parse_kubeconfig
+from clusters.kubeconfig import MAX_KUBECONFIG_BYTES, context_names, parse_kubeconfig
 from clusters.validators import parse_label_selector, selector_matches
+from tests.clusters.conftest import alias_bomb
 
 CA = """-----BEGIN CERTIFICATE-----
 MIIBdzCCAR2gAwIBAgIUZ1jA0K1YkS0m1rj7c8Yh2sQx3BkwCgYIKoZIzj0EAwIw
@@ -91,3 +92,42 @@ def test_label_selectors():
     assert not selector_matches(terms, {"zone": "c", "tier": "web"})
     with pytest.raises(ValidationError):
         parse_label_selector("bad key!=x")
+
+
+def test_yaml_aliases_are_refused_before_they_expand():
+    bomb = alias_bomb()
+    assert len(bomb) < 600
+    with pytest.raises(ValidationError) as error:
+        parse_kubeconfig(bomb)
+    assert error.value.messages == [
+        "The kubeconfig uses a YAML alias (line 2); kubeconfigs do not need them and the console refuses them. "
+        "Export it with `kubectl config view --raw --flatten --minify --context <name>`."]
+    assert context_names(bomb) == []
+    # An anchor without an alias expands nothing and is read.
+    anchored = kubeconfig({"token": "abc"}).replace("current-context: prod", "current-context: &ctx prod")
+    assert parse_kubeconfig(anchored).token == "abc"
+
+
+def test_size_cap_is_512_kib_exactly():
+    text = kubeconfig({"token": "abc"})
+    exactly = text + "#" + "x" * (MAX_KUBECONFIG_BYTES - len(text) - 2) + "\n"
+    assert len(exactly.encode()) == MAX_KUBECONFIG_BYTES == 512 * 1024
+    assert parse_kubeconfig(exactly).token == "abc"
+    with pytest.raises(ValidationError, match="larger than 512 KiB"):
+        parse_kubeconfig(exactly + "\n")
+
+
+def test_values_repeated_in_messages_are_shortened():
+    names = [f"context-{n:05d}" for n in range(5000)]
+    document = yaml.safe_load(kubeconfig({"token": "t"}))
+    document["contexts"] = [{"name": n, "context": {"cluster": "c", "user": "u"}} for n in names]
+    document["current-context"] = "x" * 5000
+    with pytest.raises(ValidationError) as error:
+        parse_kubeconfig(yaml.safe_dump(document))
+    message = error.value.messages[0]
+    assert message == (f"The kubeconfig has no context '{'x' * 100}…'; it has: "
+                       f"{', '.join(names[:20])} and 4980 more.")
+    long_server = "https://" + "a" * 300 + "/?q=1"
+    with pytest.raises(ValidationError) as error:
+        parse_kubeconfig(kubeconfig({"token": "t"}, {"server": long_server}))
+    assert error.value.messages[0].startswith(f"The server URL '{long_server[:100]}…' is not usable")

@@ -10,8 +10,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from django.core.exceptions import ValidationError
 
 from clusters import helm, manifests
+from clusters.validators import validate_image_tag
 
 HERE = Path(__file__).parent
 PARAMS = manifests.SuiteParams(
@@ -105,3 +107,25 @@ def test_helm_chart_renders_the_same_objects_as_the_one_click_install(render):
     assert rendered.keys() == expected.keys()
     for key, obj in expected.items():
         assert rendered[key] == obj, key
+
+
+def test_chart_yaml_is_serialized_so_a_version_cannot_inject_lines():
+    # A version that slipped past validation (a row stored before it existed) still stays one value.
+    hostile = manifests.SuiteParams(**{**PARAMS.__dict__, "version": '1.0"\nmaintainers: [{name: evil}]\n#'})
+    chart = yaml.safe_load(chart_member(helm.chart_archive(hostile), "apparate/Chart.yaml"))
+    assert chart == {"apiVersion": "v2", "name": "apparate", "type": "application", "version": "1.0.0",
+                     "description": chart["description"], "appVersion": hostile.version}
+    values = yaml.safe_load(chart_member(helm.chart_archive(hostile), "apparate/values.yaml"))
+    assert values["image"]["tag"] == hostile.version
+
+
+@pytest.mark.parametrize("version", ["0.15.1", "v2.0.0-rc.1", "latest", "1_2", "A" * 128])
+def test_suite_versions_are_image_tags(version):
+    validate_image_tag(version)
+
+
+@pytest.mark.parametrize("version", ["0.15.1\nmaintainers: x", "1.0 evil", ".hidden", "-x", "a:b", "a/b",
+                                     "A" * 129, "1.0+build"])
+def test_other_suite_versions_are_refused(version):
+    with pytest.raises(ValidationError, match="not a valid image tag"):
+        validate_image_tag(version)

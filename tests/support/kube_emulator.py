@@ -6,8 +6,22 @@ preconditions → 409); namespaces; pods; secrets; configmaps; serviceaccounts; 
 clusterroles and their bindings; daemonsets and deployments (create, replace with optimistic
 concurrency, delete, status kept by tiny controllers); SelfSubjectAccessReview. Bearer tokens
 are checked. Faults can be injected: RBAC denials for chosen verbs/objects (403), an expired
-token (401), transient answers (429/5xx) for the next N matching requests, nodes whose agent pod
-never gets ready, and `stop()` for an unreachable server.
+token (401), transient answers (429/5xx) for the next N matching requests, raw answers of any
+size or encoding (`answer_next`), nodes whose agent pod never gets ready, and `stop()` for an
+unreachable server.
+
+It refuses what kube-apiserver refuses, with the same status, reason, message and details:
+- creating a namespaced object in a namespace that does not exist: 404 NotFound for the namespace;
+- creating an object that exists: 409 AlreadyExists;
+- replacing (PUT) with a stale `metadata.resourceVersion`: 409 Conflict;
+- changing an immutable field, on replace or patch: 422 Invalid with a cause per field
+  (a Deployment's or DaemonSet's `spec.selector`, a Secret's `type`, the data of a Secret or
+  ConfigMap marked `immutable`, a (Cluster)RoleBinding's `roleRef`).
+A PUT without `metadata.resourceVersion` is refused with 422 Invalid ("must be specified for an
+update"). kube-apiserver gives that answer for kinds whose strategy forbids unconditional updates
+(custom resources, for one); the built-in kinds emulated here would accept it and overwrite
+whatever is stored. The emulator is stricter on purpose: a client that replaces without reading
+what it replaces is caught here, and a client that passes here also works against a real server.
 
 With `tls=True` it serves HTTPS from its own CA and also accepts client certificates signed by it
 (`ca_pem`, `client_cert_pem`, `client_key_pem`), as kubeconfigs from kubeadm or kind use them.
@@ -15,6 +29,7 @@ With `tls=True` it serves HTTPS from its own CA and also accepts client certific
 Fixtures: `kube_emulator` (one running emulator) and `kube_emulator_factory(tls=...)` (as many as needed).
 """
 
+import contextlib
 import copy
 import ipaddress
 import json
@@ -46,10 +61,81 @@ GROUPS = {
 VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
+KINDS = {plural: kind for kinds in GROUPS.values() for plural, (kind, _namespaced) in kinds.items()}
+PLURAL_GROUPS = {plural: group for (group, _version), kinds in GROUPS.items() for plural in kinds}
+
+
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str):
+    """A failure answered as a Kubernetes Status (code, reason, message and optional details)."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+
+def qualified_resource(plural: str) -> str:
+    """`deployments.apps`, `secrets`: how kube-apiserver names a resource in messages."""
+    group = PLURAL_GROUPS.get(plural, "")
+    return f"{plural}.{group}" if group else plural
+
+
+def resource_details(plural: str, name: str) -> dict:
+    details = {"name": name, "kind": plural}
+    if PLURAL_GROUPS.get(plural):
+        details["group"] = PLURAL_GROUPS[plural]
+    return details
+
+
+def not_found(plural: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{qualified_resource(plural)} "{name}" not found', resource_details(plural, name))
+
+
+def conflict(plural: str, name: str) -> ApiError:
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified_resource(plural)} "{name}": the '
+                    "object has been modified; please apply your changes to the latest version and try again",
+                    resource_details(plural, name))
+
+
+def invalid(group_kind: str, group: str, kind: str, name: str, causes: list[dict]) -> ApiError:
+    """422 Invalid as errors.NewInvalid builds it: one cause per field, the message joining them."""
+    joined = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+    joined = f"[{joined}]" if len(causes) > 1 else joined
+    details = {"name": name, "kind": kind, "causes": causes}
+    if group:
+        details["group"] = group
+    return ApiError(422, "Invalid", f'{group_kind} "{name}" is invalid: {joined}', details)
+
+
+def field_cause(field: str, message: str, reason: str = "FieldValueInvalid") -> dict:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def go_value(value) -> str:
+    """A value as it appears after "Invalid value:" (strings quoted, objects as JSON)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def immutable_changes(plural: str, current: dict, new: dict) -> list[dict]:
+    """The causes kube-apiserver's update validation gives for immutable fields this update changes."""
+    causes = []
+    if plural in {"deployments", "daemonsets"}:
+        old_selector = (current.get("spec") or {}).get("selector")
+        new_selector = (new.get("spec") or {}).get("selector")
+        if new_selector != old_selector:
+            causes.append(field_cause("spec.selector", f"Invalid value: {go_value(new_selector)}: field is immutable"))
+    if plural == "secrets" and new.get("type", "Opaque") != current.get("type", "Opaque"):
+        causes.append(field_cause("type", f"Invalid value: {go_value(new.get('type', 'Opaque'))}: field is immutable"))
+    if plural in {"secrets", "configmaps"} and current.get("immutable"):
+        for data in ("data", "binaryData") if plural == "configmaps" else ("data",):
+            if new.get(data) != current.get(data):
+                causes.append(field_cause(data, "Forbidden: field is immutable when `immutable` is set",
+                                          "FieldValueForbidden"))
+        if not new.get("immutable"):
+            causes.append(field_cause("immutable", "Forbidden: field is immutable when `immutable` is set",
+                                      "FieldValueForbidden"))
+    if plural in {"rolebindings", "clusterrolebindings"} and new.get("roleRef") != current.get("roleRef"):
+        causes.append(field_cause("roleRef", f"Invalid value: {go_value(new.get('roleRef'))}: cannot change roleRef"))
+    return causes
 
 
 def merge_patch(target, patch):
@@ -127,6 +213,7 @@ class KubeEmulator:
         self.token_expired = False
         self.denied: list[tuple[str, str, str | None, str | None]] = []  # verb, plural, name, namespace
         self.faults: list[dict] = []
+        self.raw_answers: list[dict] = []
         self.broken_agent_nodes: set[str] = set()
         self.rollout_step: int | None = None  # agent pods made ready per status read; None: all at once
         self.requests: list[tuple[str, str, str]] = []
@@ -224,6 +311,12 @@ class KubeEmulator:
         """Answer the next `times` requests matching method and path regex with `status`."""
         self.faults.append({"method": method, "pattern": re.compile(path_pattern), "status": status, "left": times})
 
+    def answer_next(self, method: str, path_pattern: str, body: bytes, status: int = 200,
+                    headers: dict | None = None, times: int = 1) -> None:
+        """Answer the next `times` matching requests with these raw bytes and headers (a hostile server)."""
+        self.raw_answers.append({"method": method, "pattern": re.compile(path_pattern), "status": status,
+                                 "body": body, "headers": headers or {}, "left": times})
+
     def count(self, method: str, path_pattern: str) -> int:
         pattern = re.compile(path_pattern)
         return sum(1 for m, p, _ in self.requests if m == method and pattern.search(p))
@@ -243,10 +336,11 @@ class KubeEmulator:
                 raise ApiError(400, "BadRequest",
                                "the namespace of the object does not match the namespace on the request")
             if namespace and ("namespaces", "", namespace) not in self.objects:
-                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+                raise not_found("namespaces", namespace)
             key = (plural, namespace, name)
             if key in self.objects:
-                raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+                raise ApiError(409, "AlreadyExists", f'{qualified_resource(plural)} "{name}" already exists',
+                               resource_details(plural, name))
             obj = copy.deepcopy(body)
             obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
             if namespace:
@@ -264,11 +358,17 @@ class KubeEmulator:
             key = (plural, namespace, name)
             current = self.objects.get(key)
             if current is None:
-                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+                raise not_found(plural, name)
             wanted = (body.get("metadata") or {}).get("resourceVersion")
-            if wanted and wanted != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object has '
-                               "been modified; please apply your changes to the latest version and try again")
+            if not wanted:
+                # kube-apiserver's store: qualifiedKind is the group and the *resource*, and the
+                # unset resourceVersion is the integer 0, printed as %#v.
+                group = PLURAL_GROUPS.get(plural, "")
+                raise invalid(qualified_resource(plural), group, plural, name, [field_cause(
+                    "metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")])
+            if wanted != current["metadata"]["resourceVersion"]:
+                raise conflict(plural, name)
+            self._check_immutable(plural, name, current, body)
             obj = copy.deepcopy(body)
             for kept in ("uid", "creationTimestamp", "generation"):
                 obj["metadata"][kept] = current["metadata"][kept]
@@ -287,12 +387,12 @@ class KubeEmulator:
             key = (plural, namespace, name)
             current = self.objects.get(key)
             if current is None:
-                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+                raise not_found(plural, name)
             wanted = (patch.get("metadata") or {}).get("resourceVersion")
             if wanted and wanted != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object has '
-                               "been modified; please apply your changes to the latest version and try again")
+                raise conflict(plural, name)
             obj = merge_patch(current, patch)
+            self._check_immutable(plural, name, current, obj)
             for kept in ("uid", "creationTimestamp", "name", "namespace"):
                 if kept in current["metadata"]:
                     obj["metadata"][kept] = current["metadata"][kept]
@@ -301,11 +401,19 @@ class KubeEmulator:
             self.objects[key] = obj
             return copy.deepcopy(obj)
 
+    @staticmethod
+    def _check_immutable(plural: str, name: str, current: dict, new: dict) -> None:
+        causes = immutable_changes(plural, current, new)
+        if causes:
+            group = PLURAL_GROUPS.get(plural, "")
+            kind = KINDS[plural]
+            raise invalid(f"{kind}.{group}" if group else kind, group, kind, name, causes)
+
     def delete(self, plural: str, namespace: str, name: str) -> dict:
         with self.lock:
             obj = self.objects.pop((plural, namespace, name), None)
             if obj is None:
-                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+                raise not_found(plural, name)
             if plural == "namespaces":
                 for key in [k for k in self.objects if k[1] == name]:
                     del self.objects[key]
@@ -424,9 +532,21 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_raw(self, code: int, data: bytes, headers: dict) -> None:
+        self.send_response(code)
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a bounded client stops reading
+            self.wfile.write(data)
+
     def _status(self, error: ApiError) -> None:
-        self._send(error.code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                "message": error.message, "reason": error.reason, "code": error.code})
+        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": error.message, "reason": error.reason, "code": error.code}
+        if error.details:
+            body["details"] = error.details
+        self._send(error.code, body)
 
     def do_GET(self):
         self._handle("GET")
@@ -461,6 +581,13 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         has_certificate = state.tls and bool(self.connection.getpeercert())
         if state.token_expired or not (has_certificate or self.headers.get("Authorization") == f"Bearer {state.token}"):
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        with state.lock:
+            canned = next((a for a in state.raw_answers
+                           if a["left"] > 0 and a["method"] == method and a["pattern"].search(path)), None)
+            if canned is not None:
+                canned["left"] -= 1
+        if canned is not None:
+            return self._send_raw(canned["status"], canned["body"], canned["headers"])
         with state.lock:
             for fault in state.faults:
                 if fault["left"] > 0 and fault["method"] == method and fault["pattern"].search(path):
@@ -521,7 +648,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 state.reconcile()
                 obj = state.objects.get((plural, namespace, name))
                 if obj is None:
-                    raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+                    raise not_found(plural, name)
                 return self._send(200, {"kind": kind, "apiVersion": api_version, **copy.deepcopy(obj)})
         if method == "DELETE":
             return self._send(200, state.delete(plural, namespace, name))
