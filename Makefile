@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint
+.PHONY: run test lint agent-image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,15 @@ test:
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+
+# The node agent's image (agent/Dockerfile): the agent plus upstream's containerd-stargz-grpc, built
+# with docker buildx and pushed to AGENT_IMAGE (the console's default APPARATE_SUITE_IMAGE:VERSION).
+# linux/arm64 is built too once STARGZ_SHA256_ARM64 gives the sha256 of upstream's arm64 tarball.
+# Needs docker with buildx, and network access to Docker Hub, PyPI and GitHub release downloads.
+AGENT_IMAGE ?= ghcr.io/apparate/agent:1.0.0
+STARGZ_SHA256_ARM64 ?=
+comma := ,
+AGENT_PLATFORMS ?= linux/amd64$(if $(STARGZ_SHA256_ARM64),$(comma)linux/arm64)
+agent-image:
+	docker buildx build --platform $(AGENT_PLATFORMS) -f agent/Dockerfile \
+		--build-arg STARGZ_SHA256_ARM64=$(STARGZ_SHA256_ARM64) -t $(AGENT_IMAGE) --push .

@@ -12,11 +12,14 @@ The contract with the DaemonSet:
   `.dockerconfigjson`); the host's `/` at `APPARATE_HOST_ROOT` (default `/host`);
 - environment: see agent.cli;
 - status: `<host>/var/lib/apparate/agent/status.json` (see agent.status); `python -m agent status`
-  exits 0 only when ready (an exec readinessProbe);
-- termination: `run` asks a `CleanupDecision` (agent.run) whether to uninstall; phase 2 answers
-  from the Kubernetes API.
+  exits 0 only when ready (an exec readinessProbe); the same status is reported on the agent's
+  Node, annotation `apparate.io/agent-status` (agent.report), which the console reads;
+- uninstall: the suite's ConfigMap says `mode: uninstall` (polled while running), or on SIGTERM
+  the node lost the label or the suite is gone (agent.cluster decides; a pod restart or upgrade
+  leaves the node lazy-pulling).
 
 Modules: `node` (install / check / uninstall), `containerd_config` (TOML editing), `files` (the
 files written on the host), `inputs`, `paths`, `services` (the host's service manager),
-`containerd` (gRPC), `status`, `run`, `cli`.
+`containerd` (gRPC), `status`, `report` (the Node annotation, pure), `kubeapi` (the in-cluster
+API client), `cluster` (reports, the uninstall request and the cleanup decision), `run`, `cli`.
 """

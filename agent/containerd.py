@@ -6,6 +6,11 @@
   of those that did not (a refused config shows up there, e.g. on the CRI plugin).
 - `snapshotter_answers()` asks the stargz snapshotter's own socket for a snapshot that does not
   exist: a NOT_FOUND answer proves a snapshotter is serving there.
+- For cleanup: `images_unpacked_only_for()` finds the images containerd unpacked for the stargz
+  snapshotter and no other (their layers are remote snapshots with no blob in the content store,
+  so containerd could not unpack them again for overlayfs), `remove_image()` deletes one and
+  collects its snapshots, and `containers_on()` lists the containers whose root filesystem is a
+  snapshot of the stargz snapshotter. Each looks in every containerd namespace (CRI uses `k8s.io`).
 
 The generated modules in agent/proto/ come from the .proto files beside them (see
 agent/proto/__init__.py); they are committed so the agent image needs no code generator.
@@ -13,6 +18,7 @@ agent/proto/__init__.py); they are committed so the agent image needs no code ge
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +26,21 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import empty_pb2
 
-from .proto import introspection_pb2, introspection_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc, version_pb2_grpc
+from .proto import (
+    containers_pb2,
+    containers_pb2_grpc,
+    content_pb2,
+    content_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    introspection_pb2,
+    introspection_pb2_grpc,
+    namespaces_pb2,
+    namespaces_pb2_grpc,
+    snapshots_pb2,
+    snapshots_pb2_grpc,
+    version_pb2_grpc,
+)
 
 # 1.5 brought registry.config_path (hosts.toml), which plain-HTTP registries need; 3.x does not exist yet.
 MINIMUM_VERSION = (1, 5)
@@ -31,6 +51,16 @@ CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 # containerd 2.x splits the CRI plugin; a config it refuses makes one of these fail to load.
 CRI_PLUGINS = frozenset({CRI_PLUGIN, "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"})
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+# containerd labels an image's config blob with one of these per snapshotter it unpacked the image for.
+GC_SNAPSHOT_LABEL = "containerd.io/gc.ref.snapshot."
+INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
+                         "application/vnd.docker.distribution.manifest.list.v2+json"})
+MANIFEST_TYPES = frozenset({"application/vnd.oci.image.manifest.v1+json",
+                            "application/vnd.docker.distribution.manifest.v2+json"})
+MAX_MANIFEST_BYTES = 4 << 20  # indexes and manifests are small; anything bigger is not read
+# CRI labels the containers it creates with their pod.
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+POD_NAME_LABEL = "io.kubernetes.pod.name"
 
 
 class Unreachable(Exception):
@@ -99,6 +129,133 @@ def snapshotter_answers(address: str, timeout: float = 5.0) -> str | None:
                 return None
             return f"{address} does not answer ({error.code().name}: {error.details()})"
     return None
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    namespace: str  # containerd's namespace (CRI's images are in `k8s.io`)
+    name: str
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    namespace: str
+    id: str
+    pod: str  # `namespace/name` of the Kubernetes pod, "" for containers CRI did not create
+
+    def __str__(self) -> str:
+        return self.pod or f"{self.namespace}/{self.id}"
+
+
+def _in(namespace: str) -> tuple[tuple[str, str]]:
+    return (("containerd-namespace", namespace),)
+
+
+def namespaces(address: str, timeout: float = 10.0) -> list[str]:
+    with _channel(address) as channel:
+        try:
+            answer = namespaces_pb2_grpc.NamespacesStub(channel).List(namespaces_pb2.ListNamespacesRequest(),
+                                                                         timeout=timeout)
+        except grpc.RpcError as error:
+            raise _unreachable(address, error) from error
+    return sorted(namespace.name for namespace in answer.namespaces)
+
+
+def _read_json(content, namespace: str, digest: str, size: int, timeout: float) -> dict | None:
+    """A small JSON blob from the content store; None when it is absent, too big or not JSON."""
+    if size > MAX_MANIFEST_BYTES:
+        return None
+    data = bytearray()
+    try:
+        for chunk in content.Read(content_pb2.ReadContentRequest(digest=digest), metadata=_in(namespace),
+                                  timeout=timeout):
+            data += chunk.data
+            if len(data) > MAX_MANIFEST_BYTES:
+                return None
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    try:
+        document = json.loads(bytes(data))
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _config_snapshotters(content, namespace: str, target, timeout: float, depth: int = 0) -> list[set[str]]:
+    """For each manifest of `target` present in the store: the snapshotters its config was unpacked for."""
+    document = _read_json(content, namespace, target.digest, target.size, timeout)
+    if document is None or depth > 2:
+        return []
+    media_type = target.media_type or document.get("mediaType", "")
+    if media_type in INDEX_TYPES or "manifests" in document:
+        found = []
+        for child in document.get("manifests") or []:
+            if isinstance(child, dict) and isinstance(child.get("digest"), str):
+                descriptor = images_pb2.Descriptor(media_type=str(child.get("mediaType", "")),
+                                                   digest=child["digest"], size=int(child.get("size") or 0))
+                found += _config_snapshotters(content, namespace, descriptor, timeout, depth + 1)
+        return found
+    config = document.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
+        return []
+    try:
+        info = content.Info(content_pb2.InfoRequest(digest=config["digest"]), metadata=_in(namespace),
+                            timeout=timeout).info
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return []
+        raise
+    return [{key.removeprefix(GC_SNAPSHOT_LABEL) for key in info.labels if key.startswith(GC_SNAPSHOT_LABEL)}]
+
+
+def images_unpacked_only_for(address: str, snapshotter: str, timeout: float = 30.0) -> list[ImageRef]:
+    """Images containerd unpacked for `snapshotter` and for no other snapshotter."""
+    found = []
+    with _channel(address) as channel:
+        images = images_pb2_grpc.ImagesStub(channel)
+        content = content_pb2_grpc.ContentStub(channel)
+        try:
+            for namespace in namespaces(address, timeout):
+                listed = images.List(images_pb2.ListImagesRequest(), metadata=_in(namespace), timeout=timeout)
+                for image in listed.images:
+                    unpacked = _config_snapshotters(content, namespace, image.target, timeout)
+                    if any(snapshotters == {snapshotter} for snapshotters in unpacked):
+                        found.append(ImageRef(namespace, image.name))
+        except grpc.RpcError as error:
+            raise _unreachable(address, error) from error
+    return found
+
+
+def remove_image(address: str, image: ImageRef, timeout: float = 120.0) -> None:
+    """Delete an image and, before answering, collect the snapshots and blobs nothing else uses."""
+    with _channel(address) as channel:
+        try:
+            images_pb2_grpc.ImagesStub(channel).Delete(images_pb2.DeleteImageRequest(name=image.name, sync=True),
+                                                       metadata=_in(image.namespace), timeout=timeout)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise _unreachable(address, error) from error
+
+
+def containers_on(address: str, snapshotter: str, timeout: float = 30.0) -> list[ContainerRef]:
+    """Containers (running or not) whose root filesystem is a snapshot of `snapshotter`."""
+    found = []
+    with _channel(address) as channel:
+        stub = containers_pb2_grpc.ContainersStub(channel)
+        try:
+            for namespace in namespaces(address, timeout):
+                # containerd cannot filter containers by snapshotter (its filters know id, image, runtime, labels).
+                listed = stub.List(containers_pb2.ListContainersRequest(), metadata=_in(namespace), timeout=timeout)
+                for container in (c for c in listed.containers if c.snapshotter == snapshotter):
+                    labels = container.labels
+                    pod = (f"{labels[POD_NAMESPACE_LABEL]}/{labels[POD_NAME_LABEL]}"
+                           if POD_NAME_LABEL in labels and POD_NAMESPACE_LABEL in labels else "")
+                    found.append(ContainerRef(namespace, container.id, pod))
+        except grpc.RpcError as error:
+            raise _unreachable(address, error) from error
+    return found
 
 
 def wait_for(probe, timeout: float, interval: float = 0.2):

@@ -6,7 +6,9 @@
   `DOCKER_CONFIG` at the credentials the agent copied from the pull Secret, and, when a registry
   has a private CA, `SSL_CERT_DIR` at the CA files plus the usual system directories (Go's TLS
   reads every certificate in those directories);
-- containerd's `hosts.toml` for a registry that needs one (plain HTTP or a private CA).
+- containerd's `hosts.toml` for a registry that needs one (plain HTTP or a private CA);
+- the one-shot unit that removes the snapshotter's files at the next boot, when a cleanup had to
+  leave the snapshotter running for containers that still use its snapshots.
 
 Each starts with `MARKER`, so uninstall removes only files the agent wrote.
 """
@@ -18,7 +20,7 @@ import shlex
 import tomlkit
 
 from .inputs import AgentInputs, Registry
-from .paths import HostPaths
+from .paths import BOOT_CLEANUP_UNIT, HostPaths
 
 MARKER = "# Written by the apparate node agent; removed when the agent is uninstalled.\n"
 CA_FILE = "apparate-ca.crt"
@@ -78,3 +80,24 @@ def hosts_toml(registry: Registry, ca_path: str | None) -> str:
         host["ca"] = ca_path
     document["host"] = {registry.server: host}
     return MARKER + document.as_string()
+
+
+def boot_cleanup_unit(paths: HostPaths) -> str:
+    """Runs once at the next boot (no container can use the snapshotter's snapshots any more then):
+    removes the snapshotter's binary, configuration and root, then its own unit."""
+    removed = shlex.join(["/bin/rm", "-rf", paths.snapshotter_binary, paths.snapshotter_config_dir,
+                          paths.snapshotter_root])
+    own_unit = f"{paths.unit_dir}/{BOOT_CLEANUP_UNIT}.service"
+    return MARKER + f"""[Unit]
+Description=Remove the stargz snapshotter the apparate node agent left running for old containers
+Before={paths.containerd_service}.service
+
+[Service]
+Type=oneshot
+ExecStart={removed}
+ExecStart=/bin/systemctl disable {BOOT_CLEANUP_UNIT}.service
+ExecStart={shlex.join(["/bin/rm", "-f", own_unit])}
+
+[Install]
+WantedBy=multi-user.target
+"""

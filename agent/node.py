@@ -13,10 +13,15 @@
 4. `check`: containerd answers, its introspection lists the `stargz` snapshotter plugin loaded,
    its CRI plugin loaded, and the snapshotter's socket answers.
 
-`uninstall` puts containerd's config back byte for byte when nothing else changed it since the
-agent wrote it (otherwise only the agent's keys are taken out, and the status says so), removes
-our hosts.toml files, restarts containerd, then stops and removes the snapshotter service, its
-unit, binary and configuration, and the agent's state.
+`uninstall` first removes the images containerd unpacked only for the stargz snapshotter (their
+layers have no blob in the content store, so once the CRI plugin is back on overlayfs containerd
+could not unpack them again: kubelet pulls them anew instead). It then puts containerd's config
+back byte for byte when nothing else changed it since the agent wrote it (otherwise only the
+agent's keys are taken out, and the status says so), removes our hosts.toml files, restarts
+containerd, then stops and removes the snapshotter service, its unit, binary and configuration,
+and the agent's state. Containers created while the snapshotter was CRI's default keep their root
+filesystems on its snapshots: while any exists, the snapshotter is left running for them (no
+longer started at boot) and a one-shot unit removes its files at the next boot.
 
 What the agent remembers between runs lives in `<state_dir>/state.json` on the host, so a new
 agent pod (restart or upgrade) picks up where the previous one left off.
@@ -34,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import containerd, containerd_config, files
-from .containerd_config import Change, ConfigError
+from .containerd_config import SNAPSHOTTER, Change, ConfigError
 from .inputs import AgentInputs
-from .paths import SNAPSHOTTER_UNIT, HostPaths
+from .paths import BOOT_CLEANUP_UNIT, SNAPSHOTTER_UNIT, HostPaths
 from .services import ServiceError, ServiceManager
 from .status import Code, Status, fuse_missing, restart_failed, write_status
 
@@ -189,6 +194,7 @@ def install_snapshotter(node: Node, inputs: AgentInputs) -> list[str]:
     state = node.load_state()
     notes = []
     try:
+        cancel_boot_cleanup(node)
         if unit_written:
             services.daemon_reload()
             services.enable(SNAPSHOTTER_UNIT)
@@ -367,6 +373,7 @@ def uninstall(node: Node) -> Status:
     state = node.load_state()
     notes: list[str] = []
     paths, services = node.paths, node.services
+    in_use = release_lazy_images(node, notes)
     config_changed = restore_containerd_config(node, state.get("config"), notes)
     for host_path in reversed(state.get("hosts_files", [])):
         file = node.host_file(host_path)
@@ -379,14 +386,12 @@ def uninstall(node: Node) -> Status:
         if problem:
             return Status.failed(Code.CONTAINERD_RESTART_FAILED, "containerd's original configuration was put back, "
                                  f"but containerd does not answer after a restart: {problem}", notes=notes)
+    if in_use:
+        return _leave_running_for(node, in_use, notes)
     try:
         if services.is_active(SNAPSHOTTER_UNIT):
             services.stop(SNAPSHOTTER_UNIT)
-        unit = node.host_file(paths.unit_file)
-        if unit.exists():
-            services.disable(SNAPSHOTTER_UNIT)
-            unit.unlink()
-            services.daemon_reload()
+        _remove_unit(node, SNAPSHOTTER_UNIT, paths.unit_file)
     except ServiceError as error:
         return Status.failed(Code.SERVICE_FAILED, f"the snapshotter service could not be removed: {error}",
                              notes=notes)
@@ -399,8 +404,61 @@ def uninstall(node: Node) -> Status:
     else:
         shutil.rmtree(node.host_file(paths.snapshotter_root), ignore_errors=True)
     shutil.rmtree(node.state_dir, ignore_errors=True)
-    return Status(False, Code.REMOVED, "the snapshotter was removed and containerd's configuration restored",
-                  notes=notes)
+    return Status(False, Code.REMOVED, REMOVED, notes=notes)
+
+
+REMOVED = "the snapshotter was removed and containerd's configuration restored"
+
+
+def release_lazy_images(node: Node, notes: list[str]) -> list[containerd.ContainerRef]:
+    """Remove the images containerd unpacked only for the stargz snapshotter, while containerd still
+    reaches it (so their snapshots are collected); the containers still on its snapshots."""
+    address = node.paths.containerd_address
+    try:
+        for image in containerd.images_unpacked_only_for(address, SNAPSHOTTER):
+            containerd.remove_image(address, image)
+        return containerd.containers_on(address, SNAPSHOTTER)
+    except containerd.Unreachable as error:
+        notes.append(f"lazily pulled images could not be removed (containerd does not answer: {error}); "
+                     "kubelet cannot start containers from them once containerd is back on its own snapshotter: "
+                     "remove them with `crictl rmi`")
+        return []
+
+
+def _remove_unit(node: Node, name: str, unit_file: str) -> None:
+    unit = node.host_file(unit_file)
+    if unit.exists():
+        node.services.disable(name)
+        unit.unlink()
+        node.services.daemon_reload()
+
+
+def cancel_boot_cleanup(node: Node) -> None:
+    """A new install takes the snapshotter back: the cleanup an earlier uninstall left for the next boot
+    must not remove it."""
+    _remove_unit(node, BOOT_CLEANUP_UNIT, node.paths.boot_cleanup_unit_file)
+
+
+def _leave_running_for(node: Node, in_use: list[containerd.ContainerRef], notes: list[str]) -> Status:
+    """containerd no longer uses the snapshotter, but these containers' files are on its snapshots (FUSE
+    mounts it serves, layer directories under its root): stopping it or removing its root would cut them
+    off. It keeps running for them, no longer starts at boot, and its files go at the next boot."""
+    paths = node.paths
+    try:
+        _remove_unit(node, SNAPSHOTTER_UNIT, paths.unit_file)
+        write_if_changed(node.host_file(paths.boot_cleanup_unit_file), files.boot_cleanup_unit(paths).encode())
+        node.services.daemon_reload()
+        node.services.enable(BOOT_CLEANUP_UNIT)
+    except ServiceError as error:
+        return Status.failed(Code.SERVICE_FAILED, f"the snapshotter's removal at boot could not be set up: {error}",
+                             notes=notes)
+    shown = ", ".join(str(container) for container in in_use[:5])
+    more = f" and {len(in_use) - 5} more" if len(in_use) > 5 else ""
+    notes.append(f"{len(in_use)} containers created while the snapshotter was containerd's default still use its "
+                 f"snapshots ({shown}{more}): it keeps running for them, no longer starts at boot, and "
+                 f"{BOOT_CLEANUP_UNIT}.service removes its files at the next boot")
+    shutil.rmtree(node.state_dir, ignore_errors=True)
+    return Status(False, Code.REMOVED, REMOVED, notes=notes)
 
 
 def _remove_empty_dir(directory: Path) -> None:

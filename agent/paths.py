@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 
 SNAPSHOTTER_UNIT = "apparate-stargz-snapshotter"
+# Written by a cleanup that had to leave the snapshotter running for containers still using it.
+BOOT_CLEANUP_UNIT = "apparate-stargz-cleanup"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class HostPaths:
     @property
     def unit_file(self) -> str:
         return f"{self.unit_dir}/{SNAPSHOTTER_UNIT}.service"
+
+    @property
+    def boot_cleanup_unit_file(self) -> str:
+        return f"{self.unit_dir}/{BOOT_CLEANUP_UNIT}.service"
 
     @property
     def snapshotter_config(self) -> str:

@@ -35,6 +35,15 @@ class Compatibility(models.TextChoices):
 USABLE_COMPATIBILITY = {Compatibility.COMPATIBLE, Compatibility.WARNING}
 
 
+class LazyPull(models.TextChoices):
+    """Whether a node starts accelerated twins lazily, from its agent's report (see Node.lazy_pull_reason)."""
+
+    READY = "ready", "Ready to lazy-pull"
+    # An accelerated twin is a valid OCI image: without a ready agent the node pulls it in full.
+    PULLS_IN_FULL = "pulls_in_full", "Pulls in full until the agent is ready"
+    NOT_LABELLED = "not_labelled", "Not labelled"
+
+
 class LabelOperation(models.TextChoices):
     LABEL = "label", "Label"
     UNLABEL = "unlabel", "Remove label"
@@ -79,11 +88,15 @@ class SuiteStatus(models.TextChoices):
     ROLLING_OUT = "rolling_out", "Rolling out"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+    CLEANING_NODES = "cleaning_nodes", "Waiting for the nodes to clean up"
     UNINSTALLING = "uninstalling", "Uninstalling"
 
 
 SUITE_TERMINAL = {SuiteStatus.NOT_INSTALLED, SuiteStatus.READY, SuiteStatus.FAILED}
-SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, SuiteStatus.UNINSTALLING}
+SUITE_BUSY = {SuiteStatus.PENDING, SuiteStatus.PREFLIGHT, SuiteStatus.APPLYING, SuiteStatus.CLEANING_NODES,
+              SuiteStatus.UNINSTALLING}
+# Busy statuses a worker is running (a watcher task for CLEANING_NODES): stale when it stopped moving.
+SUITE_WORKING = SUITE_BUSY - {SuiteStatus.PENDING}
 
 
 class DeployStatus(models.TextChoices):
@@ -124,9 +137,13 @@ COLOURS = {
     SuiteStatus.APPLYING: "blue",
     SuiteStatus.ROLLING_OUT: "blue",
     SuiteStatus.READY: "green",
+    SuiteStatus.CLEANING_NODES: "blue",
     SuiteStatus.UNINSTALLING: "blue",
     DeployStatus.PREVIEWED: "grey",
     DeployStatus.APPLYING: "blue",
+    LazyPull.READY: "green",
+    LazyPull.PULLS_IN_FULL: "amber",
+    LazyPull.NOT_LABELLED: "grey",
 }
 
 

@@ -126,7 +126,17 @@ class ClusterForm(forms.ModelForm):
 
 
 class LabelForm(forms.Form):
-    """Which nodes to label or unlabel: checked ones, all compatible ones, or a label selector."""
+    """Which nodes to label or unlabel: checked ones, all compatible ones, or a label selector.
+
+    EFFECTS is what the form says before the operator confirms: what the label does on a node.
+    """
+
+    EFFECTS = (
+        "Labelling a node installs the apparate agent there: it restarts containerd once (running containers keep "
+        "running). Until the node's agent is ready, the node pulls accelerated images in full: slower, not broken. "
+        "Removing the label uninstalls the agent: containerd's configuration is restored and containerd restarts "
+        "once more."
+    )
 
     MODES = [("selected", "The nodes I checked"), ("all_compatible", "All compatible nodes"),
              ("selector", "Nodes matching a label selector")]
@@ -178,6 +188,17 @@ class SuiteForm(forms.Form):
                                 help_text=f"Default {settings.APPARATE_SUITE_NAMESPACE}.")
     version = forms.CharField(max_length=128, required=False, validators=[validate_image_tag],
                               help_text=f"Agent version; default {settings.APPARATE_SUITE_VERSION}.")
+    force = forms.BooleanField(
+        required=False, label="Force: delete without waiting for the nodes",
+        help_text="Uninstall only. Nodes whose agent cannot run then keep the snapshotter and containerd's "
+                  "configuration.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("force") and cleaned.get("operation") != SuiteOperation.UNINSTALL:
+            self.add_error("force", "Only an uninstall can be forced.")
+        return cleaned
 
 
 

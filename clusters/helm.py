@@ -1,9 +1,10 @@
 """The "Download Helm chart" archive: clusters/chart/ plus a values.yaml for one cluster's suite.
 
 Built in memory with tarfile. Its templates render the same objects as manifests.suite_objects
-(except the Namespace, which `helm install --namespace ... --create-namespace` creates). The two
-YAML files that carry values (Chart.yaml's appVersion, values.yaml) are written by yaml.safe_dump,
-never by pasting text, so no value can add lines to them.
+(except the Namespace, which `helm install --namespace ... --create-namespace` creates), plus the
+pre-delete hook of manifests.uninstall_hook_objects. The two YAML files that carry values
+(Chart.yaml's appVersion, values.yaml) are written by yaml.safe_dump, never by pasting text, so no
+value can add lines to them.
 """
 
 import io
@@ -17,10 +18,13 @@ from clusters.manifests import SuiteParams
 CHART_DIR = Path(__file__).parent / "chart"
 CHART_NAME = "apparate"
 CHART_VERSION = "1.0.0"
+# Seconds the pre-delete hook waits for the nodes: below `helm uninstall`'s default --timeout (5m).
+UNINSTALL_HOOK_TIMEOUT = 240
 
 
 def values(params: SuiteParams, include_password: bool = True) -> dict:
-    """values.yaml: image, imagePullSecretsCrs (dockerServer/dockerUsername/dockerPassword), nodeSelector."""
+    """values.yaml: image, imagePullSecretsCrs (dockerServer/dockerUsername/dockerPassword), the
+    registry's scheme and CA, the node label, and how long `helm uninstall` waits for the nodes."""
     return {
         "image": {"repository": params.image, "tag": params.version},
         "imagePullSecretsCrs": {
@@ -29,7 +33,9 @@ def values(params: SuiteParams, include_password: bool = True) -> dict:
             "dockerPassword": params.password if include_password else "",
         },
         "registryInsecure": params.insecure_registry,
-        "nodeSelector": {params.label_key: params.label_value},
+        "registryCA": params.registry_ca,
+        "nodeLabel": {"key": params.label_key, "value": params.label_value},
+        "uninstallTimeoutSeconds": UNINSTALL_HOOK_TIMEOUT,
     }
 
 

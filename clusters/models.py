@@ -1,5 +1,7 @@
 """Kubernetes clusters, their nodes, labelling jobs, the acceleration suite and deploys."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -11,6 +13,7 @@ from clusters.choices import (
     JobStatus,
     LabelOperation,
     LabelResultStatus,
+    LazyPull,
     SuiteOperation,
     SuiteStatus,
     SyncStatus,
@@ -105,7 +108,12 @@ class Node(models.Model):
     kernel_version = models.CharField(max_length=128, blank=True)
     architecture = models.CharField(max_length=32, blank=True)
     labelled = models.BooleanField(default=False, help_text="Carries the acceleration label.")
-    agent_ready = models.BooleanField(default=False, help_text="The suite's agent pod on this node is ready.")
+    agent_ready = models.BooleanField(default=False, help_text="Labelled, and its agent reports it ready to "
+                                      "lazy-pull (containerd uses the loaded stargz snapshotter).")
+    agent_report = models.JSONField(default=dict, blank=True,
+                                    help_text="The agent's last report, from the Node's apparate.io/agent-status.")
+    lazy_pull = models.CharField(max_length=20, choices=LazyPull.choices, default=LazyPull.NOT_LABELLED)
+    lazy_pull_reason = models.TextField(blank=True, help_text="Why the node is not ready to lazy-pull.")
     compatibility = models.CharField(max_length=20, choices=Compatibility.choices, default=Compatibility.INCOMPATIBLE)
     reasons = models.JSONField(default=list, blank=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
@@ -179,7 +187,10 @@ class Suite(models.Model):
     """The acceleration suite of one cluster: what was asked, what was applied, how it rolls out.
 
     `applied` lists every object the console applied, with `created` telling whether it existed
-    before; uninstall deletes exactly the created ones. Each operator request is audited when made.
+    before; uninstall deletes exactly the created ones, once every node confirmed its cleanup (or
+    when forced). `node_status` has one row per labelled node during a rollout, and the nodes still
+    awaited during an uninstall. `updated_at` is the operation's heartbeat: a busy operation that
+    stopped moving lost its worker. Each operator request is audited when made.
     """
 
     audit_log = False
@@ -203,6 +214,11 @@ class Suite(models.Model):
     ready = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
     node_status = models.JSONField(default=list, blank=True)
+    force = models.BooleanField(default=False, help_text="Uninstall without waiting for the nodes to clean up.")
+    cleanup_started_at = models.DateTimeField(null=True, blank=True,
+                                              help_text="When the agents were asked to clean their nodes up.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Workers that took the operation up.")
+    watch_id = models.CharField(max_length=32, blank=True, help_text="The watcher task chain that is current.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -213,6 +229,13 @@ class Suite(models.Model):
 
     def __str__(self):
         return f"suite on {self.cluster.name}"
+
+    @property
+    def cleanup_deadline(self):
+        """When an uninstall stops waiting for the nodes (and may then be forced)."""
+        if self.cleanup_started_at is None:
+            return None
+        return self.cleanup_started_at + timedelta(seconds=settings.APPARATE_SUITE_UNINSTALL_TIMEOUT)
 
 
 class DeployRequest(models.Model):

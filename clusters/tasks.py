@@ -35,12 +35,30 @@ def run_deploy_task(deploy_id: int) -> None:
     deploy.run_deploy(deploy_id)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
-def watch_rollout(self, suite_id: int) -> None:
-    """Refresh the rollout status every second until it is ready, failed or superseded."""
+def _watch(task, suite_id: int, watch_id: str, status: str, refresh) -> None:
+    """One refresh of a suite in `status`, then again a second later, while it stays so; a chain whose
+    watch_id is no longer the suite's (another chain took over) stops."""
     suite = Suite.objects.select_related("cluster").filter(pk=suite_id).first()
-    if suite is None or suite.status != SuiteStatus.ROLLING_OUT:
+    if suite is None or suite.status != status or suite.watch_id != watch_id:
         return
-    suite = suite_actions.refresh_rollout(suite)
-    if suite.status == SuiteStatus.ROLLING_OUT and not settings.CELERY_TASK_ALWAYS_EAGER:
-        watch_rollout.apply_async((suite_id,), countdown=1)
+    suite = refresh(suite)
+    if suite.status == status and not settings.CELERY_TASK_ALWAYS_EAGER:
+        task.apply_async((suite_id, watch_id), countdown=1)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def watch_rollout(suite_id: int, watch_id: str = "") -> None:
+    """Refresh the rollout every second until it is ready, failed or superseded."""
+    _watch(watch_rollout, suite_id, watch_id, SuiteStatus.ROLLING_OUT, suite_actions.refresh_rollout)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def watch_cleanup(suite_id: int, watch_id: str = "") -> None:
+    """Refresh an uninstall's wait for the nodes every second, until the suite is deleted, failed or superseded."""
+    _watch(watch_cleanup, suite_id, watch_id, SuiteStatus.CLEANING_NODES, suite_actions.refresh_cleanup)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def recover_stale_suites() -> list[int]:
+    """Periodic (CELERY_BEAT_SCHEDULE["clusters-recover-suites"]): take up suite operations whose worker died."""
+    return suite_actions.recover_stale_suites()

@@ -34,7 +34,7 @@ from clusters.choices import (
 from clusters.forms import ClusterForm, DeployForm, LabelForm, SuiteForm
 from clusters.kube import Connection
 from clusters.models import Cluster, DeployRequest, LabelJob, Node, Suite
-from core.htmx import stop_polling_when, success_redirect
+from core.htmx import next_url, stop_polling_when, success_redirect
 from core.roles import Role, has_role, role_required
 from core.sorting import sort_queryset
 from registries.models import Instance
@@ -50,7 +50,8 @@ operator_writes = role_required(read_role=Role.OPERATOR, write_role=Role.OPERATO
 
 
 def _label_context() -> dict:
-    return {"label_key": settings.APPARATE_NODE_LABEL_KEY, "label_value": settings.APPARATE_NODE_LABEL_VALUE}
+    return {"label_key": settings.APPARATE_NODE_LABEL_KEY, "label_value": settings.APPARATE_NODE_LABEL_VALUE,
+            "label_effects": LabelForm.EFFECTS}
 
 
 def _filtered_nodes(request, nodes):
@@ -186,18 +187,18 @@ def node_list(request):
 @require_POST
 def label_create(request):
     form = LabelForm(request.POST, node_ids=[int(n) for n in request.POST.getlist("nodes") if n.isdigit()])
-    back = request.POST.get("next") or reverse("clusters:nodes")
+    back = next_url(request, reverse("clusters:nodes"))
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
-        return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
+        return success_redirect(request, back)
     selection = form.selection()
     description = selection.pop("description")
     nodes = select_nodes(**selection)
     if not nodes.exists():
         messages.warning(request, "No node matches that selection; nothing was labelled.")
-        return success_redirect(request, back if back.startswith("/") else reverse("clusters:nodes"))
+        return success_redirect(request, back)
     job = request_labelling(request.user, nodes, form.cleaned_data["operation"],
                                     form.cleaned_data["force"], description)
     return success_redirect(request, reverse("clusters:job", args=[job.pk]))
@@ -235,7 +236,8 @@ def suite_operate(request, pk):
         data = form.cleaned_data
         try:
             request_suite_operation(cluster, data["operation"], request.user, instance=data["instance"],
-                                            namespace=data["namespace"], version=data["version"])
+                                            namespace=data["namespace"], version=data["version"],
+                                            force=data["force"])
         except (SuiteBusy, SuiteNotInstalled, ValueError) as error:
             messages.error(request, str(error))
         else:

@@ -7,11 +7,13 @@ CELERY_BROKER_URL, SECRET_KEY, FIELD_ENCRYPTION_KEY and ALLOWED_HOSTS (see READM
 
 import contextlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
-from console.local_secrets import load_or_create_local_secrets
+from console.local_secrets import load_or_create_local_secrets, make_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APPARATE_VAR_DIR", BASE_DIR / "var"))
@@ -40,7 +42,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # Behind a TLS-terminating reverse proxy: trust its X-Forwarded-Proto and X-Forwarded-Host, so
 # absolute URLs (webhook URLs, redirects) use the public scheme and host. Only when the proxy sets them.
-if env_bool("USE_X_FORWARDED_HEADERS"):
+USE_X_FORWARDED_HEADERS = env_bool("USE_X_FORWARDED_HEADERS")
+if USE_X_FORWARDED_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 # Base URL the console is reached at, used to print webhook URLs (e.g. https://apparate.example).
@@ -61,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
     # apparate's apps, bottom layer first; each imports only the ones above it in this list.
     "core",
     "registries",
@@ -71,7 +75,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuse oversized bodies before anything (CSRF, DRF parsers) reads them.
+    "core.errors.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -81,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "core.audit.AuditContextMiddleware",
+    # Last: turns a lockout flagged during authentication into core.auth.lockout_response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -98,6 +107,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "core.context_processors.console",
             ],
+            # `|reveal` for text from outside, in every template without a {% load %}.
+            "builtins": ["core.templatetags.text_tags"],
         },
     },
 ]
@@ -108,15 +119,21 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
+# Seconds a statement waits for a lock another connection holds before it fails; the web then
+# answers 503 with Retry-After (core.errors) instead of hanging.
+DATABASE_LOCK_TIMEOUT = float(os.environ.get("DATABASE_LOCK_TIMEOUT", "5"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker share the file: WAL and immediate transactions avoid
     # "database is locked" under concurrent writers.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        "timeout": DATABASE_LOCK_TIMEOUT,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={int(DATABASE_LOCK_TIMEOUT * 1000)}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -125,6 +142,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# django-axes first: a locked-out username or address is refused before any password is hashed.
+AUTHENTICATION_BACKENDS = ["core.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+# Failed logins (login page, admin, token endpoint) allowed per username and per client address
+# before both are locked for APPARATE_LOGIN_LOCKOUT_SECONDS; a successful login resets the count.
+APPARATE_LOGIN_FAILURE_LIMIT = int(os.environ.get("APPARATE_LOGIN_FAILURE_LIMIT", "10"))
+APPARATE_LOGIN_LOCKOUT_SECONDS = float(os.environ.get("APPARATE_LOGIN_LOCKOUT_SECONDS", "900"))
+AXES_FAILURE_LIMIT = APPARATE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=APPARATE_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout are refused without being recorded (and without extending it).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login (scripts fetch tokens often)
+AXES_LOCKOUT_CALLABLE = "core.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "core.auth.client_ip"
+# API tokens expire this many days after they were issued (POST /api/v1/auth/token/ then issues a new one).
+APPARATE_TOKEN_LIFETIME_DAYS = float(os.environ.get("APPARATE_TOKEN_LIFETIME_DAYS", "30"))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -152,11 +187,31 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES")
 CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES")
 X_FRAME_OPTIONS = "DENY"
+# Served over HTTPS (SECURE_COOKIES): browsers keep to HTTPS for this host (HSTS).
+SECURE_HSTS_SECONDS = int(os.environ.get("APPARATE_HSTS_SECONDS", "31536000")) if env_bool("SECURE_COOKIES") else 0
+# Content-Security-Policy (django-csp): every script and style comes from our own static files; no
+# inline script, inline event handler, inline style element or eval anywhere (htmx is configured
+# for it in base.html). Swagger UI's icons are data: images.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 REST_FRAMEWORK = {
+    # Token first: requests without valid credentials get 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "core.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.roles.RolePermission"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -179,8 +234,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Auth everywhere: the schema and Swagger UI need a logged-in user (session) or a token.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and Swagger UI need the viewer role (session or token), like every API read.
+    "SERVE_PERMISSIONS": ["core.roles.RolePermission"],
     # validatorUrl null: Swagger UI would otherwise fetch a badge from validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": True},
     # Choice sets whose field names collide across apps get explicit component names.
@@ -192,10 +247,20 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: the embedded default is kombu's filesystem transport under var/ (no server needed).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+# Local state is private to this user: var/ 0700, the SQLite file (tokens, sessions, password
+# hashes) and the beat schedule 0600, the broker's folders 0700.
+_broker_dir = VAR_DIR / "broker"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+_sqlite_file = Path(DATABASES["default"]["NAME"]) if DATABASES["default"]["ENGINE"].endswith("sqlite3") else None
+make_private(
+    VAR_DIR,
+    # The embedded database first (created 0600 when missing), then beat's schedule files.
+    files=[*([_sqlite_file] if _sqlite_file and _sqlite_file.parent == VAR_DIR else []),
+           Path(CELERY_BEAT_SCHEDULE_FILENAME)],
+    subdirectories=[_broker_dir, *(_broker_dir / sub for sub in ("queue", "processed", "control"))]
+    if CELERY_BROKER_URL.startswith("filesystem://") else [],
+)
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -208,10 +273,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {}
-# Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds; the dashboard warns when none has.
-APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "60"))
+# Workers report in every APPARATE_HEARTBEAT_INTERVAL seconds (a thread of each worker, plus a beat
+# task through the queue); a worker run silent for three intervals counts as gone: the dashboard
+# warns, and its running jobs are queued again by the check that runs every APPARATE_ORPHAN_CHECK_INTERVAL.
+APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "15"))
+APPARATE_ORPHAN_CHECK_INTERVAL = float(os.environ.get("APPARATE_ORPHAN_CHECK_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE["console-heartbeat"] = {"task": "console.tasks.heartbeat", "schedule": APPARATE_HEARTBEAT_INTERVAL}
 
 LOGGING = {
@@ -228,6 +295,10 @@ LOGGING = {
 # --- Product settings -------------------------------------------------------------------
 # Suffix of accelerated tags: `nginx:1.27` becomes `nginx:1.27-apparate`.
 APPARATE_ACCELERATED_SUFFIX = os.environ.get("APPARATE_ACCELERATED_SUFFIX", "-apparate")
+# Largest request body of any page or API call (bytes), refused with 413 before parsing
+# (core.errors.RequestBodyLimitMiddleware); webhooks have their own limit below.
+APPARATE_REQUEST_MAX_BYTES = int(os.environ.get("APPARATE_REQUEST_MAX_BYTES", str(1 << 20)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = APPARATE_REQUEST_MAX_BYTES
 # Largest webhook body accepted (bytes); larger answers 413.
 APPARATE_WEBHOOK_MAX_BYTES = int(os.environ.get("APPARATE_WEBHOOK_MAX_BYTES", str(1 << 20)))
 # Timeout (seconds) of each registry request, from the console ("Test connection") and the workers.
@@ -250,11 +321,24 @@ APPARATE_LABEL_CONCURRENCY = int(os.environ.get("APPARATE_LABEL_CONCURRENCY", "1
 APPARATE_LABEL_MAX_ATTEMPTS = int(os.environ.get("APPARATE_LABEL_MAX_ATTEMPTS", "5"))
 # Seconds between periodic node syncs of every cluster.
 APPARATE_NODE_SYNC_INTERVAL = float(os.environ.get("APPARATE_NODE_SYNC_INTERVAL", "300"))
-# Acceleration suite: namespace, node agent image and version, rollout watch timeout (seconds).
+# Acceleration suite: namespace, node agent image (built from agent/Dockerfile, `make agent-image`)
+# and version (its tag), rollout watch timeout (seconds).
 APPARATE_SUITE_NAMESPACE = os.environ.get("APPARATE_SUITE_NAMESPACE", "apparate-system")
-APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/containerd/stargz-snapshotter")
-APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "0.15.1")
+APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/apparate/agent")
+APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "1.0.0")
 APPARATE_SUITE_ROLLOUT_TIMEOUT = float(os.environ.get("APPARATE_SUITE_ROLLOUT_TIMEOUT", "900"))
+# Seconds an uninstall waits for every node's agent to confirm its cleanup before it may be forced.
+APPARATE_SUITE_UNINSTALL_TIMEOUT = float(os.environ.get("APPARATE_SUITE_UNINSTALL_TIMEOUT", "600"))
+# A suite operation that has not moved for this many seconds lost its worker: it is picked up again,
+# up to APPARATE_SUITE_MAX_ATTEMPTS times, then failed with that reason.
+APPARATE_SUITE_STALE_AFTER = float(os.environ.get("APPARATE_SUITE_STALE_AFTER", "300"))
+APPARATE_SUITE_MAX_ATTEMPTS = int(os.environ.get("APPARATE_SUITE_MAX_ATTEMPTS", "3"))
+# An agent report older than this (seconds) no longer counts: agents report at least every 300 s.
+APPARATE_AGENT_REPORT_STALE_AFTER = float(os.environ.get("APPARATE_AGENT_REPORT_STALE_AFTER", "900"))
+CELERY_BEAT_SCHEDULE["clusters-recover-suites"] = {
+    "task": "clusters.tasks.recover_stale_suites",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["clusters-sync-nodes"] = {
     "task": "clusters.tasks.sync_all_clusters",
     "schedule": APPARATE_NODE_SYNC_INTERVAL,
@@ -274,6 +358,10 @@ APPARATE_JOB_PROGRESS_INTERVAL = float(os.environ.get("APPARATE_JOB_PROGRESS_INT
 APPARATE_JOB_WORKDIR = os.environ.get("APPARATE_JOB_WORKDIR", "")
 # Seconds between reconciler passes over every instance with acceleration on.
 APPARATE_RECONCILE_INTERVAL = float(os.environ.get("APPARATE_RECONCILE_INTERVAL", "900"))
+CELERY_BEAT_SCHEDULE["pipeline-requeue-orphans"] = {
+    "task": "pipeline.tasks.requeue_orphaned_jobs_task",
+    "schedule": APPARATE_ORPHAN_CHECK_INTERVAL,
+}
 CELERY_BEAT_SCHEDULE["rules-reconcile"] = {
     "task": "rules.tasks.reconcile_all_task",
     "schedule": APPARATE_RECONCILE_INTERVAL,

@@ -8,6 +8,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Console core"
 
     def ready(self):
-        from core.audit import connect_signals
+        from core import audit, auth
 
-        connect_signals()
+        audit.connect_signals()
+        auth.connect_signals()

@@ -80,15 +80,18 @@ class AuditEntry(models.Model):
 
 
 class WorkerHeartbeat(models.Model):
-    """The last time a Celery worker ran the heartbeat task, so the console can tell whether
-    background work (conversions, node syncs, labelling) is being processed at all.
+    """The last time a Celery worker reported in, so the console can tell whether background work
+    (conversions, node syncs, labelling) is being processed at all, and which worker runs are alive.
 
+    Every worker process run has a random `session`: a worker restarted under the same hostname
+    reports a new one, so work recorded under the old session is known to be orphaned at once.
     Machine activity: not audited.
     """
 
     audit_log = False
 
     hostname = models.CharField(max_length=255, unique=True)
+    session = models.CharField(max_length=32, blank=True, help_text="Random id of the worker run that reported.")
     seen_at = models.DateTimeField()
 
     class Meta:

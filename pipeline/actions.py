@@ -8,9 +8,12 @@ the re-creation of deleted twins are audited with their actor and door (core.aud
 import contextlib
 import logging
 import random
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -34,6 +37,7 @@ from converter.registry import (
     RegistryProtocolError,
     RegistryTLSError,
 )
+from core.actions import current_worker
 from core.audit import record
 from pipeline import twins
 from pipeline.catalogue import read_image
@@ -51,6 +55,8 @@ logger = logging.getLogger("apparate.jobs")
 
 # First key of the PostgreSQL advisory locks that mark a job as being run by a live worker.
 ADVISORY_LOCK_CLASS = 0x41505052  # "APPR"
+# Each attempt spools its layers in its own directory, so the spool of a dead attempt can be found.
+JOB_WORKDIR_PREFIX = "apparate-job-"
 
 
 # --- Push events ---------------------------------------------------------------------------------
@@ -673,6 +679,7 @@ def _start(job_id: int) -> ConversionJob | None:
             _log(job, "The previous run stopped without finishing (worker lost); starting again.", "warning")
         job.status = JobStatus.RUNNING
         job.attempts += 1
+        job.worker = current_worker()
         job.started_at = job.started_at or timezone.now()
         job.layers, job.bytes_in, job.bytes_out, job.bytes_total = [], 0, 0, 0
         _log(job, f"Attempt {job.attempts} started.")
@@ -680,6 +687,17 @@ def _start(job_id: int) -> ConversionJob | None:
     logger.info("job=%s action=start attempt=%s image=%s digest=%s", job.pk, job.attempts, job.source,
                 job.source_digest)
     return job
+
+
+def spool_root() -> Path:
+    """APPARATE_JOB_WORKDIR, or the system temp dir: where the job attempts' spool directories are."""
+    return Path(settings.APPARATE_JOB_WORKDIR or tempfile.gettempdir())
+
+
+def job_workdir(job_id: int, attempt: int) -> Path:
+    """Where one attempt of a job spools layers: its own directory under spool_root(), removed when
+    the attempt ends; a dead worker's is swept by the reconciler."""
+    return spool_root() / f"{JOB_WORKDIR_PREFIX}{job_id}-{attempt}"
 
 
 def run_conversion(job_id: int) -> ConversionJob | None:
@@ -705,6 +723,7 @@ def run_conversion(job_id: int) -> ConversionJob | None:
                                 digest=job.source_digest)
         progress = _Progress(job)
         started = time.monotonic()
+        workdir = job_workdir(job.pk, job.attempts)
         try:
             with job.instance.registry_client() as client:
                 if job.result_digest:
@@ -714,7 +733,7 @@ def run_conversion(job_id: int) -> ConversionJob | None:
                 result = convert_image(
                     client, source, destination=source.with_tag(twin_tag(job.source_tag)),
                     options=_layer_options(job.options), cache=DatabaseLayerCache(job.instance), progress=progress,
-                    suffix=suffix(), workdir=settings.APPARATE_JOB_WORKDIR or None,
+                    suffix=suffix(), workdir=workdir,
                 )
                 sizes = _sizes(client, job, result.digest)
         except (SuffixedTagRefused, AlreadyAccelerated) as error:
@@ -727,6 +746,8 @@ def run_conversion(job_id: int) -> ConversionJob | None:
             logger.exception("job=%s action=crash", job_id)
             return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
                            "The conversion stopped on an unexpected error (see the worker log); retry the job.")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         job = _succeed(job_id, progress, result, time.monotonic() - started, sizes)
     if [tag for tag in job.twin_tags if tag != job.source_tag]:
         _enqueue_twin_tags(job)

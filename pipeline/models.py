@@ -197,6 +197,10 @@ class ConversionJob(InRepository, models.Model):
     warnings = models.JSONField(
         default=list, blank=True, help_text="What the converter warned about, e.g. a prioritized file in no layer.",
     )
+    worker = models.CharField(
+        max_length=300, blank=True,
+        help_text="The worker run (hostname#session) that runs the job; a gone run's job is queued again.",
+    )
     result_tag = models.CharField(max_length=128, blank=True)
     result_digest = models.CharField(max_length=135, blank=True)
     result_size = models.BigIntegerField(null=True, blank=True, help_text="Total size of the accelerated image.")

@@ -13,6 +13,8 @@ person, re-creates it, as do Convert now and Retry.
 """
 
 import logging
+import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -26,8 +28,9 @@ from converter.registry import (
     RegistryError,
     RegistryNotFound,
 )
+from core.actions import live_workers
 from pipeline import twins
-from pipeline.actions import Outcome, enqueue_job, request_twin
+from pipeline.actions import JOB_WORKDIR_PREFIX, Outcome, enqueue_job, request_twin, spool_root
 from pipeline.choices import JobStatus, JobTrigger
 from pipeline.models import AcceleratedImage, ConversionJob
 from pipeline.naming import is_twin_tag, twin_tag
@@ -192,6 +195,51 @@ def _requeue_stale(instance: Instance) -> int:
         enqueue_job(job)
         logger.info("job=%s action=requeue-stale", job.pk)
     return len(stale)
+
+
+def requeue_orphaned_jobs() -> int:
+    """Queue again, at once, the running jobs whose worker run is gone: its heartbeat stopped, or
+    its hostname now reports another session (the worker was restarted). A broker that does not
+    redeliver (the filesystem broker of `make run`) would otherwise leave them to _requeue_stale.
+    Clearing `worker` in the same guarded update sends each orphan once; the task then starts it
+    again. Spool directories of dead attempts on this machine are swept too."""
+    alive = live_workers()
+    orphans = [(pk, worker) for pk, worker in ConversionJob.objects.filter(status=JobStatus.RUNNING)
+               .exclude(worker="").values_list("pk", "worker") if worker not in alive]
+    requeued = 0
+    for pk, worker in orphans:
+        if ConversionJob.objects.filter(pk=pk, status=JobStatus.RUNNING, worker=worker).update(worker=""):
+            enqueue_job(ConversionJob(pk=pk))
+            logger.warning("job=%s action=requeue-orphan worker=%s", pk, worker)
+            requeued += 1
+    sweep_job_workdirs()
+    return requeued
+
+
+_WORKDIR_NAME = re.compile(rf"{re.escape(JOB_WORKDIR_PREFIX)}(\d+)-(\d+)")
+
+
+def sweep_job_workdirs() -> int:
+    """Remove the spool directories (on this machine) of attempts that are no longer running on a
+    live worker run. The directories are listed before the jobs are read, so an attempt that
+    starts meanwhile is seen running; a new attempt always spools in a new directory."""
+    found = {}
+    for path in spool_root().glob(f"{JOB_WORKDIR_PREFIX}*"):
+        match = _WORKDIR_NAME.fullmatch(path.name)
+        if match and path.is_dir():
+            found[path] = (int(match[1]), int(match[2]))
+    running = {pk: (attempts, worker) for pk, attempts, worker in ConversionJob.objects.filter(
+        pk__in={pk for pk, _ in found.values()}, status=JobStatus.RUNNING).values_list("pk", "attempts", "worker")}
+    alive = live_workers()
+    removed = 0
+    for path, (pk, attempt) in found.items():
+        attempts, worker = running.get(pk, (None, ""))
+        if attempts == attempt and worker in alive:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("job=%s action=sweep-workdir path=%s", pk, path)
+        removed += 1
+    return removed
 
 
 def reconcile_instance(instance: Instance) -> ReconcileReport:

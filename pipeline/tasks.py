@@ -48,6 +48,12 @@ def reconcile_all_task() -> int:
     return len(ids)
 
 
+@shared_task(name="pipeline.tasks.requeue_orphaned_jobs_task", ignore_result=True)
+def requeue_orphaned_jobs_task() -> int:
+    """Beat entry point (every APPARATE_ORPHAN_CHECK_INTERVAL): re-queue jobs of dead worker runs."""
+    return reconciler.requeue_orphaned_jobs()
+
+
 @shared_task(name="pipeline.tasks.run_operation_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_operation_task(operation_id: int) -> None:
     """Do the slow work a request asked for: an Images refresh, a backfill, Convert now."""

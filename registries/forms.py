@@ -1,7 +1,8 @@
 """Forms of the registries app; field validation lives on the model (registries/validators.py).
 
 The password is write-only: it is never put back into the page. On edit a blank password keeps
-the stored one and "Clear password" removes it. The webhook secret is not a form field at all
+the stored one and "Clear password" removes it; when the URL moves to another host, the stored one
+is not kept: the form asks for it again. The webhook secret is not a form field at all
 (it is generated, and replaced with "Rotate secret").
 """
 
@@ -9,7 +10,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from registries.models import Instance
-from registries.validators import validate_credentials
+from registries.validators import validate_credentials, validate_password_follows_url
 
 
 class InstanceForm(forms.ModelForm):
@@ -58,6 +59,12 @@ class InstanceForm(forms.ModelForm):
                 self.add_error("password", "Either type a new password or clear it, not both.")
                 return cleaned
             cleaned["password"] = ""
+        elif self.had_password and cleaned.get("url"):
+            try:
+                validate_password_follows_url(self.instance.url, cleaned["url"], True, bool(typed))
+            except ValidationError as error:
+                self.add_error(None, error)
+                return cleaned
         if "username" in cleaned and "password" in cleaned:
             try:
                 validate_credentials(cleaned["username"], cleaned["password"])

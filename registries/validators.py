@@ -1,6 +1,7 @@
 """Field validators for registry instances, shared by the model, forms and serializers."""
 
 import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -34,6 +35,25 @@ def validate_credentials(username: str, password: str) -> None:
         )
     if password and not username:
         raise ValidationError({"username": "Enter the username that goes with the password or token."})
+
+
+NEW_HOST_MESSAGE = (
+    "The registry URL now points at another host, port or scheme: type the password or token again (or clear "
+    "it). The stored one is only ever sent to the URL it was entered for."
+)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def validate_password_follows_url(stored_url: str, new_url: str, has_stored_password: bool,
+                                  password_given: bool) -> None:
+    """A stored password stays with its host: moving the URL to another origin needs it typed again."""
+    if has_stored_password and not password_given and _origin(stored_url) != _origin(new_url):
+        raise ValidationError({"password": NEW_HOST_MESSAGE})
 
 
 def validate_repository_path(value: str) -> None:

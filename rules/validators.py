@@ -1,8 +1,11 @@
 """Field validators for acceleration rules, shared by the model, forms and serializers.
 
 Patterns use RE2 syntax (google-re2) and always match the whole name. RE2 runs in time linear in
-the input, so no pattern, however pathological, can hang the matcher; compilation is bounded in
-pattern length and in memory, and compiled patterns are cached by their text.
+the input, so no pattern, however pathological, can hang the matcher. Memory is bounded too: each
+pattern gets a fixed RE2 memory budget (program and DFA cache), patterns whose compiled program is
+too large are refused, and the cache of compiled patterns used by the matcher holds a fixed number
+of them, so it can never grow beyond PATTERN_CACHE_SIZE × PATTERN_MAX_MEM. Validation compiles
+without caching: a pattern someone merely typed or checked never stays in memory.
 """
 
 import functools
@@ -14,13 +17,22 @@ from django.core.exceptions import ValidationError
 from converter.reference import COMPONENT
 
 MAX_PATTERN_LENGTH = 1024
-# RE2's budget for one compiled pattern; a pattern that needs more fails to compile.
-PATTERN_MAX_MEM = 8 << 20
+# RE2's budget for one compiled pattern (program plus DFA cache); a pattern that needs more fails to
+# compile, and a DFA that fills it falls back to RE2's slower (still linear) matcher.
+PATTERN_MAX_MEM = 256 << 10
+# Largest compiled program (RE2 instructions) accepted: sane name patterns need a few hundred;
+# a Unicode class repeated hundreds of times needs hundreds of thousands.
+MAX_PROGRAM_SIZE = 5000
+# Compiled patterns the matcher keeps; with PATTERN_MAX_MEM this bounds the cache at 32 MiB.
+PATTERN_CACHE_SIZE = 128
 MAX_NAMESPACE_LENGTH = 255
 MAX_PRIORITIZED_FILES = 256
 MAX_PATH_LENGTH = 1024
 
 # One repository path component, as in the OCI distribution spec.
+
+
+_SIMPLER = r"Use narrower character classes (e.g. [a-z0-9] instead of \p{L}) or fewer repetitions."
 
 
 class PatternError(ValueError):
@@ -34,18 +46,30 @@ def _options() -> re2.Options:
     return options
 
 
-@functools.lru_cache(maxsize=1024)
-def compile_pattern(pattern: str):
-    """The compiled RE2 program for `pattern` (cached); raises PatternError with the reason."""
+def compile_uncached(pattern: str):
+    """Compile `pattern` once, without caching; raises PatternError with the reason a person can act on."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"The pattern is longer than {MAX_PATTERN_LENGTH} characters.")
     try:
-        return re2.compile(pattern, _options())
+        compiled = re2.compile(pattern, _options())
     except re2.error as error:
         reason = error.args[0] if error.args else "invalid pattern"
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
+        if reason.startswith("pattern too large"):
+            raise PatternError(f"The pattern is too complex: it needs more than {PATTERN_MAX_MEM >> 10} KiB "
+                               f"to compile. {_SIMPLER}") from None
         raise PatternError(f"Invalid RE2 pattern: {reason}.") from None
+    if compiled.programsize > MAX_PROGRAM_SIZE:
+        raise PatternError(f"The pattern is too complex: it compiles to {compiled.programsize} instructions, "
+                           f"more than the {MAX_PROGRAM_SIZE} allowed. {_SIMPLER}")
+    return compiled
+
+
+@functools.lru_cache(maxsize=PATTERN_CACHE_SIZE)
+def compile_pattern(pattern: str):
+    """The compiled RE2 program for a saved rule's `pattern` (cached for the matcher)."""
+    return compile_uncached(pattern)
 
 
 def full_match(pattern: str, text: str) -> bool:
@@ -58,7 +82,7 @@ def validate_pattern(value: str) -> None:
     if not value:
         return
     try:
-        compile_pattern(value)
+        compile_uncached(value)
     except PatternError as error:
         raise ValidationError(str(error), code="invalid_pattern") from None
 

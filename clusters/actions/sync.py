@@ -1,4 +1,10 @@
-"""Cluster connections and node sync: what each node is, whether it can lazy-pull, and its label."""
+"""Cluster connections and node sync: what each node is, whether it can lazy-pull, and its label.
+
+Whether a labelled node is ready to lazy-pull comes from its agent's report, an annotation the
+agent writes on its own Node (agent.report): ready when the agent says containerd uses the loaded
+stargz snapshotter, else the agent's reason, "agent not running yet" (with its pod's trouble when
+it has one), or a report too old to trust. Until then the node pulls accelerated twins in full.
+"""
 
 import logging
 from dataclasses import dataclass
@@ -7,13 +13,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from agent import report as agent_report
 from clusters import manifests
 from clusters.actions.labelling import request_labelling
 from clusters.choices import (
     USABLE_COMPATIBILITY,
     ConnectionStatus,
     LabelOperation,
+    LazyPull,
     SyncStatus,
 )
 from clusters.compatibility import verdict
@@ -26,12 +35,13 @@ CONNECTION_STATUS_OF = {"unauthorized": ConnectionStatus.UNAUTHORIZED, "unreacha
                         "tls": ConnectionStatus.UNREACHABLE}
 
 def annotate_counts(queryset):
-    """Clusters with node counts: nodes, compatible (incl. warnings), labelled, ready."""
+    """Clusters with node counts: nodes, compatible (incl. warnings), labelled, ready, ready to lazy-pull."""
     return queryset.annotate(
         node_count=Count("nodes"),
         compatible_count=Count("nodes", filter=Q(nodes__compatibility__in=USABLE_COMPATIBILITY)),
         labelled_count=Count("nodes", filter=Q(nodes__labelled=True)),
         ready_count=Count("nodes", filter=Q(nodes__ready=True)),
+        lazy_pull_ready_count=Count("nodes", filter=Q(nodes__lazy_pull=LazyPull.READY)),
     )
 
 def test_connection(cluster: Cluster) -> tuple[bool, str]:
@@ -63,48 +73,112 @@ class SyncResult:
     removed: int = 0
     auto_label_job: LabelJob | None = None
 
-def _node_facts(item: dict, label_key: str, label_value: str, agent_ready_nodes: set[str]) -> dict:
+NO_AGENT = "agent not running yet"
+
+
+def lazy_pull_state(labelled: bool, report: dict | None, pod_trouble: str = "", now=None) -> tuple[str, str]:
+    """(LazyPull state, reason) of a node, from its label and its agent's last report."""
+    now = now or timezone.now()
+    code = report["code"] if report else ""
+    if not labelled:
+        if report and code != agent_report.REMOVED:
+            return LazyPull.NOT_LABELLED, ("the label was removed; the agent has not confirmed that it cleaned "
+                                           f"the node up (last report: {code})")
+        return LazyPull.NOT_LABELLED, ""
+    if report is None:
+        return LazyPull.PULLS_IN_FULL, NO_AGENT + (f": its pod is {pod_trouble}" if pod_trouble else "")
+    checked = parse_datetime(report["checked_at"]) if report["checked_at"] else None
+    if checked is None or (now - checked).total_seconds() > settings.APPARATE_AGENT_REPORT_STALE_AFTER:
+        since = report["checked_at"] or "an unknown time"
+        return LazyPull.PULLS_IN_FULL, ((f"agent not running: its pod is {pod_trouble}; " if pod_trouble else "")
+                                        + f"no report from the agent since {since}")
+    if code == agent_report.REMOVED:
+        return LazyPull.PULLS_IN_FULL, "the agent cleaned this node up (suite uninstall)"
+    if report["ready"] and code == agent_report.READY:
+        return LazyPull.READY, ""
+    return LazyPull.PULLS_IN_FULL, report["reason"] or f"the agent reports {code}"
+
+
+def agent_facts(item: dict, labelled: bool, pod_trouble: str = "") -> dict:
+    """The Node fields that come from the agent's report."""
+    report = agent_report.read_report(item)
+    state, reason = lazy_pull_state(labelled, report, pod_trouble)
+    return {"agent_report": report or {}, "lazy_pull": state, "lazy_pull_reason": reason,
+            "agent_ready": state == LazyPull.READY}
+
+
+def _node_facts(item: dict, label_key: str, label_value: str, pod_troubles: dict[str, str]) -> dict:
     meta, status = item.get("metadata") or {}, item.get("status") or {}
     info = status.get("nodeInfo") or {}
     runtime, _, runtime_version = (info.get("containerRuntimeVersion") or "").partition("://")
     labels = meta.get("labels") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    labelled = labels.get(label_key) == label_value
     judged = verdict(info.get("kubeletVersion", ""), runtime, runtime_version, info.get("osImage", ""),
                      info.get("operatingSystem", "linux"))
     return {
         "uid": meta.get("uid", ""), "resource_version": meta.get("resourceVersion", ""), "labels": labels,
-        "ready": ready, "kubelet_version": info.get("kubeletVersion", ""), "container_runtime": runtime,
-        "runtime_version": runtime_version, "os_image": info.get("osImage", ""),
+        "ready": agent_report.node_ready(item), "kubelet_version": info.get("kubeletVersion", ""),
+        "container_runtime": runtime, "runtime_version": runtime_version, "os_image": info.get("osImage", ""),
         "kernel_version": info.get("kernelVersion", ""), "architecture": info.get("architecture", ""),
-        "labelled": labels.get(label_key) == label_value, "agent_ready": meta.get("name") in agent_ready_nodes,
+        "labelled": labelled, **agent_facts(item, labelled, pod_troubles.get(meta.get("name", ""), "")),
         "compatibility": judged.compatibility, "reasons": judged.reasons,
     }
 
-def _agent_ready_nodes(session: KubeSession, cluster: Cluster) -> set[str]:
+
+def agent_pods(session: KubeSession, namespace: str) -> list[dict]:
+    return session.list("Pod", namespace, label_selector=manifests.AGENT_SELECTOR)
+
+
+def pod_trouble(pod: dict) -> str:
+    """What keeps an agent pod from running (ImagePullBackOff, CrashLoopBackOff, Pending...), or ""."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in (None, "", "ContainerCreating"):
+            return waiting["reason"]
+    return "" if status.get("phase") == "Running" else status.get("phase", "Pending")
+
+
+def _pod_troubles(session: KubeSession, cluster: Cluster) -> dict[str, str]:
     suite = Suite.objects.filter(cluster=cluster).first()
     if suite is None or not suite.applied:
-        return set()
+        return {}
     try:
-        pods = session.list("Pod", suite.namespace, label_selector=f"app.kubernetes.io/name={manifests.AGENT}")
+        pods = agent_pods(session, suite.namespace)
     except KubeError:
-        return set()
-    return {p["spec"].get("nodeName") for p in pods if pod_ready(p)}
+        return {}
+    troubles = {(p.get("spec") or {}).get("nodeName", ""): pod_trouble(p) for p in pods}
+    return {node: trouble for node, trouble in troubles.items() if trouble}
 
-def pod_ready(pod: dict) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+def record_agent_reports(cluster: Cluster, items: list[dict], pod_troubles: dict[str, str]) -> None:
+    """Refresh the agent fields of the cluster's known nodes from Node objects just read."""
+    key, value = settings.APPARATE_NODE_LABEL_KEY, settings.APPARATE_NODE_LABEL_VALUE
+    by_name = {(item.get("metadata") or {}).get("name"): item for item in items}
+    changed = []
+    for node in Node.objects.filter(cluster=cluster, name__in=list(by_name)):
+        item = by_name[node.name]
+        labelled = ((item.get("metadata") or {}).get("labels") or {}).get(key) == value
+        facts = {"labelled": labelled, **agent_facts(item, labelled, pod_troubles.get(node.name, ""))}
+        if any(getattr(node, f) != v for f, v in facts.items()):
+            for f, v in facts.items():
+                setattr(node, f, v)
+            changed.append(node)
+    Node.objects.bulk_update(changed, ["labelled", "agent_report", "lazy_pull", "lazy_pull_reason", "agent_ready"],
+                             batch_size=500)
+
 
 def sync_nodes(cluster: Cluster) -> SyncResult:
     """Read every node of the cluster and store its facts and verdict; auto-label if the policy says so."""
     try:
         with session_for(cluster) as session:
             items = session.list("Node")
-            agents = _agent_ready_nodes(session, cluster)
+            troubles = _pod_troubles(session, cluster)
     except KubeError as error:
         _record_connection(cluster, CONNECTION_STATUS_OF.get(error.kind, ConnectionStatus.ERROR), error.message)
         return SyncResult(False, error.message)
     key, value = settings.APPARATE_NODE_LABEL_KEY, settings.APPARATE_NODE_LABEL_VALUE
-    seen = {item["metadata"]["name"]: _node_facts(item, key, value, agents) for item in items}
+    seen = {item["metadata"]["name"]: _node_facts(item, key, value, troubles) for item in items}
     fields = list(next(iter(seen.values())).keys()) if seen else []
     with transaction.atomic():
         existing = {node.name: node for node in Node.objects.select_for_update().filter(cluster=cluster)}

@@ -90,7 +90,8 @@ class NodeSerializer(serializers.ModelSerializer):
         model = Node
         fields = ["id", "cluster", "cluster_name", "name", "labels", "ready", "kubelet_version", "container_runtime",
                   "runtime_version", "os_image", "kernel_version", "architecture", "labelled", "agent_ready",
-                  "compatibility", "reasons", "first_seen_at", "last_seen_at"]
+                  "lazy_pull", "lazy_pull_reason", "agent_report", "compatibility", "reasons", "first_seen_at",
+                  "last_seen_at"]
 
 
 class LabelResultSerializer(serializers.ModelSerializer):
@@ -135,8 +136,8 @@ class SuiteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Suite
         fields = ["id", "cluster", "cluster_name", "instance", "instance_name", "namespace", "image", "version",
-                  "operation", "status", "preflight", "applied", "failed_object", "last_error", "desired", "ready",
-                  "updated", "node_status", "started_at", "finished_at", "updated_at"]
+                  "operation", "force", "status", "preflight", "applied", "failed_object", "last_error", "desired",
+                  "ready", "updated", "node_status", "cleanup_started_at", "started_at", "finished_at", "updated_at"]
 
 
 class SuiteRequestSerializer(serializers.Serializer):
@@ -144,6 +145,12 @@ class SuiteRequestSerializer(serializers.Serializer):
     instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all(), required=False, allow_null=True)
     namespace = serializers.CharField(required=False, allow_blank=True, max_length=63, validators=[validate_dns_label])
     version = serializers.CharField(required=False, allow_blank=True, max_length=128, validators=[validate_image_tag])
+    force = serializers.BooleanField(default=False, help_text="Uninstall without waiting for the nodes to clean up.")
+
+    def validate(self, attrs):
+        if attrs["force"] and attrs["operation"] != SuiteOperation.UNINSTALL:
+            raise serializers.ValidationError({"force": ["Only an uninstall can be forced."]})
+        return attrs
 
 
 class DeploySerializer(serializers.ModelSerializer):

@@ -83,7 +83,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
         try:
             suite = request_suite_operation(cluster, data["operation"], request.user,
                                                     instance=data.get("instance"), namespace=data.get("namespace", ""),
-                                                    version=data.get("version", ""))
+                                                    version=data.get("version", ""), force=data["force"])
         except (SuiteBusy, SuiteNotInstalled) as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         except ValueError as error:
@@ -112,7 +112,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
 class NodeViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Node.objects.select_related("cluster")
     serializer_class = NodeSerializer
-    filterset_fields = ["cluster", "compatibility", "labelled", "ready", "agent_ready", "architecture"]
+    filterset_fields = ["cluster", "compatibility", "labelled", "ready", "agent_ready", "lazy_pull", "architecture"]
     search_fields = ["name", "os_image", "kubelet_version"]
     ordering_fields = ["name", "cluster__name", "compatibility", "kubelet_version"]
 

@@ -9,16 +9,20 @@ from rest_framework import serializers
 
 from registries import actions
 from registries.models import Instance
-from registries.validators import validate_credentials
+from registries.validators import validate_credentials, validate_password_follows_url
 
 
 class InstanceSerializer(serializers.ModelSerializer):
-    """A registry instance. Omit `password` to keep the stored one; send "" to clear it."""
+    """A registry instance. Omit `password` to keep the stored one; send "" to clear it.
+
+    Changing `url` to another host, port or scheme needs `password` again (or "" to clear it).
+    """
 
     password = serializers.CharField(
         write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=10000,
         style={"input_type": "password"},
-        help_text="Password or token (write-only). Omit to keep the stored one; an empty string clears it.",
+        help_text="Password or token (write-only). Omit to keep the stored one; an empty string clears it. "
+                  "Required again when `url` moves to another host, port or scheme.",
     )
     has_password = serializers.SerializerMethodField(help_text="Whether a password or token is stored.")
     webhook_url = serializers.SerializerMethodField(help_text="Where the registry posts push notifications.")
@@ -42,6 +46,8 @@ class InstanceSerializer(serializers.ModelSerializer):
         username = attrs.get("username", stored.username if stored else "")
         password = attrs.get("password", stored.password if stored else "")
         try:
+            if stored is not None and "url" in attrs:
+                validate_password_follows_url(stored.url, attrs["url"], bool(stored.password), "password" in attrs)
             validate_credentials(username, password)
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.message_dict) from None

@@ -79,6 +79,40 @@ def test_a_twin_pulled_through_cri_is_lazy_and_runs(make_node, registry, lazy_im
     assert layer_bytes(proxy, lazy_image) < 0.15 * sum(lazy_image.layer_sizes.values())
 
 
+# The stargz snapshotter reads blobs in aligned units of its `chunk_size` (fs/remote's default,
+# 50,000 bytes, which the agent leaves as it is) and first probes each blob with a 2-byte range.
+SNAPSHOTTER_FETCH_UNIT = 50_000
+RANGE_PROBE = 2
+
+
+@pytest.mark.parametrize("prioritized", [(), ("/data/first.txt",)], ids=["no-prioritized-files", "prioritized"])
+def test_the_startup_figure_is_what_a_lazy_pull_fetches(make_node, registry, counting_proxy, registry_name, tmp_path,
+                                                        prioritized):
+    """The converter's per-layer startup figure (footer, TOC, prioritized region) against the bytes
+    a real lazy pull fetched before any container ran. Tolerance: the snapshotter rounds each range
+    it needs (the tail with footer and TOC; the head up to `.prefetch.landmark` when files are
+    prioritized) out to its fetch unit, so it may fetch up to one unit more per range, plus its probe."""
+    image = push_lazy_image(tmp_path, registry.url, "team/startup", prioritized=prioritized)
+    proxy = counting_proxy(registry.url)
+    host = f"{registry_name}:{proxy.port}"
+    node = make_node()
+    configure(node, f"http://{host}")
+    assert install_from(node.agent(), node.config_dir).ready
+
+    node.cri().pull(image.ref(host))
+
+    assert_lazy(node, image, proxy)
+    served = proxy.blob_bytes()
+    for digest, size in image.layer_sizes.items():
+        figure = image.startup_bytes[digest]
+        ranges = 2 if image.prioritized[digest] else 1  # a prefetch region is a second range
+        fetched = served[digest] - RANGE_PROBE
+        assert figure <= fetched <= min(size, figure + ranges * SNAPSHOTTER_FETCH_UNIT), (digest, figure, fetched)
+    # /data/first.txt lives in one layer only, and only that layer prefetches.
+    placed = [files for files in image.prioritized.values() if files]
+    assert placed == ([list(prioritized)] if prioritized else [])
+
+
 def test_without_the_agent_the_twin_is_pulled_in_full(make_node, registry, lazy_image, counting_proxy,
                                                       registry_name):
     proxy = counting_proxy(registry.url)
@@ -154,18 +188,31 @@ def test_uninstall_restores_the_original_config_byte_for_byte(make_node, registr
     node = make_node()
     config = Path(node.paths.containerd_config)
     original = config.read_bytes()
+    loopback = f"127.0.0.1:{proxy.port}"
+    cri = node.cri()
+    cri.pull(lazy_image.ref(loopback, twin=False))  # before the agent: unpacked for overlayfs
     configure(node, f"http://{host}")
     agent = node.agent()
     assert install_from(agent, node.config_dir).ready
     assert config.read_bytes() != original
-    node.cri().pull(lazy_image.ref(host))
+    cri.pull(lazy_image.ref(host))
+    assert node.fuse_mounts()
     node.services.calls.clear()
 
     status = uninstall(agent)
 
-    assert (status.code, status.reason) == (Code.REMOVED, "the snapshotter was removed and containerd's "
-                                                          "configuration restored")
+    assert (status.code, status.reason, status.notes) == (
+        Code.REMOVED, "the snapshotter was removed and containerd's configuration restored", [])
     assert config.read_bytes() == original
+    # The lazily pulled twin is gone with its remote snapshots; the image pulled before the agent stays.
+    assert cri.status(lazy_image.ref(host)) is None
+    assert cri.status(lazy_image.ref(loopback, twin=False)) is not None
+    assert node.fuse_mounts() == []
+    # containerd works on overlayfs again: the twin is pulled in full, unpacked and run from there.
+    cri.pull(lazy_image.ref(loopback))
+    assert set(lazy_image.layer_sizes) <= node.content_digests()
+    assert node.run(lazy_image.ref(loopback), "after", "/bin/cat", "/data/first.txt",
+                    snapshotter="overlayfs").encode() == lazy_image.files["data/first.txt"]
     assert node.services.calls == [("restart", "containerd"), ("stop", SNAPSHOTTER_UNIT),
                                    ("disable", SNAPSHOTTER_UNIT), ("daemon-reload", "")]
     for path in (node.paths.unit_file, node.paths.snapshotter_binary, node.paths.snapshotter_config_dir,
@@ -173,6 +220,50 @@ def test_uninstall_restores_the_original_config_byte_for_byte(make_node, registr
         assert not Path(path).exists(), path
     assert not node.services.is_active(SNAPSHOTTER_UNIT)
     assert containerd.SNAPSHOTTER_PLUGIN not in {plugin.name for plugin in containerd.plugins(node.address)}
+
+
+def test_uninstall_leaves_the_snapshotter_to_containers_still_on_its_snapshots(make_node, registry, lazy_image,
+                                                                             counting_proxy, registry_name):
+    proxy = counting_proxy(registry.url)
+    host = f"{registry_name}:{proxy.port}"
+    node = make_node()
+    config = Path(node.paths.containerd_config)
+    original = config.read_bytes()
+    configure(node, f"http://{host}")
+    agent = node.agent()
+    assert install_from(agent, node.config_dir).ready
+    node.cri().pull(lazy_image.ref(host))
+    node.start(lazy_image.ref(host), "server", "/bin/sleep", "3600")
+    node.services.calls.clear()
+
+    status = uninstall(agent)
+
+    assert (status.code, status.reason) == (Code.REMOVED, "the snapshotter was removed and containerd's "
+                                                          "configuration restored")
+    assert status.notes == [
+        "1 containers created while the snapshotter was containerd's default still use its snapshots (k8s.io/server): "
+        "it keeps running for them, no longer starts at boot, and apparate-stargz-cleanup.service removes its files "
+        "at the next boot"]
+    assert config.read_bytes() == original
+    assert node.services.calls == [("restart", "containerd"), ("disable", SNAPSHOTTER_UNIT), ("daemon-reload", ""),
+                                   ("daemon-reload", ""), ("enable", "apparate-stargz-cleanup")]
+    assert node.services.is_active(SNAPSHOTTER_UNIT)
+    assert not Path(node.paths.unit_file).exists()
+    # The container still reads what it had not read yet: the snapshotter fetches it lazily.
+    served_before = layer_bytes(proxy, lazy_image)
+    assert node.exec("server", "/bin/cat", "/data/third.txt").encode() == lazy_image.files["data/third.txt"]
+    assert layer_bytes(proxy, lazy_image) > served_before
+    cleanup = Path(node.paths.boot_cleanup_unit_file).read_text()
+    assert (f"ExecStart=/bin/rm -rf {node.paths.snapshotter_binary} {node.paths.snapshotter_config_dir} "
+            f"{node.paths.snapshotter_root}\n") in cleanup
+    assert "Before=containerd.service\n" in cleanup and "WantedBy=multi-user.target\n" in cleanup
+    assert Path(node.paths.snapshotter_binary).exists()
+
+    # Labelled again before a reboot: the install takes the snapshotter back and cancels the cleanup.
+    node.services.calls.clear()
+    assert install_from(agent, node.config_dir).ready
+    assert not Path(node.paths.boot_cleanup_unit_file).exists()
+    assert ("disable", "apparate-stargz-cleanup") in node.services.calls
 
 
 def test_uninstall_after_someone_else_edited_the_config_takes_out_only_our_keys(make_node, registry_name):

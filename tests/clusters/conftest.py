@@ -1,9 +1,15 @@
 """Fixtures of the clusters tests: clusters registered against running API emulators."""
 
+import contextlib
 import hashlib
+import threading
+from pathlib import Path
 
 import pytest
 
+from agent.cluster import ClusterLink
+from agent.kubeapi import KubeApi
+from agent.status import Code, Status
 from clusters.choices import AuthMethod
 from clusters.models import Cluster
 from pipeline import twins
@@ -70,3 +76,63 @@ def converted():
         return job
 
     return factory
+
+
+class EmulatedAgents:
+    """The cluster side of the node agents of an emulated cluster: for every Running agent pod, the
+    agent's own ClusterLink (agent/cluster.py) talks to the emulator over HTTP with a service-account
+    token, as the agent does in its pod: it reports the status chosen for its node (ready unless
+    told otherwise) and, once the ConfigMap asks for an uninstall, reports `removed`. What the agent
+    does on the node itself is tested against a real containerd in tests/agent/."""
+
+    def __init__(self, emulator, serviceaccount_dir: Path):
+        self.emulator, self.api = emulator, KubeApi(emulator.url, serviceaccount_dir)
+        self.statuses: dict[str, Status] = {}  # node → status to report (default: ready)
+        self.silent: set[str] = set()  # nodes whose agent runs but does not report
+        self.links: dict[str, ClusterLink] = {}  # pod name → its agent's link
+
+    @contextlib.contextmanager
+    def running(self, interval: float = 0.2):
+        """The agents at work in the background (for a live server and a real worker)."""
+        stop = threading.Event()
+
+        def loop():
+            while not stop.wait(interval):
+                self.tick()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+    def status_of(self, node: str) -> Status:
+        return self.statuses.get(node) or Status(True, Code.READY, "containerd uses the stargz snapshotter", "1.7.2")
+
+    def tick(self, namespace: str = "apparate-system") -> None:
+        """One pass of every running agent: what each does every APPARATE_CHECK_INTERVAL."""
+        ds = self.emulator.get_object("daemonsets", "apparate-agent", namespace)
+        pods = [self.emulator.get_object("pods", name, namespace) for name in self.emulator.names("pods", namespace)]
+        for pod in pods:
+            if ds is None or pod["status"]["phase"] != "Running" or pod["spec"]["nodeName"] in self.silent:
+                continue
+            node = pod["spec"]["nodeName"]
+            link = self.links.setdefault(pod["metadata"]["name"], ClusterLink(
+                self.api, node, namespace, ("cloud.tencent.com/apparate", "true"), pod=pod["metadata"]["name"],
+                revision=ds["spec"]["template"]["metadata"]["annotations"]["apparate.io/config-hash"]))
+            if link.uninstall_requested():
+                link.report(Status(False, Code.REMOVED, "the snapshotter was removed and containerd's configuration "
+                                   "restored"))
+            else:
+                status = self.status_of(node)
+                link.report(Status(status.ready, status.code, status.reason, status.containerd_version))
+
+
+@pytest.fixture
+def emulated_agents(kube_emulator, tmp_path) -> EmulatedAgents:
+    serviceaccount = tmp_path / "serviceaccount"
+    serviceaccount.mkdir()
+    (serviceaccount / "token").write_text(kube_emulator.token)
+    return EmulatedAgents(kube_emulator, serviceaccount)

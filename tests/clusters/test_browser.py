@@ -1,11 +1,14 @@
 """End to end in chromium: register a cluster (tested and synced at once), see why a node is
-incompatible, sync again, label two nodes, install the suite and watch its rollout, then preview and
-deploy an image. Syncs, label jobs, the install, the rollout watch and the deploy run in a real
-Celery worker process (tests/support/worker.py) that reaches the emulator over HTTP."""
+incompatible, sync again, label two nodes, install the suite and watch its rollout until every
+node's agent reports ready, see which nodes are ready to lazy-pull, then preview and deploy an image.
+Syncs, label jobs, the install, the rollout watch and the deploy run in a real Celery worker process
+(tests/support/worker.py) that reaches the emulator over HTTP; the agents' side of the API is
+tests.clusters.conftest.EmulatedAgents."""
 
 import pytest
 from playwright.sync_api import expect
 
+from agent.status import Code, Status, fuse_missing
 from core.roles import Role
 from registries.models import Instance
 from tests.clusters.conftest import add_fleet
@@ -17,7 +20,7 @@ LABEL = "cloud.tencent.com/apparate"
 
 @pytest.mark.browser
 def test_register_label_install_suite_and_deploy(page, live_server, kube_emulator, make_user, celery_worker,
-                                                 converted):
+                                                 converted, emulated_agents):
     add_fleet(kube_emulator)
     kube_emulator.rollout_step = 1  # one more agent pod gets ready per status read
     instance = Instance.objects.create(name="tcr", url="https://registry.example.com", username="robot",
@@ -53,6 +56,11 @@ def test_register_label_install_suite_and_deploy(page, live_server, kube_emulato
     page.get_by_label("Select node-a").check()
     page.get_by_label("Select node-b").check()
     page.locator("#label-form").get_by_role("button", name="Apply").click()
+    dialog = page.locator("#confirm-dialog")  # what the label does on a node, said before it is applied
+    expect(dialog).to_contain_text("installs the apparate agent there: it restarts containerd once (running "
+                                   "containers keep running)")
+    expect(dialog).to_contain_text("the node pulls accelerated images in full: slower, not broken")
+    dialog.get_by_role("button", name="Apply").click()
     expect(page.locator("#job-progress")).to_contain_text("2 of 2 done")
     expect(page.locator("#job-progress")).to_contain_text("Succeeded")
     assert {n for n in kube_emulator.names("nodes") if LABEL in kube_emulator.node(n)["metadata"]["labels"]} == {
@@ -64,11 +72,17 @@ def test_register_label_install_suite_and_deploy(page, live_server, kube_emulato
     page.locator("#suite-form").get_by_role("button", name="Run").click()
     page.locator("#confirm-dialog").get_by_role("button", name="Run").click()
     status = page.locator("#suite-status")
-    expect(status).to_contain_text("1 of 2 ready", timeout=20_000)  # the live rollout shows progress
-    expect(status).to_contain_text("2 of 2 ready", timeout=20_000)
-    expect(status).to_contain_text("Ready")
-    expect(status).to_contain_text("node-b")
+    emulated_agents.statuses["node-b"] = Status.failed(Code.FUSE_MISSING, fuse_missing("/dev/fuse"))
+    with emulated_agents.running():
+        expect(status).to_contain_text("1 of 2 ready", timeout=20_000)  # the live rollout shows progress
+        expect(status.locator("tr", has_text="node-b")).to_contain_text("/dev/fuse is missing")
+        del emulated_agents.statuses["node-b"]  # FUSE installed
+        expect(status).to_contain_text("2 of 2 ready", timeout=20_000)
+        expect(status).to_contain_text("Ready")
     assert kube_emulator.names("daemonsets", "apparate-system") == ["apparate-agent"]
+    page.get_by_role("button", name="Sync nodes").click()
+    expect(page.locator("tr[data-node=node-a] .lazy-pull")).to_contain_text("Ready to lazy-pull")
+    expect(page.locator("tr[data-node=node-centos] .lazy-pull")).to_contain_text("not labelled")
 
     page.goto(f"{live_server.url}/clusters/")
     page.get_by_role("link", name="emulated").click()

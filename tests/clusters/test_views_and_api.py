@@ -251,7 +251,7 @@ def test_viewer_changes_nothing(kube_emulator, register, client_as, api_as, inst
 
 
 def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instance, converted,
-                                                   django_capture_on_commit_callbacks):
+                                                   django_capture_on_commit_callbacks, emulated_agents):
     add_fleet(kube_emulator)
     kube_emulator.create("namespaces", "", {"metadata": {"name": "web"}})
     admin, operator = api_as(Role.ADMIN), api_as(Role.OPERATOR)
@@ -296,7 +296,12 @@ def test_api_registers_labels_installs_and_deploys(kube_emulator, api_as, instan
     run_suite_operation(suite.json()["id"])
     assert operator.get(f"/api/v1/suites/{suite.json()['id']}/").json()["status"] == SuiteStatus.ROLLING_OUT
     refresh_rollout(Suite.objects.get())
+    emulated_agents.tick()  # the agents report their nodes ready
+    refresh_rollout(Suite.objects.get())
     assert operator.get(f"/api/v1/clusters/{cluster_id}/suite/").json()["ready"] == 3
+    ready = operator.get("/api/v1/nodes/", {"lazy_pull": "ready"}).json()["results"]
+    assert {(n["name"], n["lazy_pull_reason"], n["agent_ready"]) for n in ready} == {
+        ("node-a", "", True), ("node-b", "", True), ("node-centos", "", True)}
 
     chart = operator.get(f"/api/v1/clusters/{cluster_id}/helm-chart/")
     values = chart_values(chart.content)
@@ -420,7 +425,7 @@ def test_deploy_page_offers_accelerated_images_previews_then_applies(kube_emulat
     assert DeployRequest.objects.exclude(status=DeployStatus.PREVIEWED).count() == 1
 
 
-def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, instance, admin_user):
+def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, instance, admin_user, emulated_agents):
     add_fleet(kube_emulator)
     kube_emulator.patch("nodes", "", "node-a", {"metadata": {"labels": {"cloud.tencent.com/apparate": "true"}}})
     cluster = register(kube_emulator)
@@ -430,6 +435,8 @@ def test_suite_status_polls_until_terminal(kube_emulator, register, client_as, i
     run_suite_operation(suite.pk)
     polling = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
     assert polling.status_code == 200 and "every 1s" in polling.content.decode()
+    refresh_rollout(Suite.objects.get())
+    emulated_agents.tick()
     refresh_rollout(Suite.objects.get())
     done = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "1 of 1 ready" in done.content.decode()

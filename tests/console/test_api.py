@@ -2,9 +2,12 @@
 
 import io
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.models import AuditEntry
@@ -73,6 +76,17 @@ def test_schema_and_docs_need_authentication():
     assert client.get("/api/v1/docs/").status_code in {401, 403}
 
 
+def test_schema_and_docs_need_a_role_not_just_a_login(api_as, client_as):
+    """A user without a group can log in, but reads nothing: not the schema and its docs either."""
+    nobody = api_as(Role.NONE)
+    assert nobody.get("/api/v1/schema/").status_code == 403
+    assert nobody.get("/api/v1/docs/").status_code == 403
+    assert nobody.get("/api/v1/docs/?script").status_code == 403
+    viewer = api_as(Role.VIEWER)
+    assert viewer.get("/api/v1/schema/").status_code == 200
+    assert viewer.get("/api/v1/docs/?script").status_code == 200
+
+
 def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
     client = client_as(Role.VIEWER)
     response = client.get("/api/v1/docs/")
@@ -86,13 +100,16 @@ def test_swagger_ui_is_offline_and_its_assets_are_served(client_as):
     for url in assets:
         asset = client.get(url)
         assert asset.status_code == 200, url
-    assert "/api/v1/schema/" in page
+    # No inline script or style (the CSP forbids them): Swagger UI's settings come as a script file.
+    assert "<style" not in page and not re.search(r"<script>|<script [^>]*>[^<]", page)
+    script = client.get("/api/v1/docs/?script").content.decode()
+    assert '"/api/v1/schema/"' in script
     assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|testserver)", page.replace("http://www.w3.org", ""))
 
 
 def test_swagger_ui_does_not_call_the_public_validator(client_as):
-    page = client_as(Role.VIEWER).get("/api/v1/docs/").content.decode()
-    assert '"validatorUrl": null' in page
+    script = client_as(Role.VIEWER).get("/api/v1/docs/?script").content.decode()
+    assert '"validatorUrl": null' in script
 
 
 def test_api_root_lists_every_app_endpoint(api_as):
@@ -103,3 +120,67 @@ def test_api_root_lists_every_app_endpoint(api_as):
                  "deploys", "audit"):
         assert listed[name].endswith(f"/api/v1/{name}/"), name
     assert APIClient().get("/api/v1/").status_code in {401, 403}
+
+
+# --- Token lifetime and revocation (issue 11 #5) ----------------------------------------------------
+
+def aged(key: str, days: float) -> None:
+    from rest_framework.authtoken.models import Token
+    Token.objects.filter(key=key).update(created=timezone.now() - timedelta(days=days))
+
+
+def test_tokens_expire_after_thirty_days_and_a_new_one_is_issued(make_user, settings):
+    assert settings.APPARATE_TOKEN_LIFETIME_DAYS == 30
+    make_user(Role.VIEWER, "script")
+    key = APIClient().post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}).json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    aged(key, 30 - 1 / 1440)  # a minute before the end: still valid
+    assert client.get("/api/v1/audit/").status_code == 200
+    aged(key, 30)
+    expired = client.get("/api/v1/audit/")
+    assert expired.status_code == 401
+    assert expired["WWW-Authenticate"] == "Token"
+    assert expired.json() == {"detail": "The token has expired; get a new one from POST /api/v1/auth/token/."}
+
+    fresh = APIClient().post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}).json()["token"]
+    assert fresh != key
+    client.credentials(HTTP_AUTHORIZATION=f"Token {fresh}")
+    assert client.get("/api/v1/audit/").status_code == 200
+
+
+def test_a_password_change_revokes_the_users_tokens(make_user, client_as):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = make_user(Role.VIEWER, "script")
+    key = APIClient().post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}).json()["token"]
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("boss", password="x-long-passphrase-1"))
+    changed = admin.post(f"/admin/auth/user/{user.pk}/password/", {"password1": "a-new-passphrase-42",
+                                                                   "password2": "a-new-passphrase-42"})
+    assert changed.status_code == 302
+    assert not Token.objects.filter(key=key).exists()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/audit/").status_code == 401
+
+
+def test_saving_a_user_without_a_new_password_keeps_the_tokens(make_user, settings):
+    """A profile edit and Django's own hash upgrade at login (same password) are not password changes."""
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = make_user(Role.VIEWER, "script")
+    key = APIClient().post("/api/v1/auth/token/", {"username": "script", "password": PASSWORD}).json()["token"]
+    user.first_name = "Scripty"
+    user.save()
+    settings.PASSWORD_HASHERS = [*settings.PASSWORD_HASHERS, "django.contrib.auth.hashers.MD5PasswordHasher"]
+    User.objects.filter(pk=user.pk).update(password=make_password(PASSWORD, hasher="md5"))
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)  # upgraded to the preferred hasher and saved
+    user.refresh_from_db()
+    assert not user.password.startswith("md5$")
+    assert Token.objects.filter(key=key).exists()

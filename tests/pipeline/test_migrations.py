@@ -8,7 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from pipeline.models import AcceleratedImage, PushEvent, RegistryTag, options_key
 from rules.models import default_options
 
-BEFORE = [("pipeline", "0001_initial")]
+BEFORE = [("pipeline", "0002_conversionjob_worker")]
 
 
 def test_an_upgrade_shows_the_twins_succeeded_jobs_made(transactional_db):

@@ -129,3 +129,26 @@ def test_schema_describes_the_endpoints(api):
     assert "/api/v1/instances/{id}/acceleration/" in schema["paths"]
     assert "/api/v1/instances/{id}/test-connection/" in schema["paths"]
     assert "/api/v1/events/" in schema["paths"]
+
+
+def test_moving_the_url_to_another_host_needs_the_password_again(api):
+    instance = Instance.objects.create(name="h", url="https://h.example", username="robot", password="one")
+    url = f"/api/v1/instances/{instance.pk}/"
+    refused = api.patch(url, {"url": "https://evil.example"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"password": [
+        "The registry URL now points at another host, port or scheme: type the password or token again (or clear "
+        "it). The stored one is only ever sent to the URL it was entered for."]}
+    instance.refresh_from_db()
+    assert (instance.url, instance.password) == ("https://h.example", "one")
+    downgrade = api.put(url, {"name": "h", "url": "http://h.example", "username": "robot"}, format="json")
+    assert downgrade.status_code == 400 and "password" in downgrade.json()
+
+    assert api.patch(url, {"url": "https://h.example:443"}, format="json").status_code == 200
+    moved = api.patch(url, {"url": "https://new.example", "password": "two"}, format="json")
+    assert moved.status_code == 200
+    instance.refresh_from_db()
+    assert (instance.url, instance.password) == ("https://new.example", "two")
+    anonymous = Instance.objects.create(name="anon", url="https://a.example")
+    anonymous_url = f"/api/v1/instances/{anonymous.pk}/"
+    assert api.patch(anonymous_url, {"url": "https://b.example"}, format="json").status_code == 200

@@ -276,3 +276,39 @@ def test_pages_need_login(client):
     for url in ("/instances/", f"/instances/{instance.pk}/", "/instances/events/"):
         response = client.get(url)
         assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+# --- A new host needs the password again (issue 11 #12) ---------------------------------------------
+
+@pytest.mark.parametrize("new_url", ["https://evil.example", "http://harbor.example", "https://harbor.example:8443"])
+def test_moving_the_url_to_another_host_needs_the_password_again(admin, new_url):
+    instance = Instance.objects.create(name="harbor", url="https://harbor.example", username="robot",
+                                       password="first-secret")
+    refused = admin.post(f"/instances/{instance.pk}/edit/", form_data(url=new_url, username="robot"), **HTMX)
+    page = refused.content.decode()
+    assert refused.status_code == 200
+    assert "The registry URL now points at another host, port or scheme: type the password or token again" in page
+    assert 'id="field-password"' in page
+    instance.refresh_from_db()
+    assert (instance.url, instance.password) == ("https://harbor.example", "first-secret")
+
+    admin.post(f"/instances/{instance.pk}/edit/", form_data(url=new_url, username="robot", password="for-the-new-one"))
+    instance.refresh_from_db()
+    assert (instance.url, instance.password) == (new_url, "for-the-new-one")
+
+
+def test_same_origin_edits_keep_the_password(admin):
+    instance = Instance.objects.create(name="harbor", url="https://harbor.example", username="robot",
+                                       password="first-secret")
+    for same in ("https://HARBOR.example", "https://harbor.example:443/"):
+        response = admin.post(f"/instances/{instance.pk}/edit/", form_data(url=same, username="robot"), **HTMX)
+        assert response.status_code == 200 and response["HX-Redirect"] == f"/instances/{instance.pk}/"
+        instance.refresh_from_db()
+        assert (instance.url, instance.password) == (same, "first-secret")
+
+
+def test_moving_the_url_with_the_password_cleared_is_allowed(admin):
+    instance = Instance.objects.create(name="harbor", url="https://harbor.example", username="robot", password="pw")
+    admin.post(f"/instances/{instance.pk}/edit/", form_data(url="https://other.example", clear_password="on"))
+    instance.refresh_from_db()
+    assert (instance.url, instance.username, instance.password) == ("https://other.example", "", "")

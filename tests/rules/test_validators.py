@@ -6,6 +6,9 @@ from django.core.exceptions import ValidationError
 from rules.validators import (
     MAX_PATTERN_LENGTH,
     MAX_PRIORITIZED_FILES,
+    MAX_PROGRAM_SIZE,
+    PATTERN_CACHE_SIZE,
+    PATTERN_MAX_MEM,
     compile_pattern,
     full_match,
     normalize_prioritized_files,
@@ -32,8 +35,38 @@ def test_too_long_pattern_is_refused_before_compiling():
 
 
 def test_pattern_that_needs_too_much_memory_is_refused():
-    with pytest.raises(ValidationError, match="pattern too large"):
+    with pytest.raises(ValidationError) as error:
         validate_pattern(r"\pL{1000}")
+    assert error.value.messages == [
+        "The pattern is too complex: it needs more than 256 KiB to compile. Use narrower character classes "
+        "(e.g. [a-z0-9] instead of \\p{L}) or fewer repetitions."
+    ]
+
+
+def test_program_size_limit_is_exact():
+    # Each literal is one RE2 instruction, plus 4 around them: 4996 literals compile to exactly 5000.
+    assert MAX_PROGRAM_SIZE == 5000
+    validate_pattern("a{1000}b{1000}c{1000}d{1000}e{996}")
+    with pytest.raises(ValidationError) as error:
+        validate_pattern("a{1000}b{1000}c{1000}d{1000}e{997}")
+    assert error.value.messages[0].startswith(
+        "The pattern is too complex: it compiles to 5001 instructions, more than the 5000 allowed.")
+
+
+def test_the_reviewers_unicode_pattern_is_refused_and_the_cache_is_bounded_by_memory():
+    # `\p{L}{250}` took about 4 MB per compiled copy under the old 8 MiB budget.
+    with pytest.raises(ValidationError, match="too complex"):
+        validate_pattern(r"\p{L}{250}")
+    assert PATTERN_MAX_MEM == 256 << 10
+    assert compile_pattern.cache_info().maxsize == PATTERN_CACHE_SIZE == 128
+    assert PATTERN_CACHE_SIZE * PATTERN_MAX_MEM <= 32 << 20
+
+
+def test_validation_does_not_fill_the_matcher_cache():
+    compile_pattern.cache_clear()
+    for number in range(50):
+        validate_pattern(f"release-{number}-[a-z]+")
+    assert compile_pattern.cache_info().currsize == 0
 
 
 def test_blank_pattern_is_valid():

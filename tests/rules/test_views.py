@@ -5,6 +5,7 @@ import pytest
 from core.roles import Role
 from registries.models import Instance
 from rules.models import Rule
+from rules.validators import compile_pattern
 from tests.rules.conftest import HOST
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -153,6 +154,21 @@ def test_live_pattern_check(client_as, value, expected, db):
     response = client.post("/rules/check-pattern/", {"field": "tag_pattern", "tag_pattern": value}, **HTMX)
     assert response.status_code == 200
     assert expected in response.content.decode()
+
+
+def test_live_pattern_check_refuses_huge_patterns_and_caches_nothing(client_as, db):
+    """The review's attack: a viewer posts 40 Unicode-class patterns; each is refused at the field and
+    none stays in memory (the old code kept every compiled copy, about 4 MB each)."""
+    client = client_as(Role.VIEWER)
+    compile_pattern.cache_clear()
+    for count in range(211, 251):
+        pattern = rf"\p{{L}}{{{count}}}"
+        response = client.post("/rules/check-pattern/", {"field": "tag_pattern", "tag_pattern": pattern}, **HTMX)
+        assert response.status_code == 200
+        assert 'class="pattern-error errorlist" role="alert">The pattern is too complex' in response.content.decode()
+    valid = client.post("/rules/check-pattern/", {"field": "tag_pattern", "tag_pattern": r"v\d+"}, **HTMX)
+    assert "valid" in valid.content.decode()
+    assert compile_pattern.cache_info().currsize == 0
 
 
 def test_live_pattern_check_rejects_unknown_fields(web, db):

@@ -7,6 +7,7 @@ each one. Faults are injected per path pattern:
     proxy.fail(r"/manifests/", status=500, times=2)          # 500 twice, then forward
     proxy.fail(r"/blobs/", status=429, times=1, headers={"Retry-After": "1"})
     proxy.fail(r"/v2/$", reset=True, times=1)                # drop the connection without answering
+    proxy.stall_bodies_over(512 * 1024, times=1)             # send part of the next big body, then hang
 
 With `bearer=(user, password)` the proxy also plays a token-auth registry front: requests without a
 valid token get `401` with a `Bearer realm=".../token",service=...,scope=...` challenge, and
@@ -76,6 +77,9 @@ class ProxyState:
     seen: list[Seen] = field(default_factory=list)
     token_requests: list[dict] = field(default_factory=list)
     tokens: dict[str, TokenGrant] = field(default_factory=dict)
+    stall_after: int | None = None  # bodies longer than this stop after this many bytes ...
+    stalls_left: int = 0  # ... this many times, until `released` is set
+    released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -132,6 +136,12 @@ class FaultyProxy:
         with self.state.lock:
             self.state.faults.append(Fault(re.compile(pattern), method, status, times, headers or {}, reset))
 
+    def stall_bodies_over(self, size: int, times: int = 1) -> None:
+        """The next `times` response bodies longer than `size` bytes stop after `size` bytes and hang
+        (a registry that stalls mid-blob) until the proxy stops."""
+        with self.state.lock:
+            self.state.stall_after, self.state.stalls_left = size, times
+
     def requests(self, pattern: str = "", method: str | None = None) -> list[Seen]:
         """Requests seen so far whose path matches `pattern` (and method, if given)."""
         with self.state.lock:
@@ -139,6 +149,7 @@ class FaultyProxy:
                     if re.search(pattern, s.path) and (method is None or s.method == method)]
 
     def stop(self) -> None:
+        self.state.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -263,9 +274,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", length or str(len(payload)))
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(payload)
+                self._write_body(payload)
         finally:
             upstream.close()
+
+    def _write_body(self, payload: bytes) -> None:
+        """The whole body, unless a stall is due: then its first part, and hang until released."""
+        state = self.proxy.state
+        with state.lock:
+            stall = state.stall_after is not None and len(payload) > state.stall_after and state.stalls_left > 0
+            if stall:
+                state.stalls_left -= 1
+        if not stall:
+            self.wfile.write(payload)
+            return
+        self.wfile.write(payload[:state.stall_after])
+        self.wfile.flush()
+        state.released.wait()
+        self.close_connection = True
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

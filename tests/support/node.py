@@ -37,6 +37,7 @@ from pathlib import Path
 from agent import containerd
 from agent.node import Node
 from agent.paths import SNAPSHOTTER_UNIT, HostPaths
+from converter.estargz import LayerOptions
 from converter.image import convert_image
 from converter.reference import parse_reference
 from converter.registry import RegistryClient
@@ -57,6 +58,8 @@ class LazyImage:
     files: dict[str, bytes]  # path in the image → content
     layer_sizes: dict[str, int]  # digest → size, of the twin's layers
     source_layer_sizes: dict[str, int]
+    startup_bytes: dict[str, int]  # digest → what the converter says a node fetches to start, per twin layer
+    prioritized: dict[str, list[str]]  # digest → the files the converter placed first in that twin layer
 
     def ref(self, host: str, twin: bool = True) -> str:
         return f"{host}/{self.repository}:{self.twin_tag if twin else self.tag}"
@@ -67,10 +70,10 @@ def _noise(seed: str, size: int) -> bytes:
 
 
 def push_lazy_image(work: Path, registry_url: str, repository: str, credentials: tuple[str, str] | None = None,
-                    noise_size: int = 12 << 20) -> LazyImage:
+                    noise_size: int = 12 << 20, prioritized: tuple[str, ...] = ()) -> LazyImage:
     """Push a busybox image with a large data layer, convert it to its eStargz twin with the
-    project's converter, and describe both. Incompressible data stands for the bulk of a real
-    image that a container start does not read."""
+    project's converter (with `prioritized` files, as a rule would give them), and describe both.
+    Incompressible data stands for the bulk of a real image that a container start does not read."""
     files = {"data/first.txt": b"first file, read when the container starts\n",
              "data/second.txt": b"second file, read later\n" * 3,
              "data/third.txt": b"third file, only read after the agent restarted\n"}
@@ -85,13 +88,16 @@ def push_lazy_image(work: Path, registry_url: str, repository: str, credentials:
     push_image(work, f"{host}/{repository}:1.0", [Platform(layers=layers)], credentials=credentials)
     username, password = credentials or (None, None)
     with RegistryClient(registry_url, username=username, password=password) as client:
-        result = convert_image(client, parse_reference(f"{host}/{repository}:1.0"))
+        result = convert_image(client, parse_reference(f"{host}/{repository}:1.0"),
+                               options=LayerOptions(prioritized_files=prioritized))
         source = client.get_manifest(repository, "1.0").json()
         twin = client.get_manifest(repository, "1.0-apparate").json()
     assert result.platforms, result
     return LazyImage(repository, "1.0", "1.0-apparate", files,
                      {layer["digest"]: layer["size"] for layer in twin["layers"]},
-                     {layer["digest"]: layer["size"] for layer in source["layers"]})
+                     {layer["digest"]: layer["size"] for layer in source["layers"]},
+                     {layer.digest: layer.startup_bytes for layer in result.platforms[0].layers},
+                     {layer.digest: layer.prioritized for layer in result.platforms[0].layers})
 
 
 class ProcessServices:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipeline', '0003_twins_of_succeeded_jobs'),
+        ('pipeline', '0004_twins_of_succeeded_jobs'),
     ]
 
     operations = [

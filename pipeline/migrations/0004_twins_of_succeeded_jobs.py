@@ -42,7 +42,7 @@ def forwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("pipeline", "0002_accelerated_images_and_operations"),
+        ("pipeline", "0003_accelerated_images_and_operations"),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipeline', '0001_initial'),
+        ('pipeline', '0002_conversionjob_worker'),
         ('registries', '0003_pushevent_moved_to_pipeline'),
         ('rules', '0004_jobs_moved_to_pipeline'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
