@@ -244,7 +244,7 @@ class DeployForm(forms.ModelForm):
         instance = self._chosen_instance()
         images = accelerated_images(instance) if instance else []
         self.fields["image"].widget.choices = [
-            (job.accelerated, f"{job.path}:{job.result_tag} (twin of :{job.source_tag})") for job in images
+            (twin.accelerated, f"{twin.path}:{twin.twin_tag} (twin of :{twin.source_tag})") for twin in images
         ]
         if instance is None:
             self.fields["image"].help_text = "Choose the instance first; its accelerated images are suggested here."

@@ -4,14 +4,15 @@ getting-started checklist."""
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from clusters.models import Cluster, Node
 from core.actions import worker_status
+from pipeline import twins
 from pipeline.choices import COLOURS as PUSH_COLOURS
-from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome
-from pipeline.models import ConversionJob, PushEvent
+from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome, PushReason, TwinState
+from pipeline.models import AcceleratedImage, ConversionJob, PushEvent
 from registries.models import Instance
 from rules.models import Rule
 
@@ -52,29 +53,36 @@ class Figures:
 
 
 def _events(now) -> dict:
+    """Pushes of the last 24 hours by outcome, and the latest skips worth a look: not the registry
+    reporting the console's own twin pushes (counted apart), not skips a later conversion resolved."""
     since = now - RECENT_WINDOW
     counts = dict(PushEvent.objects.filter(received_at__gte=since).values_list("outcome")
                   .annotate(n=Count("pk")).order_by())
+    resolved = AcceleratedImage.objects.filter(
+        instance=OuterRef("instance"), namespace=OuterRef("namespace"), repository=OuterRef("repository"),
+        source_digest=OuterRef("digest"), state=TwinState.PRESENT).exclude(source_digest="")
     skipped = PushEvent.objects.filter(outcome=PushOutcome.SKIPPED).select_related("instance")
     return {
         "since": since,
         "total": sum(counts.values()),
         "by_outcome": [{"value": value, "label": label, "count": counts.get(value, 0),
                         "colour": PUSH_COLOURS.get(value, "grey")} for value, label in PushOutcome.choices],
-        "recent_skipped": list(skipped[:RECENT_SKIPPED_LIMIT]),
+        "recent_skipped": list(skipped.exclude(reason=PushReason.ACCELERATED_TAG).exclude(Exists(resolved))
+                               [:RECENT_SKIPPED_LIMIT]),
+        "twin_pushes": skipped.filter(reason=PushReason.ACCELERATED_TAG, received_at__gte=since).count(),
         "ever": PushEvent.objects.exists(),
     }
 
 
 def _jobs() -> dict:
-    """Jobs by state, images accelerated, storage the twins add, and the latest failures."""
+    """Jobs by state, accelerated images present and the storage they add, and the latest failures."""
     counts = dict(ConversionJob.objects.values_list("status").annotate(n=Count("pk")).order_by())
-    succeeded = ConversionJob.objects.filter(status=JobStatus.SUCCEEDED)
+    present = twins.storage(AcceleratedImage.objects.all())
     return {
         "by_state": [{"value": value, "label": label, "count": counts.get(value, 0),
                       "colour": JOB_COLOURS.get(value, "grey")} for value, label in JobStatus.choices],
-        "accelerated": succeeded.count(),
-        "storage_added": succeeded.aggregate(total=Sum("result_size"))["total"] or 0,
+        "accelerated": present.count,
+        "storage_added": present.bytes,
         "recent_failures": list(ConversionJob.objects.filter(status=JobStatus.FAILED).select_related("instance")
                                 .order_by("-finished_at", "-id")[:RECENT_SKIPPED_LIMIT]),
     }

@@ -366,6 +366,8 @@ CELERY_BEAT_SCHEDULE["rules-reconcile"] = {
     "task": "rules.tasks.reconcile_all_task",
     "schedule": APPARATE_RECONCILE_INTERVAL,
 }
+# The Images page reads rows; a view enqueues a background refresh when they are older than this (seconds).
+APPARATE_IMAGES_REFRESH_AGE = float(os.environ.get("APPARATE_IMAGES_REFRESH_AGE", "300"))
 # Redis/SQS brokers: seconds before a message taken by a worker that vanished is delivered again.
 APPARATE_BROKER_VISIBILITY_TIMEOUT = float(os.environ.get("APPARATE_BROKER_VISIBILITY_TIMEOUT", "3600"))
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):

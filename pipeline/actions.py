@@ -1,6 +1,8 @@
-"""Domain verbs of the pipeline: pushes, conversion jobs and their twin tags.
+"""Domain verbs of the pipeline: pushes, conversion jobs, their twins and the actions people take.
 
-The webhook view, the Jobs and Images pages, the API and the Celery tasks all go through these.
+The webhook view, the Jobs page, the API, the operations and the Celery tasks all go through these.
+A twin is recorded (pipeline.twins) only once its tag really is in the registry. Retry, cancel and
+the re-creation of deleted twins are audited with their actor and door (core.audit).
 """
 
 import contextlib
@@ -10,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -17,7 +20,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from converter.errors import ConversionError
+from converter.errors import (
+    ConversionError,
+    CorruptLayerError,
+    HostileArchiveError,
+    InvalidOptionsError,
+    LayerTooLargeError,
+)
 from converter.estargz import PROFILES, LayerOptions
 from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
 from converter.reference import ImageReference, InvalidReference, parse_reference
@@ -29,10 +38,14 @@ from converter.registry import (
     RegistryTLSError,
 )
 from core.actions import current_worker
-from pipeline.choices import TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason
+from core.audit import record
+from pipeline import twins
+from pipeline.catalogue import read_image
+from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason
 from pipeline.intake import PushRecord, is_image_manifest, is_signature_tag
 from pipeline.layer_cache import DatabaseLayerCache
 from pipeline.models import MAX_LOG_LINES, ConversionJob, PushEvent, options_key
+from pipeline.naming import is_twin_tag, suffix, twin_tag
 from registries.models import Instance
 from rules.choices import DEFAULT_CHUNK_SIZE, Compression
 from rules.matching import match_image
@@ -49,48 +62,49 @@ JOB_WORKDIR_PREFIX = "apparate-job-"
 # --- Push events ---------------------------------------------------------------------------------
 
 
-def _decide(instance: Instance, push: PushRecord) -> tuple[str, str, str, object]:
-    """(outcome, reason, human reason, matched rule) for a push; the instance row is locked."""
+@dataclass(frozen=True)
+class _Decision:
+    outcome: str
+    reason: str
+    detail: str
+    rule: Rule | None = None
+    known: PushEvent | None = None  # content already requested under another push: that push
+
+
+def _decide(instance: Instance, push: PushRecord) -> _Decision:
+    """What to do with a push, and why; the instance row is locked."""
     skipped = PushOutcome.SKIPPED
     earlier = instance.push_events.filter(delivery_id=push.delivery_id).order_by("id").first()
     if earlier is not None:
-        return skipped, PushReason.ALREADY_SEEN, (
+        return _Decision(skipped, PushReason.ALREADY_SEEN, (
             f"Delivery '{push.delivery_id}' was already received (event #{earlier.pk}). Registries resend "
-            "notifications they believe were lost; the repeat changes nothing."
-        ), None
+            "notifications they believe were lost; the repeat changes nothing."))
     if not is_image_manifest(push.media_type):
-        return skipped, PushReason.NOT_IMAGE_MANIFEST, (
+        return _Decision(skipped, PushReason.NOT_IMAGE_MANIFEST, (
             f"Media type '{push.media_type}' is not a container image manifest or index (e.g. an artifact, "
-            "a config or a schema 1 manifest); only images are accelerated."
-        ), None
+            "a config or a schema 1 manifest); only images are accelerated."))
     if push.tag and is_signature_tag(push.tag):
-        return skipped, PushReason.NOT_IMAGE_MANIFEST, (
-            f"Tag '{push.tag}' is a signature, attestation or SBOM (cosign naming), not a runnable image."
-        ), None
+        return _Decision(skipped, PushReason.NOT_IMAGE_MANIFEST, (
+            f"Tag '{push.tag}' is a signature, attestation or SBOM (cosign naming), not a runnable image."))
     if not push.tag:
-        return skipped, PushReason.NO_TAG, (
-            "Pushed by digest without a tag. Accelerated images are named after tags (<tag>"
-            f"{settings.APPARATE_ACCELERATED_SUFFIX}); the platform images of a multi-platform image arrive "
-            "this way and are converted with the tagged push of their index."
-        ), None
-    suffix = settings.APPARATE_ACCELERATED_SUFFIX
-    if push.tag.endswith(suffix):
-        return skipped, PushReason.ACCELERATED_TAG, (
-            f"Tag '{push.tag}' ends with '{suffix}': it is an accelerated image already, so it is not converted "
-            "again."
-        ), None
+        return _Decision(skipped, PushReason.NO_TAG, (
+            f"Pushed by digest without a tag. Accelerated images are named after tags ({twin_tag('<tag>')}); "
+            "the platform images of a multi-platform image arrive this way and are converted with the tagged "
+            "push of their index."))
+    if is_twin_tag(push.tag):
+        return _Decision(skipped, PushReason.ACCELERATED_TAG, (
+            f"Tag '{push.tag}' ends with '{suffix()}': it is an accelerated image already, so it is not converted "
+            "again."))
     address = f"{instance.host}/{push.path}:{push.tag}"
     try:
         reference = parse_reference(address)
     except InvalidReference as error:
-        return skipped, PushReason.INVALID_REFERENCE, (
-            f"'{address}' is not an image address rules can match: {error} Rules need host/namespace/repository."
-        ), None
+        return _Decision(skipped, PushReason.INVALID_REFERENCE, (
+            f"'{address}' is not an image address rules can match: {error} Rules need host/namespace/repository."))
     if not instance.acceleration_enabled:
-        return skipped, PushReason.ACCELERATION_OFF, (
+        return _Decision(skipped, PushReason.ACCELERATION_OFF, (
             f"Acceleration is off for instance '{instance.name}'. Enable it on the instance page and push the "
-            "image again to convert it."
-        ), None
+            "image again to convert it."))
     outcome = match_image(instance, reference)
     if outcome.rule is None:
         if outcome.closest is None:
@@ -104,7 +118,7 @@ def _decide(instance: Instance, push: PushRecord) -> tuple[str, str, str, object
                 f"No enabled rule matched. Closest rule: '{outcome.closest.rule.name}', which failed on "
                 f"{failure.name}: {failure.detail}."
             )
-        return skipped, PushReason.NO_RULE_MATCHED, detail, None
+        return _Decision(skipped, PushReason.NO_RULE_MATCHED, detail)
     converted = (
         instance.push_events.filter(
             outcome=PushOutcome.CONVERSION_REQUESTED, namespace=push.namespace, repository=push.repository,
@@ -112,16 +126,40 @@ def _decide(instance: Instance, push: PushRecord) -> tuple[str, str, str, object
         ).order_by("id").first()
     )
     if converted is not None:
-        also = "" if converted.tag == push.tag else (
-            f" Its accelerated image is also tagged '{push.tag}{suffix}'.")
-        return skipped, PushReason.ALREADY_SEEN, (
-            f"{push.path}@{push.digest} was already requested for conversion (event #{converted.pk}, tag "
-            f"'{converted.tag}'); the same content is converted once.{also}"
-        ), outcome.rule
-    return PushOutcome.CONVERSION_REQUESTED, PushReason.RULE_MATCHED, (
-        f"Rule '{outcome.rule.name}' matched; conversion requested. The accelerated image will be "
-        f"{push.path}:{push.tag}{suffix}."
-    ), outcome.rule
+        return _Decision(skipped, PushReason.ALREADY_SEEN, "", outcome.rule, known=converted)
+    return _Decision(PushOutcome.CONVERSION_REQUESTED, PushReason.RULE_MATCHED, (
+        f"Rule '{outcome.rule.name}' matched; conversion requested. Its accelerated image is "
+        f"{push.path}:{twin_tag(push.tag)} once the job succeeds."), outcome.rule)
+
+
+def _job_for_content(instance: Instance, namespace: str, repository: str, digest: str,
+                     rule: Rule | None) -> ConversionJob | None:
+    """The job of some content: the one with the rule's current options, else the newest."""
+    jobs = ConversionJob.objects.filter(instance=instance, namespace=namespace, repository=repository,
+                                        source_digest=digest)
+    return (jobs.filter(options_key=options_key(options_of(rule))).first()
+            or jobs.order_by("-created_at", "-id").first())
+
+
+def _known_content_detail(push: PushRecord, known: PushEvent, job: ConversionJob | None) -> str:
+    """What happens to a new tag of content already requested: said as it is, never promised."""
+    seen = (f"{push.path}@{push.digest} was already requested for conversion (event #{known.pk}, tag "
+            f"'{known.tag}'); the same content is converted once.")
+    twin = f"'{twin_tag(push.tag)}'"
+    if job is None:
+        return f"{seen} Its job no longer exists; use Convert now to make {twin}."
+    row = twins.row_of_tag(job.instance, job.namespace, job.repository, push.tag)
+    if row is not None and row.is_present and row.job_id == job.pk:
+        return f"{seen} {twin} is in the registry already (job #{job.pk})."
+    if job.status == JobStatus.SUCCEEDED and row is not None and not row.is_present:
+        return f"{seen} {twins.describe_gone(row)} Retry job #{job.pk} or use Convert now to re-create it."
+    if job.status == JobStatus.SUCCEEDED:
+        return f"{seen} {twin} is being tagged on the accelerated image of job #{job.pk}, without converting again."
+    if job.status in ACTIVE:
+        return f"{seen} {twin} will be tagged when job #{job.pk} ({job.get_status_display().lower()}) succeeds."
+    why = f": {job.reason}" if job.reason else ""
+    return (f"{seen} Job #{job.pk} {job.get_status_display().lower()}{why} {twin} will be made when the content is "
+            f"converted: retry job #{job.pk} (it re-reads the rule's options) or use Convert now.")
 
 
 def record_push(instance: Instance, push: PushRecord) -> PushEvent:
@@ -129,7 +167,8 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
 
     The instance row is locked while deciding, so concurrent duplicate deliveries are serialized:
     the first stores "conversion requested", the rest "already seen". A unique constraint backs this
-    up; should it fire anyway, the push is stored as already seen.
+    up; should it fire anyway, the push is stored as already seen. A new tag of content already
+    requested joins that content's job and gets its own twin when the job succeeds.
     """
     fields = {
         "source": push.source, "delivery_id": push.delivery_id, "actor": push.actor, "namespace": push.namespace,
@@ -137,22 +176,32 @@ def record_push(instance: Instance, push: PushRecord) -> PushEvent:
     }
     with transaction.atomic():
         locked = Instance.objects.select_for_update().get(pk=instance.pk)
-        outcome, reason, detail, rule = _decide(locked, push)
+        decision = _decide(locked, push)
+        detail, job = decision.detail, None
+        if decision.known is not None:
+            job = _job_for_content(locked, push.namespace, push.repository, push.digest, decision.rule)
+            if job is not None:
+                added = add_twin_tag(job, push.tag)
+                job.refresh_from_db()
+                if not added and job.status == JobStatus.SUCCEEDED and push.tag != job.source_tag and \
+                        twins.row_of_tag(locked, push.namespace, push.repository, push.tag) is None:
+                    _enqueue_twin_tags(job)  # a known tag that never got its twin (a lost task): tag it now
+            detail = _known_content_detail(push, decision.known, job)
         try:
             with transaction.atomic():
                 event = PushEvent.objects.create(
-                    instance=locked, outcome=outcome, reason=reason, reason_detail=detail, matched_rule=rule, **fields
+                    instance=locked, outcome=decision.outcome, reason=decision.reason, reason_detail=detail,
+                    matched_rule=decision.rule, job=job, **fields,
                 )
         except IntegrityError:
             return PushEvent.objects.create(
-                instance=locked, outcome=PushOutcome.SKIPPED, reason=PushReason.ALREADY_SEEN, matched_rule=rule,
-                reason_detail=f"{push.path}@{push.digest} was already requested for conversion by a concurrent "
-                "delivery; the same content is converted once.", **fields,
+                instance=locked, outcome=PushOutcome.SKIPPED, reason=PushReason.ALREADY_SEEN,
+                matched_rule=decision.rule, reason_detail=f"{push.path}@{push.digest} was already requested for "
+                "conversion by a concurrent delivery; the same content is converted once.", **fields,
             )
         if event.outcome == PushOutcome.CONVERSION_REQUESTED:
-            request_conversion_for_event(event)  # the job (event.jobs) is enqueued after commit
-        elif rule is not None:  # known content under another tag: that tag gets its own twin
-            add_twin_tag_for_event(event)
+            event.job = request_conversion_for_event(event)  # enqueued after commit
+            event.save(update_fields=["job"])
         return event
 
 
@@ -198,19 +247,22 @@ def add_twin_tag(job: ConversionJob, tag: str) -> bool:
 
     The content is converted once; each further tag pushed with the same digest (`1.0` and
     `latest`, say) gets the same accelerated manifest under its own twin name. A succeeded job is
-    tagged right away (a small task); a job still to run tags every twin when it succeeds.
-    Returns False when the tag was known already.
+    tagged right away (a small task); a job still to run, or to retry, tags every twin when it
+    succeeds. Returns False when the tag was known already.
     """
     with transaction.atomic():
         locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
         if tag == locked.source_tag or tag in locked.twin_tags:
             return False
         locked.twin_tags = [*locked.twin_tags, tag]
-        _log(locked, f"Tag '{tag}' has the same content; {tag}{settings.APPARATE_ACCELERATED_SUFFIX} will point at "
-                     "the accelerated image.")
-        locked.save(update_fields=["twin_tags", "log", "updated_at"])
         if locked.status == JobStatus.SUCCEEDED:
+            _log(locked, f"Tag '{tag}' has the same content; {twin_tag(tag)} is being tagged on the accelerated "
+                         "image.")
             _enqueue_twin_tags(locked)
+        else:
+            _log(locked, f"Tag '{tag}' has the same content; {twin_tag(tag)} will be tagged when this job "
+                         "succeeds.")
+        locked.save(update_fields=["twin_tags", "log", "updated_at"])
     job.twin_tags = locked.twin_tags
     return True
 
@@ -223,18 +275,57 @@ def _enqueue_twin_tags(job: ConversionJob) -> None:
     transaction.on_commit(lambda: push_twin_tags_task.delay(job_id))
 
 
+def _sizes(client, job: ConversionJob, twin_digest: str) -> dict:
+    """Source and twin sizes for the twin rows; best effort (the Images refresh fills gaps)."""
+    sizes = {}
+    for key, digest in (("source_size", job.source_digest), ("twin_size", twin_digest)):
+        try:
+            sizes[key] = read_image(client, job.path, digest).size
+        except RegistryError as error:
+            logger.warning("job=%s action=size-unknown digest=%s error=%s", job.pk, digest, error.message)
+    return sizes
+
+
+def _tag_twins(client, job: ConversionJob, tags: list[str], manifest) -> list[str]:
+    """PUT the accelerated manifest under each tag's twin name and record each twin once its PUT
+    succeeded; returns the twin tags written. A tag that points at other content by now keeps the
+    twin it has: the job's tags are those its content had when they were pushed."""
+    sizes = _sizes(client, job, manifest.digest)
+    written = []
+    for tag in tags:
+        current = client.head_manifest(job.path, tag)
+        if current is None or current.digest != job.source_digest:
+            logger.info("job=%s action=twin-skipped tag=%s reason=moved", job.pk, tag)
+            continue
+        client.put_manifest(job.path, twin_tag(tag), manifest.content, manifest.media_type)
+        twins.record_present(job, tag, manifest.digest, **sizes)
+        written.append(twin_tag(tag))
+    return written
+
+
 def push_twin_tags(job_id: int) -> list[str]:
-    """Tag the accelerated image of a succeeded job once more for each twin tag (idempotent PUTs of
-    the manifest that is already there); returns the twin tags written."""
+    """Tag the accelerated image of a succeeded job for each further tag whose twin is not in the
+    registry (idempotent PUTs of the manifest that is already there); returns the twin tags written.
+    When the accelerated manifest itself is gone, the job is queued again to convert."""
     job = ConversionJob.objects.select_related("instance").filter(pk=job_id, status=JobStatus.SUCCEEDED).first()
-    if job is None or not job.twin_tags or not job.result_digest:
+    if job is None or not job.result_digest:
         return []
-    path = f"{job.namespace}/{job.repository}"
-    written = [tag + settings.APPARATE_ACCELERATED_SUFFIX for tag in job.twin_tags]
+    tags = [tag for tag in twins.not_present_tags(job) if tag != job.source_tag]
+    if not tags:
+        return []
     with job.instance.registry_client() as client:
-        manifest = client.get_manifest(path, job.result_digest)
-        for twin in written:
-            client.put_manifest(path, twin, manifest.content, manifest.media_type)
+        try:
+            manifest = client.get_manifest(job.path, job.result_digest)
+        except RegistryNotFound:
+            with transaction.atomic():
+                locked = ConversionJob.objects.select_for_update().get(pk=job_id)
+                if locked.status == JobStatus.SUCCEEDED:
+                    _requeue(locked, f"The accelerated manifest {job.result_digest} is no longer in the registry; "
+                                     f"converting again to make {', '.join(twin_tag(tag) for tag in tags)}.")
+            return []
+        written = _tag_twins(client, job, tags, manifest)
+    if not written:
+        return []
     with transaction.atomic():
         locked = ConversionJob.objects.select_for_update().get(pk=job_id)
         _log(locked, f"Tagged the accelerated image as {', '.join(written)}.")
@@ -245,7 +336,7 @@ def push_twin_tags(job_id: int) -> list[str]:
 
 def request_conversion(
     instance: Instance, reference: ImageReference | str, digest: str | None = None, *, rule: Rule | None = None,
-    event=None, requested_by=None, trigger: str = JobTrigger.WEBHOOK,
+    event=None, requested_by=None, trigger: str = JobTrigger.WEBHOOK, join: bool = True,
 ) -> tuple[ConversionJob, bool]:
     """Get or create the conversion job of one source image and enqueue it after commit.
 
@@ -253,16 +344,15 @@ def request_conversion(
     `digest` is the source manifest digest (taken from the reference when it has one). The job is
     unique per (instance, repository, digest, format, options): a duplicate delivery, a re-push of
     the same digest or a second matching rule returns the existing job with `created=False` and
-    enqueues nothing. `rule` (the first enabled matching rule) decides the options; without one
-    the defaults apply.
+    enqueues nothing (a new tag of it becomes one of its twin tags, unless `join` is off). `rule`
+    (the first enabled matching rule) decides the options; without one the defaults apply.
     """
     reference = _as_reference(instance, reference)
     digest = digest or reference.digest
     if not digest:
         raise ValidationError("A conversion needs the source manifest digest.")
     if not reference.tag:
-        raise ValidationError("A conversion needs a tag: the accelerated image is named <tag>"
-                              f"{settings.APPARATE_ACCELERATED_SUFFIX}.")
+        raise ValidationError(f"A conversion needs a tag: the accelerated image is named {twin_tag('<tag>')}.")
     options = options_of(rule)
     with transaction.atomic():
         job, created = ConversionJob.objects.get_or_create(
@@ -278,19 +368,9 @@ def request_conversion(
             enqueue_job(job)
             logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk, trigger,
                         instance.pk, job.source, digest)
-        else:
+        elif join:
             add_twin_tag(job, reference.tag)
     return job, created
-
-
-def add_twin_tag_for_event(event) -> ConversionJob | None:
-    """A push of content already requested under another tag: give this tag its twin as well."""
-    job = ConversionJob.objects.filter(
-        instance=event.instance, namespace=event.namespace, repository=event.repository, source_digest=event.digest,
-    ).order_by("id").first()
-    if job is not None:
-        add_twin_tag(job, event.tag)
-    return job
 
 
 def request_conversion_for_event(event) -> ConversionJob:
@@ -302,58 +382,185 @@ def request_conversion_for_event(event) -> ConversionJob:
     return job
 
 
-def convert_now(instance: Instance, reference: ImageReference | str, requested_by=None) -> tuple[ConversionJob, bool]:
-    """Convert any tag of the instance now, with or without a rule.
+class Outcome:
+    """What `request_twin` did for a tag."""
 
-    The tag's current digest is read from the registry. The first enabled matching rule gives the
-    options (so this meets the webhook's job for the same image); otherwise the defaults apply. A
-    job that already exists is returned, and put back in the queue if it had failed or was cancelled.
+    CREATED = "created"  # a new job
+    QUEUED_AGAIN = "queued_again"  # a failed, cancelled or skipped job runs again
+    RECREATING = "recreating"  # a succeeded job runs again: its twin was deleted or is missing
+    TAGGING = "tagging"  # a new tag of converted content: its twin is being tagged
+    IN_PROGRESS = "in_progress"  # the job is queued or running
+    ALREADY = "already"  # the twin is in the registry
+    LEFT_AS_IS = "left_as_is"  # the job failed, was cancelled or skipped: retrying is for people
+
+
+def request_twin(instance: Instance, reference: ImageReference, digest: str, *, rule: Rule | None, trigger: str,
+                 requested_by=None, retry_failed: bool = False) -> tuple[ConversionJob, str]:
+    """Make sure `reference`'s tag gets its twin: a new job, or the existing one put to work.
+
+    An existing succeeded job whose twin is not in the registry (deleted, missing, never tagged)
+    runs again: it re-tags when the accelerated manifest still exists and converts otherwise. A
+    failed, cancelled or skipped job is queued again only with `retry_failed` (Convert now; the
+    reconciler and backfill leave failures to people). Returns the job and an `Outcome`.
     """
-    reference = _as_reference(instance, reference)
+    job, created = request_conversion(instance, reference, digest, rule=rule, requested_by=requested_by,
+                                      trigger=trigger, join=False)
+    if created:
+        return job, Outcome.CREATED
+    with transaction.atomic():
+        added = add_twin_tag(job, reference.tag)  # tagged on success, or now if the job succeeded
+        locked = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job.pk)
+        if locked.status in ACTIVE:
+            return locked, Outcome.IN_PROGRESS
+        why = JobTrigger(trigger).label
+        if locked.status != JobStatus.SUCCEEDED:
+            if not retry_failed:
+                return locked, Outcome.LEFT_AS_IS
+            return _rerun(locked, why), Outcome.QUEUED_AGAIN
+        row = twins.row_of_tag(instance, reference.namespace, reference.repository, reference.tag)
+        if row is not None and row.is_present:
+            return locked, Outcome.ALREADY
+        if row is None and reference.tag != locked.source_tag:
+            if not added:  # known, yet never tagged: tag it now (the task converts again if need be)
+                _enqueue_twin_tags(locked)
+            return locked, Outcome.TAGGING
+        return _rerun(locked, why), Outcome.RECREATING
+
+
+def check_convert_now(instance: Instance, image: str) -> ImageReference:
+    """The image "Convert now" was given, checked without a registry call: on the instance, not a
+    twin itself. Raises ValidationError (or InvalidReference) with the reason."""
+    reference = _as_reference(instance, image)
     if reference.host != instance.host:
         raise ValidationError(f"'{reference}' is not on instance '{instance.name}' ({instance.host}).")
-    suffix = settings.APPARATE_ACCELERATED_SUFFIX
-    if reference.tag and reference.tag.endswith(suffix):
-        raise ValidationError(f"The tag '{reference.tag}' ends with '{suffix}': it is already an accelerated image.")
+    if reference.tag and is_twin_tag(reference.tag):
+        raise ValidationError(f"The tag '{reference.tag}' ends with '{suffix()}': it is already an accelerated "
+                              "image.")
+    return reference.with_tag(reference.tag or "latest") if not reference.digest else reference
+
+
+def convert_now(instance: Instance, reference: ImageReference, requested_by=None) -> tuple[ConversionJob, str]:
+    """Convert any tag of the instance now, with or without a rule (a worker runs this).
+
+    The tag's current digest is read from the registry. The first enabled matching rule, read now,
+    gives the options (so this meets the webhook's job for the same image); otherwise the defaults
+    apply. An existing job is put to work: queued again if it had failed or was cancelled, run
+    again if its twin was deleted or is missing. Returns the job and an `Outcome`.
+    """
     digest = reference.digest
+    tag = reference.tag or "latest"
     if not digest:
         with instance.registry_client() as client:
             try:
-                found = client.head_manifest(reference.path, reference.tag or "latest")
+                found = client.head_manifest(reference.path, tag)
             except RegistryError as error:
                 raise ValidationError(f"Could not read {reference} from the registry: {error.message}") from None
         if found is None:
             raise ValidationError(f"{reference} does not exist in the registry.")
         digest = found.digest
-    outcome = match_image(instance, reference) if instance.acceleration_enabled else None
-    rule = outcome.rule if outcome else None
-    job, created = request_conversion(instance, reference.with_tag(reference.tag or "latest"), digest, rule=rule,
-                                      requested_by=requested_by, trigger=JobTrigger.MANUAL)
-    if not created and job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        job = retry_job(job)
-    return job, created
+    reference = reference.with_tag(tag)
+    rule = current_rule(instance, reference)
+    content = ConversionJob.objects.filter(instance=instance, namespace=reference.namespace,
+                                           repository=reference.repository, source_digest=digest)
+    with transaction.atomic():
+        earlier = content.select_for_update().filter(
+            status__in=[JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED]).order_by("-created_at").first()
+        if earlier is not None and not content.filter(options_key=options_key(options_of(rule))).exists():
+            # The content's job has the rule's old options: it runs again with the current ones.
+            add_twin_tag(earlier, reference.tag)
+            earlier.refresh_from_db()
+            return _rerun(earlier, "Convert now"), Outcome.QUEUED_AGAIN
+    return request_twin(instance, reference, digest, rule=rule, trigger=JobTrigger.MANUAL,
+                        requested_by=requested_by, retry_failed=True)
+
+
+def current_rule(instance: Instance, reference: ImageReference) -> Rule | None:
+    """The first enabled rule that matches the image now (None when acceleration is off)."""
+    return match_image(instance, reference).rule if instance.acceleration_enabled else None
+
+
+def retry_offered(job: ConversionJob) -> bool:
+    """Retry applies to failed, cancelled and skipped jobs, and to succeeded ones whose twins are
+    not all in the registry (deleted through the console or missing)."""
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED):
+        return True
+    return job.status == JobStatus.SUCCEEDED and bool(twins.not_present_tags(job))
 
 
 def retry_job(job: ConversionJob) -> ConversionJob:
-    """Put a failed (or cancelled, or skipped) job back in the queue with a fresh attempt budget."""
+    """Run a job again with the first matching rule's current options (audited).
+
+    For a failed, cancelled or skipped job, or a succeeded one whose twins were deleted or are
+    missing. When the rule's options changed since, the job is re-run with the new ones and keeps
+    the old ones in `previous_options`; when another job already has the new options for this
+    content, that job takes over the tags and is the one that runs (and is returned).
+    """
     with transaction.atomic():
-        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
-        if locked.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED):
-            raise JobActionRefused(f"Job #{locked.pk} is {locked.get_status_display().lower()}; only failed, "
-                                   "cancelled or skipped jobs can be retried.")
-        locked.status = JobStatus.QUEUED
-        locked.attempts = locked.retries = 0
-        locked.reason = ""
-        locked.finished_at = None
-        _log(locked, "Retry requested; queued again.")
-        locked.save()
-        enqueue_job(locked)
-    logger.info("job=%s action=retry", locked.pk)
+        locked = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job.pk)
+        if not retry_offered(locked):
+            raise JobActionRefused(
+                f"Job #{locked.pk} is {locked.get_status_display().lower()}"
+                + ("" if locked.status in ACTIVE else " and its accelerated images are in the registry")
+                + "; only failed, cancelled or skipped jobs, or succeeded ones whose accelerated image is gone, "
+                  "can be retried.")
+        old_status = locked.status
+        rerun = _rerun(locked, "Retry requested")
+        _audit(rerun, "retry", old_status if rerun.pk == locked.pk else None)
+    logger.info("job=%s action=retry", rerun.pk)
+    return rerun
+
+
+def _rerun(locked: ConversionJob, why: str) -> ConversionJob:
+    """Queue a locked, finished job again with the first matching rule's current options."""
+    reference = ImageReference(locked.instance.host, locked.namespace, locked.repository, tag=locked.source_tag)
+    rule = current_rule(locked.instance, reference)
+    options = options_of(rule)
+    if options_key(options) != locked.options_key:
+        other = ConversionJob.objects.select_for_update().filter(
+            instance=locked.instance, namespace=locked.namespace, repository=locked.repository,
+            source_digest=locked.source_digest, options_key=options_key(options)).first()
+        if other is not None:
+            return _hand_over(locked, other)
+        locked.previous_options, locked.options, locked.rule = locked.options, options, rule
+        locked.result_tag, locked.result_digest, locked.result_size = "", "", None
+        message = (f"{why}: re-run with the rule's current options"
+                   + (f" (rule '{rule.name}')" if rule else " (no rule matches now: the defaults)") + ": "
+                   + "; ".join(locked.option_changes) + ".")
+    elif locked.status == JobStatus.SUCCEEDED:
+        message = (f"{why}: re-create the accelerated image ("
+                   + ", ".join(twin_tag(tag) for tag in twins.not_present_tags(locked)) + " not in the registry).")
+    else:
+        message = f"{why}: queued again; the rule's options are unchanged."
+    _requeue(locked, message)
     return locked
 
 
+def _hand_over(job: ConversionJob, other: ConversionJob) -> ConversionJob:
+    """The rule's current options for this content are another job's: give it the tags and run it."""
+    for tag in twins.wanted_tags(job):
+        add_twin_tag(other, tag)
+    _log(job, f"The rule's current options are those of job #{other.pk}; it makes the accelerated images of "
+              "this content now.")
+    job.save(update_fields=["log", "updated_at"])
+    other.refresh_from_db()
+    if other.status not in ACTIVE and retry_offered(other):
+        _requeue(other, f"Queued again for the tags of job #{job.pk}, whose options the rule no longer has.")
+    return other
+
+
+def _requeue(job: ConversionJob, message: str) -> None:
+    """Queue a locked, finished job again with a fresh attempt budget (the caller saved nothing yet)."""
+    job.status = JobStatus.QUEUED
+    job.attempts = job.retries = 0
+    job.reason = ""
+    job.finished_at = None
+    _log(job, message)
+    job.save()
+    enqueue_job(job)
+
+
 def cancel_job(job: ConversionJob) -> ConversionJob:
-    """Cancel a queued job; a running or finished job cannot be cancelled."""
+    """Cancel a queued job; a running or finished job cannot be cancelled (audited)."""
     with transaction.atomic():
         locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != JobStatus.QUEUED:
@@ -364,8 +571,15 @@ def cancel_job(job: ConversionJob) -> ConversionJob:
         locked.reason = "Cancelled by an operator before it started."
         _log(locked, "Cancelled.")
         locked.save()
+        _audit(locked, "cancel", JobStatus.QUEUED)
     logger.info("job=%s action=cancel", locked.pk)
     return locked
+
+
+def _audit(job: ConversionJob, action: str, old_status: str | None) -> None:
+    """An audit entry for an action people take on a job (jobs themselves are machine records)."""
+    record("update", job, {"action": {"old": None, "new": action},
+                           "status": {"old": old_status, "new": job.status}})
 
 
 def _log(job: ConversionJob, message: str, level: str = "info") -> None:
@@ -491,12 +705,14 @@ def job_workdir(job_id: int, attempt: int) -> Path:
 def run_conversion(job_id: int) -> ConversionJob | None:
     """Run one conversion job: the guarded, idempotent body of the Celery task.
 
-    Does nothing for a missing or finished job, or one a live worker is running. Otherwise converts
-    `<tag>@digest` into `<tag><suffix>` with the job's options, reusing the instance's layer cache,
-    writing progress at most once per APPARATE_JOB_PROGRESS_INTERVAL, and finishes the job:
-    succeeded; skipped (suffixed tag, already accelerated); failed with an actionable reason
-    (permanent errors, or transient ones after APPARATE_JOB_MAX_ATTEMPTS attempts). A transient
-    failure with attempts left puts the job back to queued and raises RetryLater.
+    Does nothing for a missing or finished job, or one a live worker is running. A job that
+    succeeded before and runs again to re-create its twins re-tags its accelerated manifest when
+    the registry still has it. Otherwise converts `<tag>@digest` into `<tag><suffix>` with the job's
+    options, reusing the instance's layer cache, writing progress at most once per
+    APPARATE_JOB_PROGRESS_INTERVAL, and finishes the job: succeeded (its twin recorded);
+    skipped (suffixed tag, already accelerated); failed with an actionable reason (permanent errors,
+    or transient ones after APPARATE_JOB_MAX_ATTEMPTS attempts). A transient failure with attempts
+    left puts the job back to queued and raises RetryLater.
     """
     with _exclusive(job_id) as mine:
         if not mine:
@@ -512,33 +728,64 @@ def run_conversion(job_id: int) -> ConversionJob | None:
         workdir = job_workdir(job.pk, job.attempts)
         try:
             with job.instance.registry_client() as client, DatabaseLayerCache(job.instance) as cache:
+                if job.result_digest:
+                    retagged = _retag(client, job)
+                    if retagged is not None:
+                        return retagged
                 result = convert_image(
-                    client, source, destination=source.with_tag(job.source_tag + settings.APPARATE_ACCELERATED_SUFFIX),
+                    client, source, destination=source.with_tag(twin_tag(job.source_tag)),
                     options=_layer_options(job.options), cache=cache, progress=progress,
-                    suffix=settings.APPARATE_ACCELERATED_SUFFIX, workdir=workdir,
+                    suffix=suffix(), workdir=workdir,
                 )
+                sizes = _sizes(client, job, result.digest)
         except (SuffixedTagRefused, AlreadyAccelerated) as error:
             return _finish(job_id, progress, JobStatus.SKIPPED, str(error), str(error))
         except RegistryError as error:
             return _registry_failure(job_id, progress, error)
         except ConversionError as error:
-            return _finish(job_id, progress, JobStatus.FAILED, str(error), _conversion_reason(error))
+            return _finish(job_id, progress, JobStatus.FAILED, str(error), _conversion_reason(error, job))
         except Exception as error:
             logger.exception("job=%s action=crash", job_id)
             return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
                            "The conversion stopped on an unexpected error (see the worker log); retry the job.")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        job = _succeed(job_id, progress, result, time.monotonic() - started)
-    if job.twin_tags:
+        job = _succeed(job_id, progress, result, time.monotonic() - started, sizes)
+    if [tag for tag in job.twin_tags if tag != job.source_tag]:
         _enqueue_twin_tags(job)
     return job
 
 
-def _succeed(job_id: int, progress: _Progress, result, seconds: float) -> ConversionJob:
+def _retag(client, job: ConversionJob) -> ConversionJob | None:
+    """Re-create the twins of a job that succeeded before from its accelerated manifest, when the
+    registry still has it; None when it is gone (the caller converts again)."""
+    try:
+        manifest = client.get_manifest(job.path, job.result_digest)
+    except RegistryNotFound:
+        with transaction.atomic():
+            locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+            _log(locked, f"The accelerated manifest {job.result_digest} is no longer in the registry; converting "
+                         "again.")
+            locked.save(update_fields=["log", "updated_at"])
+        return None
+    written = _tag_twins(client, job, twins.wanted_tags(job), manifest)
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+        locked.status = JobStatus.SUCCEEDED
+        locked.finished_at = timezone.now()
+        _log(locked, f"The accelerated manifest {job.result_digest} was still in the registry: tagged it again as "
+                     f"{', '.join(written)}, nothing converted." if written else
+                     f"The accelerated manifest {job.result_digest} is still in the registry, but none of the job's "
+                     "tags points at its content any more: nothing to tag.")
+        locked.save()
+    logger.info("job=%s action=retagged digest=%s tags=%s", job.pk, job.result_digest, ",".join(written))
+    return locked
+
+
+def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: dict) -> ConversionJob:
     layers = progress.snapshot()
     with transaction.atomic():
-        job = ConversionJob.objects.select_for_update().get(pk=job_id)
+        job = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job_id)
         job.status = JobStatus.SUCCEEDED
         job.finished_at = timezone.now()
         job.layers = layers
@@ -550,11 +797,15 @@ def _succeed(job_id: int, progress: _Progress, result, seconds: float) -> Conver
         job.result_size = result.size + sum(
             layer.size for platform in result.platforms for layer in platform.layers)
         job.reason = ""
+        job.warnings = result.warnings
+        for warning in result.warnings:  # e.g. a prioritized file found in no layer: placed nowhere, not fatal
+            _log(job, f"Warning: {warning}.", "warning")
         _log(job, f"Pushed {result.destination} ({result.digest}): {result.layers_converted} layer(s) converted, "
                   f"{result.layers_reused} reused, in {seconds:.1f}s.")
         job.save()
-    logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s", job_id, result.digest,
-                seconds, result.layers_converted, result.layers_reused)
+        twins.record_present(job, job.source_tag, result.digest, **sizes)
+    logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s warnings=%s", job_id,
+                result.digest, seconds, result.layers_converted, result.layers_reused, len(result.warnings))
     return job
 
 
@@ -607,8 +858,30 @@ def _registry_failure(job_id: int, progress: _Progress, error: RegistryError) ->
     return _finish(job_id, progress, JobStatus.FAILED, error.message, reason)
 
 
-def _conversion_reason(error: ConversionError) -> str:
+# Which option an InvalidOptionsError is about, by the words of its message.
+_OPTION_WORDS = (("chunk size", "chunk size"), ("prioritized", "prioritized files"), ("level", "compression"),
+                 ("compressor", "compression"))
+
+
+def _change_the_rule(job: ConversionJob, option: str) -> str:
+    where = f"rule '{job.rule.name}'" if job.rule else "the matching rule (this job used the defaults)"
+    return (f"This comes from the job's '{option}' option: change it in {where}, then Retry the job (a retry "
+            "re-reads the rule's current options).")
+
+
+def _conversion_reason(error: ConversionError, job: ConversionJob) -> str:
+    """Why a conversion failed, in words a person can act on; failures caused by the job's options
+    name the option and where to change it."""
     if isinstance(error, ImageRefused):
         return f"{error} This image cannot be converted as it is."
-    return (f"{error} The image's layers could not be converted; rebuild the image with standard tar layers "
-            "(and check its prioritized files), then push it again.")
+    if isinstance(error, InvalidOptionsError):
+        option = next((name for word, name in _OPTION_WORDS if word in str(error)), "conversion")
+        return f"{error} {_change_the_rule(job, option)}"
+    if isinstance(error, LayerTooLargeError):
+        return f"{error} The layer decompresses to more than the converter accepts; it cannot be converted."
+    if isinstance(error, HostileArchiveError):
+        return f"{error} The layer tries something unsafe and is refused on purpose; rebuild the image."
+    if isinstance(error, CorruptLayerError):
+        return (f"{error} A layer is not a readable tar, tar+gzip or tar+zstd stream; push the image again (its "
+                "copy in the registry may be damaged).")
+    return f"{error} The image's layers could not be converted as they are (see the error)."

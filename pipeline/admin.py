@@ -1,11 +1,11 @@
-"""Django admin for the pipeline's records: push events, conversion jobs and the layer cache.
+"""Django admin for the pipeline's records: push events, jobs, twins, registry tags, operations, the layer cache.
 
 They are machine records: read them here; retry or cancel jobs on the Jobs page or the API.
 """
 
 from django.contrib import admin
 
-from pipeline.models import ConversionJob, LayerCacheEntry, PushEvent
+from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry, Operation, PushEvent, RegistryTag
 
 
 @admin.register(PushEvent)
@@ -45,3 +45,41 @@ class LayerCacheEntryAdmin(admin.ModelAdmin):
     list_filter = ["instance", "converter_version"]
     search_fields = ["source_digest", "digest", "repository"]
     list_select_related = ["instance"]
+
+
+@admin.register(AcceleratedImage)
+class AcceleratedImageAdmin(admin.ModelAdmin):
+    """Twin records: read them here; delete or re-create twins on the Images page or the API (audited)."""
+
+    list_display = ["twin_tag", "namespace", "repository", "instance", "state", "twin_size", "job", "state_changed_at"]
+    list_filter = ["state", "instance"]
+    search_fields = ["namespace", "repository", "source_tag", "twin_tag", "source_digest", "twin_digest"]
+    list_select_related = ["instance", "job"]
+    readonly_fields = [field.name for field in AcceleratedImage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(RegistryTag)
+class RegistryTagAdmin(admin.ModelAdmin):
+    list_display = ["tag", "namespace", "repository", "instance", "digest", "size", "seen_at"]
+    list_filter = ["instance"]
+    search_fields = ["namespace", "repository", "tag", "digest"]
+    list_select_related = ["instance"]
+    readonly_fields = [field.name for field in RegistryTag._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "instance", "status", "requested_by", "created_at", "finished_at"]
+    list_filter = ["kind", "status", "instance"]
+    search_fields = ["error", "params"]
+    list_select_related = ["instance", "requested_by"]
+    readonly_fields = [field.name for field in Operation._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -72,3 +72,42 @@ class JobTrigger(models.TextChoices):
     RECONCILER = "reconciler", "Reconciler"
     BACKFILL = "backfill", "Convert existing images"
     MANUAL = "manual", "Convert now"
+
+
+class TwinState(models.TextChoices):
+    """Whether an accelerated twin is in the registry, as far as the console knows."""
+
+    PRESENT = "present", "Present"
+    DELETED = "deleted", "Deleted through the console"
+    MISSING = "missing", "Missing from the registry"
+
+TWIN_COLOURS = {
+    TwinState.PRESENT: "green",
+    TwinState.DELETED: "grey",
+    TwinState.MISSING: "amber",
+}
+
+
+class OperationKind(models.TextChoices):
+    """Slow work a request asks for and a worker does (the request answers at once)."""
+
+    REFRESH_IMAGES = "refresh_images", "Images refresh"
+    BACKFILL_PREVIEW = "backfill_preview", "Convert existing images: preview"
+    BACKFILL = "backfill", "Convert existing images"
+    CONVERT_NOW = "convert_now", "Convert now"
+
+
+class OperationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+OPERATION_COLOURS = {
+    OperationStatus.QUEUED: "grey",
+    OperationStatus.RUNNING: "blue",
+    OperationStatus.SUCCEEDED: "green",
+    OperationStatus.FAILED: "red",
+}
+
+OPERATION_ACTIVE = frozenset({OperationStatus.QUEUED, OperationStatus.RUNNING})

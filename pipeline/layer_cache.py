@@ -2,7 +2,9 @@
 
 A layer converted once with the same options and converter version is found here by any job of
 the same instance, whatever its repository: the converter then HEADs the blob in the destination
-repository or mounts it from the repository recorded here, instead of converting it again.
+repository or mounts it from the repository recorded here, instead of converting it again. An
+entry keeps which prioritized files the blob placed first and which the layer deletes, which the
+converter needs to reuse it for an image with prioritized files.
 
 Jobs running at once in several workers meet the same new layer (a new base image pushed to many
 repositories): on PostgreSQL a miss takes a session advisory lock on (instance, layer, cache key)
@@ -51,7 +53,8 @@ class DatabaseLayerCache:
         LayerCacheEntry.objects.filter(pk=entry.pk).update(hits=F("hits") + 1)
         return CachedLayer(digest=entry.digest, size=entry.size, diff_id=entry.diff_id, toc_digest=entry.toc_digest,
                            uncompressed_size=entry.uncompressed_size, registry=entry.registry,
-                           repository=entry.repository)
+                           repository=entry.repository, prioritized=entry.prioritized, hidden=entry.hidden,
+                           startup_bytes=entry.startup_bytes)
 
     def put(self, source_digest: str, cache_key: str, layer: CachedLayer) -> None:
         LayerCacheEntry.objects.update_or_create(
@@ -59,7 +62,8 @@ class DatabaseLayerCache:
             defaults={"converter_version": converter_version, "registry": layer.registry,
                       "repository": layer.repository, "digest": layer.digest, "size": layer.size,
                       "diff_id": layer.diff_id, "toc_digest": layer.toc_digest,
-                      "uncompressed_size": layer.uncompressed_size},
+                      "uncompressed_size": layer.uncompressed_size, "prioritized": _listed(layer.prioritized),
+                      "hidden": _listed(layer.hidden), "startup_bytes": layer.startup_bytes},
         )
         if (source_digest, cache_key) in self.held:
             self._unlock(source_digest, cache_key)
@@ -83,3 +87,7 @@ class DatabaseLayerCache:
         key = self.held.pop((source_digest, cache_key))
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _listed(paths: tuple[str, ...] | None) -> list[str] | None:
+    return None if paths is None else list(paths)

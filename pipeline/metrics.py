@@ -1,9 +1,10 @@
 """Prometheus metrics of the pipeline, computed from the database at scrape time.
 
 Web processes and workers are separate processes, so in-process counters would each see only a
-part; the job and event rows are the truth, and every figure below is a query over them:
+part; the job, twin and event rows are the truth, and every figure below is a query over them:
 jobs by state, conversion duration (first start to finish, retries included) and bytes of
-succeeded jobs, automatic retries, layer cache hits, webhook events by outcome and reason.
+succeeded jobs, automatic retries, layer cache hits, accelerated images by state and the storage
+of those present, webhook events by outcome and reason.
 `metrics_view` serves them at /metrics to a logged-in viewer or with the bearer token
 APPARATE_METRICS_TOKEN (for Prometheus); anything else gets 401.
 """
@@ -18,8 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from core.roles import Role, has_role
-from pipeline.choices import JobStatus
-from pipeline.models import ConversionJob, LayerCacheEntry, PushEvent
+from pipeline import twins
+from pipeline.choices import JobStatus, TwinState
+from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry, PushEvent
 
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -58,6 +60,16 @@ class PipelineCollector:
         yield CounterMetricFamily("apparate_job_attempts", "Job attempts started.", value=totals["attempts"] or 0)
         yield CounterMetricFamily("apparate_layer_cache_hits", "Layers reused from the layer cache.",
                                   value=LayerCacheEntry.objects.aggregate(hits=Sum("hits"))["hits"] or 0)
+
+        images = GaugeMetricFamily("apparate_accelerated_images", "Accelerated images (twin tags) by state.",
+                                   labels=["state"])
+        states = dict(AcceleratedImage.objects.values_list("state").annotate(n=Count("id")).order_by())
+        for state in TwinState.values:
+            images.add_metric([state], states.get(state, 0))
+        yield images
+        yield GaugeMetricFamily("apparate_accelerated_bytes", "Registry storage of the accelerated images present "
+                                "(a manifest shared by several twin tags counts once).",
+                                value=twins.storage(AcceleratedImage.objects.all()).bytes)
 
         events = CounterMetricFamily("apparate_webhook_events", "Stored push events by outcome and reason.",
                                      labels=["outcome", "reason"])

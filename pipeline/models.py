@@ -1,6 +1,8 @@
-"""The pipeline's records: push events, conversion jobs and the layer cache.
+"""The pipeline's records: push events, conversion jobs, accelerated images (twins), the Images
+page's view of each registry, operations run for a request, and the layer cache.
 
-The tables keep the names they had when these models lived in the registries and rules apps.
+The tables of push events, jobs and the layer cache keep the names they had when these models
+lived in the registries and rules apps.
 """
 
 import hashlib
@@ -9,8 +11,24 @@ import json
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
-from pipeline.choices import COLOURS, JOB_COLOURS, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason, PushSource
+from pipeline.choices import (
+    COLOURS,
+    JOB_COLOURS,
+    OPERATION_ACTIVE,
+    OPERATION_COLOURS,
+    TERMINAL,
+    TWIN_COLOURS,
+    JobStatus,
+    JobTrigger,
+    OperationKind,
+    OperationStatus,
+    PushOutcome,
+    PushReason,
+    PushSource,
+    TwinState,
+)
 from registries.models import Instance
 from rules.choices import Format
 from rules.models import Rule, default_options
@@ -31,7 +49,16 @@ MAX_MEDIA_TYPE_LENGTH = 255
 MAX_ACTOR_LENGTH = 255
 
 
-class PushEvent(models.Model):
+class InRepository:
+    """For rows that name a namespace and a repository: `path` is `namespace/repository` (the
+    repository alone when it has no namespace), as in image addresses."""
+
+    @property
+    def path(self) -> str:
+        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
+
+
+class PushEvent(InRepository, models.Model):
     """One manifest push reported by a registry webhook, with what the console decided and why.
 
     Blob pushes, pulls and deletes are not stored. The reason is kept both as a code (for
@@ -61,6 +88,10 @@ class PushEvent(models.Model):
     matched_rule = models.ForeignKey(
         Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="push_events"
     )
+    job = models.ForeignKey(
+        "ConversionJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="push_events",
+        help_text="The conversion job this push asked for or joined (another tag of the same content).",
+    )
 
     class Meta:
         db_table = "registries_pushevent"  # kept from the app it moved from
@@ -77,10 +108,6 @@ class PushEvent(models.Model):
 
     def __str__(self):
         return f"{self.image} ({self.get_outcome_display()})"
-
-    @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
 
     @property
     def image(self) -> str:
@@ -104,7 +131,19 @@ def options_key(options: dict) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-class ConversionJob(models.Model):
+OPTION_LABELS = {"format": "format", "chunk_size": "chunk size", "prioritized_files": "prioritized files",
+                 "compression": "compression"}
+
+
+def _option_text(name: str, value) -> str:
+    if name == "prioritized_files":
+        return ", ".join(f"/{path.lstrip('/')}" for path in value) if value else "(none)"
+    if name == "chunk_size" and isinstance(value, int) and value % 1024 == 0:
+        return f"{value >> 20} MiB" if value % (1 << 20) == 0 else f"{value >> 10} KiB"
+    return str(value)
+
+
+class ConversionJob(InRepository, models.Model):
     """One conversion of one source image (by manifest digest) into its accelerated twin.
 
     Unique per (instance, repository, source digest, format, options): duplicate deliveries,
@@ -129,7 +168,12 @@ class ConversionJob(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
     )
     format = models.CharField(max_length=20, choices=Format.choices, default=Format.ESTARGZ)
-    options = models.JSONField(default=default_options, help_text="Options snapshot taken when requested.")
+    options = models.JSONField(default=default_options,
+                               help_text="Options snapshot: taken when requested, re-read at each Retry.")
+    previous_options = models.JSONField(
+        null=True, blank=True,
+        help_text="The options of the run before the last Retry, when the rule's options had changed since.",
+    )
     options_key = models.CharField(max_length=64, editable=False)
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -147,7 +191,11 @@ class ConversionJob(models.Model):
     log = models.JSONField(default=list, blank=True, help_text=f"The last {MAX_LOG_LINES} log lines.")
     twin_tags = models.JSONField(
         default=list, blank=True,
-        help_text="Further source tags of the same content; each gets its own <tag><suffix> pointing at the result.",
+        help_text="Further source tags of the same content; each gets its own <tag><suffix> pointing at the "
+                  "result once the job succeeds (the AcceleratedImage rows say which twins exist).",
+    )
+    warnings = models.JSONField(
+        default=list, blank=True, help_text="What the converter warned about, e.g. a prioritized file in no layer.",
     )
     worker = models.CharField(
         max_length=300, blank=True,
@@ -182,10 +230,6 @@ class ConversionJob(models.Model):
         return reverse("pipeline:job-detail", args=[self.pk])
 
     @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.repository}" if self.namespace else self.repository
-
-    @property
     def source(self) -> str:
         """`host/namespace/repository:tag` of the source image."""
         return f"{self.instance.host}/{self.path}:{self.source_tag}"
@@ -217,6 +261,16 @@ class ConversionJob(models.Model):
         return min(99, int(100 * read / total))
 
     @property
+    def option_changes(self) -> list[str]:
+        """What the last Retry changed in the options ("chunk size 4 MiB → 1 MiB"); [] if nothing."""
+        if self.previous_options is None:
+            return []
+        return [f"{label} {_option_text(name, self.previous_options.get(name))} → "
+                f"{_option_text(name, self.options.get(name))}"
+                for name, label in OPTION_LABELS.items()
+                if self.previous_options.get(name) != self.options.get(name)]
+
+    @property
     def duration(self):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
@@ -244,6 +298,13 @@ class LayerCacheEntry(models.Model):
     diff_id = models.CharField(max_length=135)
     toc_digest = models.CharField(max_length=135)
     uncompressed_size = models.BigIntegerField()
+    prioritized = models.JSONField(null=True, blank=True,
+                                   help_text="Prioritized files the blob places first (null: not recorded).")
+    hidden = models.JSONField(null=True, blank=True,
+                              help_text="Prioritized files the layer deletes for the layers below (null: not "
+                                        "recorded).")
+    startup_bytes = models.BigIntegerField(null=True, blank=True,
+                                           help_text="Bytes a lazy-pulling node fetches from the blob to start.")
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(auto_now=True)
@@ -259,3 +320,154 @@ class LayerCacheEntry(models.Model):
 
     def __str__(self):
         return f"{self.source_digest[:19]} → {self.digest[:19]}"
+
+
+class AcceleratedImage(InRepository, models.Model):
+    """One accelerated twin: `<source tag><suffix>` in the repository of its source, as a record.
+
+    A row is written when the twin tag really exists in the registry (after the manifest PUT
+    succeeded, or when the Images refresh finds it), never when it is only promised. Its state
+    says whether it is still there: `deleted` through the console (who and when), or `missing`,
+    noticed gone by the reconciler or the Images refresh. Every consumer (Images, deploy, the
+    dashboard, metrics, backfill, the reconciler) reads these rows instead of deciding on its own.
+    State changes made by people are audited explicitly (with their door); refreshes are machine
+    activity and are not.
+    """
+
+    audit_log = False
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="accelerated_images")
+    namespace = models.CharField(max_length=MAX_NAMESPACE_LENGTH, blank=True)
+    repository = models.CharField(max_length=MAX_REPOSITORY_LENGTH, help_text="Repository path below the namespace.")
+    source_tag = models.CharField(max_length=MAX_TAG_LENGTH)
+    source_digest = models.CharField(max_length=MAX_DIGEST_LENGTH, blank=True,
+                                     help_text="Blank when a refresh found a twin whose source is unknown.")
+    twin_tag = models.CharField(max_length=MAX_TAG_LENGTH)
+    twin_digest = models.CharField(max_length=MAX_DIGEST_LENGTH)
+    job = models.ForeignKey(ConversionJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="twins",
+                            help_text="The conversion job that made it (none for a twin the console did not make).")
+    source_size = models.BigIntegerField(null=True, blank=True, help_text="Manifests, config and layers, in bytes.")
+    twin_size = models.BigIntegerField(null=True, blank=True, help_text="Manifests, config and layers, in bytes.")
+    state = models.CharField(max_length=20, choices=TwinState.choices, default=TwinState.PRESENT, db_index=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    state_reason = models.TextField(blank=True, help_text="Who deleted it and how, or when it was noticed missing.")
+    deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    # Issue 12's startup figure: bytes a lazy-pulling node fetches before a container can start.
+    startup_bytes = models.BigIntegerField(null=True, blank=True,
+                                           help_text="Bytes a node fetches to start the twin (not computed yet).")
+    startup_layers = models.JSONField(null=True, blank=True, help_text="The startup bytes per layer.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["namespace", "repository", "twin_tag"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "namespace", "repository", "twin_tag"],
+                                    name="pipeline_acceleratedimage_one_row_per_twin_tag"),
+        ]
+        indexes = [models.Index(fields=["instance", "state"]),
+                   models.Index(fields=["instance", "namespace", "repository", "source_tag"])]
+
+    def __str__(self):
+        return f"{self.path}:{self.twin_tag} ({self.get_state_display().lower()})"
+
+    @property
+    def accelerated(self) -> str:
+        """`host/namespace/repository:<twin tag>`."""
+        return f"{self.instance.host}/{self.path}:{self.twin_tag}"
+
+    @property
+    def source(self) -> str:
+        """`host/namespace/repository:<source tag>`."""
+        return f"{self.instance.host}/{self.path}:{self.source_tag}"
+
+    @property
+    def is_present(self) -> bool:
+        return self.state == TwinState.PRESENT
+
+    @property
+    def state_colour(self) -> str:
+        return TWIN_COLOURS.get(self.state, "grey")
+
+
+class RegistryTag(InRepository, models.Model):
+    """A source tag of an instance's registry as last seen: by the Images refresh, or by a
+    conversion that read it. The Images page lists these rows beside the twins, so a view never
+    walks the registry. (Twin tags live in AcceleratedImage.)
+    """
+
+    audit_log = False
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="registry_tags")
+    namespace = models.CharField(max_length=MAX_NAMESPACE_LENGTH, blank=True)
+    repository = models.CharField(max_length=MAX_REPOSITORY_LENGTH)
+    tag = models.CharField(max_length=MAX_TAG_LENGTH)
+    digest = models.CharField(max_length=MAX_DIGEST_LENGTH)
+    size = models.BigIntegerField(null=True, blank=True, help_text="Manifests, config and layers, in bytes.")
+    error = models.TextField(blank=True, help_text="Why the image could not be read at the last refresh.")
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["namespace", "repository", "tag"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "namespace", "repository", "tag"],
+                                    name="pipeline_registrytag_one_row_per_tag"),
+        ]
+
+    def __str__(self):
+        return f"{self.path}:{self.tag}@{self.digest[:19]}"
+
+
+class Operation(models.Model):
+    """Slow work a request asked for, done by a worker: an Images refresh, a backfill (preview or
+    request), the digest resolution of *Convert now*. The request answers at once with this row;
+    pages poll it (htmx, 286 when done) and the API serves it at /api/v1/operations/{id}/.
+    `result` holds what the work found or did, `error` why it failed. Requests are audited when
+    made (with their actor and door); the row itself is machine activity.
+    """
+
+    audit_log = False
+
+    kind = models.CharField(max_length=30, choices=OperationKind.choices)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="operations")
+    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.CASCADE, related_name="operations")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    params = models.JSONField(default=dict, blank=True, help_text="What was asked, e.g. the image of Convert now.")
+    status = models.CharField(max_length=20, choices=OperationStatus.choices, default=OperationStatus.QUEUED)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey(ConversionJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            help_text="The job Convert now requested or found.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One Images refresh of an instance at a time: requests meanwhile get the running one.
+            models.UniqueConstraint(
+                fields=["instance"],
+                condition=models.Q(kind=OperationKind.REFRESH_IMAGES, status__in=sorted(OPERATION_ACTIVE)),
+                name="pipeline_operation_one_active_refresh_per_instance",
+            ),
+        ]
+        indexes = [models.Index(fields=["instance", "kind", "status"])]
+
+    def __str__(self):
+        subject = self.params.get("image") or (self.rule.name if self.rule_id else self.instance.name)
+        return f"{self.get_kind_display()} #{self.pk}: {subject}"
+
+    def get_absolute_url(self):
+        return reverse("pipeline:operation", args=[self.pk])
+
+    @property
+    def is_done(self) -> bool:
+        return self.status not in OPERATION_ACTIVE
+
+    @property
+    def status_colour(self) -> str:
+        return OPERATION_COLOURS.get(self.status, "grey")

@@ -2,9 +2,14 @@
 
 It walks the registry's catalog and tag lists (paginated by the converter's client), keeps the
 repositories of the namespaces the rules name, and checks each tag against the rules in order,
-exactly as a push would be. What it finds is then requested for conversion by
-`reconcile_instance` (periodic, from Celery beat) or `backfill_rule` ("Convert existing images" on
-a rule page). A webhook that was lost costs a delay, not an image.
+exactly as a push would be. Whether a tag has a twin is read from the twin rows (pipeline.twins)
+and the tag list: a present twin whose tag is gone is marked missing. What it finds is then
+requested for conversion by `reconcile_instance` (periodic, from Celery beat) or `backfill_rule`
+("Convert existing images" on a rule page). A webhook that was lost costs a delay, not an image.
+
+A twin that was deleted (through the console, or in the registry: missing) is left alone by the
+reconciler, which says so in its report and log: someone removed it. Backfill, asked for by a
+person, re-creates it, as do Convert now and Retry.
 """
 
 import logging
@@ -24,9 +29,11 @@ from converter.registry import (
     RegistryNotFound,
 )
 from core.actions import live_workers
-from pipeline.actions import JOB_WORKDIR_PREFIX, enqueue_job, request_conversion, spool_root
+from pipeline import twins
+from pipeline.actions import JOB_WORKDIR_PREFIX, Outcome, enqueue_job, request_twin, spool_root
 from pipeline.choices import JobStatus, JobTrigger
-from pipeline.models import ConversionJob
+from pipeline.models import AcceleratedImage, ConversionJob
+from pipeline.naming import is_twin_tag, twin_tag
 from registries.models import Instance
 from rules.matching import evaluate_rule
 from rules.models import Rule
@@ -38,6 +45,7 @@ logger = logging.getLogger("apparate.jobs")
 class Candidate:
     reference: ImageReference  # host/namespace/repository:tag
     rule: Rule  # the first enabled matching rule: it decides the options
+    gone: AcceleratedImage | None = None  # its twin, deleted or missing: the request re-creates it
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Scan:
     tags: int = 0
     with_twin: int = 0
     with_job: int = 0
+    left_alone: list[str] = field(default_factory=list)
+    missing: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -56,13 +66,17 @@ def _winner(rules: list[Rule], reference: ImageReference) -> Rule | None:
     return next((rule for rule in rules if evaluate_rule(rule, reference).matched), None)
 
 
-def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Scan:
-    """Walk the instance's registry for tags without twin or job that an enabled rule matches.
+def _left_alone(path: str, row: AcceleratedImage) -> str:
+    return f"{path}:{row.twin_tag} ({row.get_state_display().lower()}): {row.state_reason}"
 
-    With `only_rule`, keep the tags that rule matches (they are still converted with the options of
-    the first matching rule, as a push would be).
+
+def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Scan:
+    """Walk the instance's registry for tags without twin or unfinished job that an enabled rule matches.
+
+    With `only_rule` (backfill), keep the tags that rule matches (they are still converted with the
+    options of the first matching rule, as a push would be), including those whose twin was deleted
+    or is missing. Without it (the reconciler), such twins are left alone and listed in `left_alone`.
     """
-    suffix = settings.APPARATE_ACCELERATED_SUFFIX
     rules = list(instance.rules.filter(enabled=True).order_by("position", "id"))
     result = Scan()
     if not instance.acceleration_enabled or not rules:
@@ -72,19 +86,24 @@ def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Sca
         namespace, slash, repository = path.partition("/")
         if not slash or namespace not in namespaces:
             continue
+        listed_at = timezone.now()
         try:
             tags = client.tags(path)
         except RegistryNotFound:  # deleted between the catalog and now
             continue
         result.repositories += 1
         present = set(tags)
-        jobs = set()  # tags that have a job: its source tag and its twin tags (same content)
+        result.missing += twins.mark_missing(AcceleratedImage.objects.filter(
+            instance=instance, namespace=namespace, repository=repository).exclude(twin_tag__in=present),
+            "reconciler pass", listed_at)
+        rows = twins.of_repository(instance, namespace, repository)
+        unfinished = set()  # tags with a job that has not succeeded: its source tag and further tags
         for source_tag, twin_tags in ConversionJob.objects.filter(
             instance=instance, namespace=namespace, repository=repository,
-        ).values_list("source_tag", "twin_tags"):
-            jobs.update((source_tag, *twin_tags))
+        ).exclude(status=JobStatus.SUCCEEDED).values_list("source_tag", "twin_tags"):
+            unfinished.update((source_tag, *twin_tags))
         for tag in tags:
-            if tag.endswith(suffix):
+            if is_twin_tag(tag):
                 continue
             result.tags += 1
             reference = ImageReference(instance.host, namespace, repository, tag=tag)
@@ -93,9 +112,15 @@ def scan(instance, client: RegistryClient, only_rule: Rule | None = None) -> Sca
             rule = _winner(rules, reference)
             if rule is None:
                 continue
-            if tag + suffix in present:
+            row = rows.get(twin_tag(tag))
+            if twin_tag(tag) in present or (row is not None and row.is_present):
                 result.with_twin += 1
-            elif tag in jobs:
+            elif row is not None:  # deleted or missing
+                if only_rule is not None:
+                    result.candidates.append(Candidate(reference, rule, row))
+                else:
+                    result.left_alone.append(_left_alone(path, row))
+            elif tag in unfinished:
                 result.with_job += 1
             else:
                 result.candidates.append(Candidate(reference, rule))
@@ -114,26 +139,46 @@ class ReconcileReport:
     with_twin: int = 0
     with_job: int = 0
     requested: int = 0
+    recreate: int = 0  # of the requested: twins deleted or missing, re-created
+    missing: int = 0  # present twins found gone from the registry (marked missing)
+    left_alone: list[str] = field(default_factory=list)  # twins deleted or missing, not re-created
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of_scan(cls, found: Scan, requested: int = 0) -> "ReconcileReport":
+        return cls(found.repositories, found.tags, found.with_twin, found.with_job, requested,
+                   sum(candidate.gone is not None for candidate in found.candidates), found.missing,
+                   list(found.left_alone), list(found.errors))
+
+
+REQUESTED = {Outcome.CREATED, Outcome.RECREATING}  # conversions requested (a further tag is only tagged)
+
 
 def _request_candidates(instance: Instance, client: RegistryClient, found: Scan, trigger: str,
                         requested_by=None) -> ReconcileReport:
-    report = ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, 0, list(found.errors))
+    report = ReconcileReport.of_scan(found)
+    report.recreate = 0
     for candidate in found.candidates:
+        reference = candidate.reference
         try:
-            head = client.head_manifest(candidate.reference.path, candidate.reference.tag)
+            head = client.head_manifest(reference.path, reference.tag)
         except RegistryError as error:
             report.errors.append(error.message)
             continue
         if head is None:  # deleted since the tag list was read
             continue
-        _, created = request_conversion(instance, candidate.reference, head.digest, rule=candidate.rule,
-                                        requested_by=requested_by, trigger=trigger)
-        report.requested += created
+        gone = candidate.gone or twins.gone_for_content(instance, reference.namespace, reference.repository,
+                                                        head.digest)
+        if gone is not None and trigger == JobTrigger.RECONCILER:  # the accelerated image of this content
+            report.left_alone.append(_left_alone(reference.path, gone))
+            continue
+        _, outcome = request_twin(instance, reference, head.digest, rule=candidate.rule, trigger=trigger,
+                                  requested_by=requested_by)
+        report.requested += outcome in REQUESTED
+        report.recreate += outcome == Outcome.RECREATING
     return report
 
 
@@ -199,9 +244,10 @@ def sweep_job_workdirs() -> int:
 
 def reconcile_instance(instance: Instance) -> ReconcileReport:
     """One reconciler pass over an instance: request the conversion of every tag that an enabled
-    rule matches and that has neither an accelerated twin nor a job (pushes whose webhook was lost,
-    images older than their rule), and re-enqueue jobs stuck in the queue. Registry failures are
-    reported, not raised; the next pass retries."""
+    rule matches and that has neither an accelerated twin nor an unfinished job (pushes whose
+    webhook was lost, images older than their rule), mark twins gone from the registry missing,
+    leave deleted or missing twins alone (and say so), and re-enqueue jobs stuck in the queue.
+    Registry failures are reported, not raised; the next pass retries."""
     _requeue_stale(instance)
     with instance.registry_client() as client:
         try:
@@ -209,8 +255,11 @@ def reconcile_instance(instance: Instance) -> ReconcileReport:
             report = _request_candidates(instance, client, found, JobTrigger.RECONCILER)
         except RegistryError as error:
             report = ReconcileReport(errors=[error.message])
-    logger.info("reconcile instance=%s repositories=%s tags=%s requested=%s errors=%s", instance.pk,
-                report.repositories, report.tags, report.requested, len(report.errors))
+    for twin in report.left_alone:
+        logger.info("reconcile instance=%s left-alone=%s", instance.pk, twin)
+    logger.info("reconcile instance=%s repositories=%s tags=%s requested=%s missing=%s left-alone=%s errors=%s",
+                instance.pk, report.repositories, report.tags, report.requested, report.missing,
+                len(report.left_alone), len(report.errors))
     return report
 
 
@@ -225,16 +274,18 @@ def _backfill_scan(rule: Rule, client: RegistryClient) -> Scan:
 
 
 def preview_backfill(rule: Rule) -> ReconcileReport:
-    """How many existing tags "Convert existing images" would convert for this rule (nothing is written)."""
+    """How many existing tags "Convert existing images" would convert (or whose deleted or missing
+    twin it would re-create) for this rule; nothing is requested."""
     with rule.instance.registry_client() as client:
         found = _backfill_scan(rule, client)
-    return ReconcileReport(found.repositories, found.tags, found.with_twin, found.with_job, len(found.candidates))
+    return ReconcileReport.of_scan(found, requested=len(found.candidates))
 
 
 def backfill_rule(rule: Rule, requested_by=None) -> ReconcileReport:
-    """Convert the existing images this rule matches that have no accelerated twin and no job yet."""
+    """Convert the existing images this rule matches that have no accelerated twin and no unfinished
+    job, re-creating twins that were deleted or are missing."""
     with rule.instance.registry_client() as client:
         report = _request_candidates(rule.instance, client, _backfill_scan(rule, client), JobTrigger.BACKFILL,
                                      requested_by)
-    logger.info("backfill rule=%s requested=%s", rule.pk, report.requested)
+    logger.info("backfill rule=%s requested=%s recreate=%s", rule.pk, report.requested, report.recreate)
     return report

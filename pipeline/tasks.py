@@ -1,6 +1,7 @@
 """Celery entry points of the pipeline: thin, idempotent wrappers around its actions.
 
-The task names are the ones they had in the rules app, so messages already queued still land.
+The task names of conversions, twin tags and the reconciler are the ones they had in the rules
+app, so messages already queued still land.
 
 Tasks take ids, never objects. `convert_image_task` is safe to run twice or to redeliver after a
 worker died (acks late, rejected on worker loss): the action locks the job and does nothing when
@@ -10,7 +11,7 @@ the work is done or a live worker is on it.
 from celery import shared_task
 
 from converter.registry import RegistryError
-from pipeline import actions, reconciler
+from pipeline import actions, operations, reconciler
 from registries.models import Instance
 
 
@@ -51,3 +52,9 @@ def reconcile_all_task() -> int:
 def requeue_orphaned_jobs_task() -> int:
     """Beat entry point (every APPARATE_ORPHAN_CHECK_INTERVAL): re-queue jobs of dead worker runs."""
     return reconciler.requeue_orphaned_jobs()
+
+
+@shared_task(name="pipeline.tasks.run_operation_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_operation_task(operation_id: int) -> None:
+    """Do the slow work a request asked for: an Images refresh, a backfill, Convert now."""
+    operations.run_operation(operation_id)

@@ -1,9 +1,11 @@
-"""Pages of the pipeline: push events, the webhook intake, conversion jobs, backfill and images.
+"""Pages of the pipeline: push events, the webhook intake, conversion jobs, backfill, images and
+the operations they start.
 
-Views are thin: they load the object, call one verb in pipeline/actions.py (or the reconciler and
-catalogue) and render a page, a partial or a redirect. Reads need the viewer role; jobs, backfill
-and image deletion need operator. The webhook intake is the one view without a login: the
-instance's secret authenticates it.
+Views are thin: they load the object, call one verb in pipeline/actions.py (or the operations and
+catalogue) and render a page, a partial or a redirect; none of them talks to a registry except the
+deletion of an image. Slow work (an Images refresh, backfill, Convert now) becomes an operation the
+page polls. Reads need the viewer role; jobs, backfill and image deletion need operator. The
+webhook intake is the one view without a login: the instance's secret authenticates it.
 """
 
 
@@ -21,12 +23,13 @@ from django.views.decorators.http import require_POST
 from converter.reference import InvalidReference
 from core.htmx import stop_polling_when, success_redirect
 from core.roles import Role, role_required
-from pipeline import actions, catalogue, reconciler
-from pipeline.choices import JobStatus
+from pipeline import actions, catalogue, operations
+from pipeline.choices import JobStatus, OperationKind
 from pipeline.filters import PushEventFilter
 from pipeline.forms import ConvertNowForm
 from pipeline.intake import MalformedPayload, parse_payload
-from pipeline.models import ConversionJob, PushEvent
+from pipeline.models import ConversionJob, Operation, PushEvent
+from pipeline.naming import suffix
 from registries.actions import check_webhook_secret
 from registries.models import Instance
 from registries.validators import MANIFEST_DIGEST, REPOSITORY_PATH
@@ -42,7 +45,7 @@ EVENTS_PAGE_SIZE = 50
 
 @role_required()
 def event_list(request):
-    events = PushEvent.objects.select_related("instance", "matched_rule")
+    events = PushEvent.objects.select_related("instance", "matched_rule", "job")
     filterset = PushEventFilter(request.GET or None, queryset=events)
     filtered = filterset.qs if filterset.is_bound else events
     query = request.GET.copy()
@@ -101,17 +104,28 @@ def webhook_intake(request, instance_id: str):
 
 @role_required()
 def image_list(request):
-    """Per instance: repositories and tags beside their accelerated twins, read live from the registry."""
+    """Per instance: tags beside their accelerated twins, read from rows that a background refresh
+    keeps up to date; a view whose rows are older than APPARATE_IMAGES_REFRESH_AGE starts one."""
     instances = list(Instance.objects.all())
     instance = next((i for i in instances if str(i.pk) == request.GET.get("instance")), instances[0] if instances
                     else None)
     namespace = request.GET.get("namespace", "").strip()[:255]
     repository = request.GET.get("repository", "").strip()[:255]
+    found = operations.images_page(instance, namespace, repository, request.GET.get("page", 1),
+                                   request.user) if instance else None
     context = {"instances": instances, "instance": instance, "namespace": namespace, "repository": repository,
-               "suffix": settings.APPARATE_ACCELERATED_SUFFIX,
-               "catalogue": catalogue.list_images(instance, namespace, repository, request.GET.get("page", 1))
-               if instance else None}
+               "suffix": suffix(), "catalogue": found}
     return render(request, "pipeline/image_list.html", context)
+
+
+@require_POST
+@role_required(write_role=Role.VIEWER)
+def image_refresh(request, pk: int):
+    """"Refresh now": read the instance's registry again in the background (it changes nothing there)."""
+    operation = operations.request_refresh(get_object_or_404(Instance, pk=pk), request.user)
+    if request.htmx:
+        return render(request, "pipeline/_operation.html", {"operation": operation, "reload": True})
+    return success_redirect(request, f"{reverse('pipeline:images')}?instance={pk}")
 
 
 @role_required(read_role=Role.OPERATOR)
@@ -125,7 +139,7 @@ def image_delete(request, pk: int):
     back = f"{reverse('pipeline:images')}?instance={instance.pk}&namespace={path.partition('/')[0]}"
     if request.method == "POST":
         try:
-            catalogue.delete_image(instance, path, digest)
+            catalogue.delete_image(instance, path, digest, request.user, "ui")
         except catalogue.DeleteRefused as error:
             messages.error(request, error.message)
         else:
@@ -133,6 +147,26 @@ def image_delete(request, pk: int):
         return success_redirect(request, back)
     return render(request, "pipeline/image_confirm_delete.html",
                   {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})
+
+
+# --- Operations ------------------------------------------------------------------------------------
+
+
+@role_required()
+def operation_detail(request, pk: int):
+    """An operation as it goes: htmx polls the partial, which answers 286 once it is done (and sends
+    the browser on: to the job Convert now found, or a fresh Images page after a refresh)."""
+    operation = get_object_or_404(Operation.objects.select_related("instance", "rule", "job"), pk=pk)
+    if not request.htmx:
+        return render(request, "pipeline/operation_detail.html", {"operation": operation})
+    reload = bool(request.GET.get("reload"))  # the Images page: show the refreshed rows when done
+    response = stop_polling_when(render(request, "pipeline/_operation.html",
+                                        {"operation": operation, "reload": reload}), operation.is_done)
+    if operation.is_done and operation.kind == OperationKind.CONVERT_NOW and operation.job_id:
+        response["HX-Redirect"] = operation.job.get_absolute_url()
+    elif operation.is_done and reload:
+        response["HX-Refresh"] = "true"
+    return response
 
 
 # --- Conversion jobs and backfill ---------------------------------------------------------------
@@ -179,6 +213,7 @@ def job_list(request):
         "instances": Instance.objects.all(),
         "statuses": [(value, label, counts.get(value, 0)) for value, label in JobStatus.choices],
         "convert_form": ConvertNowForm(),
+        "suffix": suffix(),
         "any_jobs": bool(counts),
         **filters,
     }
@@ -187,14 +222,17 @@ def job_list(request):
 
 @role_required()
 def job_detail(request, pk: int):
-    """A job with its progress bar, layers and log; htmx polls the progress partial until it ends.
-
-    The partial answers 286 once the job is terminal, which tells htmx to stop polling.
+    """A job with its progress bar, layers, log, push events and twins; htmx polls the progress
+    partial until it ends. The partial answers 286 once the job is terminal, which tells htmx to stop.
     """
     job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
     if request.htmx and request.GET.get("partial") == "progress":
         return stop_polling_when(render(request, "pipeline/job_detail.html#progress", {"job": job}), job.is_terminal)
-    return render(request, "pipeline/job_detail.html", {"job": job})
+    return render(request, "pipeline/job_detail.html", {
+        "job": job, "retry_offered": actions.retry_offered(job),
+        "events": job.push_events.order_by("-received_at", "-id")[:EVENTS_PAGE_SIZE],
+        "twin_rows": job.twins.order_by("twin_tag"),
+    })
 
 
 def _job_action(request, pk: int, verb) -> object:
@@ -223,42 +261,44 @@ def job_cancel(request, pk: int):
 @require_POST
 @role_required()
 def job_convert_now(request):
-    """Convert any tag of an instance now (with the matching rule's options, or the defaults)."""
+    """Convert any tag of an instance now (with the matching rule's options, or the defaults). The
+    answer comes at once: the digest is read by a worker, and the page follows the operation."""
     form = ConvertNowForm(request.POST)
+    operation = None
     if form.is_valid():
         try:
-            job, created = actions.convert_now(form.cleaned_data["instance"], form.cleaned_data["image"],
-                                               requested_by=request.user)
+            operation = operations.request_convert_now(form.cleaned_data["instance"], form.cleaned_data["image"],
+                                                       requested_by=request.user)
         except (ValidationError, InvalidReference) as error:
             form.add_error("image", error.messages if isinstance(error, ValidationError) else str(error))
         else:
-            messages.success(request, f"Conversion of {job.source} {'requested' if created else 'already known'}.")
-            return success_redirect(request, job.get_absolute_url())
+            if not request.htmx:
+                return success_redirect(request, operation.get_absolute_url())
+            form = ConvertNowForm(initial={"instance": form.cleaned_data["instance"]})
     if request.htmx:
-        return render(request, "pipeline/job_list.html#convert-form", {"convert_form": form})
+        return render(request, "pipeline/job_list.html#convert-form", {"convert_form": form, "operation": operation})
     jobs, filters = _job_filters(request)
     return render(request, "pipeline/job_list.html", {
         "page": Paginator(jobs, PAGE_SIZE).get_page(1), "instances": Instance.objects.all(),
         "statuses": [(value, label, 0) for value, label in JobStatus.choices], "convert_form": form,
-        "any_jobs": jobs.exists(), **filters,
+        "any_jobs": jobs.exists(), "suffix": suffix(), **filters,
     })
 
 
 @role_required(read_role=Role.OPERATOR)
 def rule_backfill(request, pk: int):
-    """"Convert existing images": GET previews how many tags would be converted, POST requests them."""
+    """"Convert existing images": POST `preview=1` starts a preview, POST alone the request; both
+    are operations the partial polls. GET shows the partial's starting point."""
     rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
-    error = report = None
-    try:
-        if request.method == "POST":
-            report = reconciler.backfill_rule(rule, request.user)
-        else:
-            report = reconciler.preview_backfill(rule)
-    except ValidationError as exc:
-        error = " ".join(exc.messages)
-    if request.method == "POST" and report is not None:
-        messages.success(request, f"{report.requested} conversion(s) requested for existing images.")
-        return success_redirect(request, f"{reverse('pipeline:jobs')}?q={rule.namespace}")
-    return render(request, "pipeline/_backfill.html", {
-        "rule": rule, "report": report, "backfill_error": error, "previewed": request.method == "GET",
-    })
+    error = operation = None
+    if request.method == "POST":
+        try:
+            operation = operations.request_backfill(rule, request.user, preview=bool(request.POST.get("preview")))
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        if not request.htmx:
+            if error:
+                messages.error(request, error)
+            return success_redirect(request, operation.get_absolute_url() if operation else rule.get_absolute_url())
+    template = "pipeline/_backfill.html#result" if request.htmx else "pipeline/_backfill.html"
+    return render(request, template, {"rule": rule, "operation": operation, "backfill_error": error})

@@ -21,7 +21,6 @@ from datetime import timedelta
 import yaml
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from clusters import manifests
@@ -33,8 +32,10 @@ from clusters.kube import KubeError, KubeSession, ref, session_for
 from clusters.models import Cluster, DeployRequest, Suite
 from converter.reference import ImageReference
 from core.audit import record
+from pipeline import twins
 from pipeline.choices import JobStatus as ConversionStatus
-from pipeline.models import ConversionJob
+from pipeline.models import AcceleratedImage
+from pipeline.naming import is_twin_tag, source_tag
 from registries.models import Instance
 
 MAX_IMAGE_CHOICES = 500
@@ -42,24 +43,13 @@ PREVIEW_TTL = timedelta(minutes=15)  # a confirmation must follow its preview wi
 OWNER_ANNOTATION = "apparate.io/owner"
 OWNER = "deploy"
 
-def _jobs_of(instance, reference: ImageReference):
-    return ConversionJob.objects.filter(instance=instance, namespace=reference.namespace,
-                                        repository=reference.repository).order_by("-created_at", "-pk")
+def accelerated_images(instance, limit: int = MAX_IMAGE_CHOICES) -> list[AcceleratedImage]:
+    """The instance's accelerated images that are in the registry, from the twin records.
 
-def accelerated_images(instance, limit: int = MAX_IMAGE_CHOICES) -> list[ConversionJob]:
-    """The instance's accelerated images the console knows of, from its conversion jobs.
-
-    One per source tag: the twin of a tag counts when the tag's latest job succeeded (a newer push
-    still converting or failed means the twin is stale). Ordered by repository and tag.
+    One per twin tag, left out when stale (a newer push of its tag still converting or failed).
+    Ordered by repository and tag.
     """
-    latest = ConversionJob.objects.filter(
-        instance=OuterRef("instance"), namespace=OuterRef("namespace"), repository=OuterRef("repository"),
-        source_tag=OuterRef("source_tag"),
-    ).order_by("-created_at", "-pk").values("pk")[:1]
-    jobs = (ConversionJob.objects.filter(instance=instance, status=ConversionStatus.SUCCEEDED)
-            .exclude(result_tag="").filter(pk=Subquery(latest)).select_related("instance")
-            .order_by("namespace", "repository", "source_tag"))
-    return list(jobs[:limit])
+    return twins.current(instance, limit)
 
 @dataclass(frozen=True)
 class TwinLookup:
@@ -70,40 +60,43 @@ class TwinLookup:
     reason: str = ""  # why there is no twin, for the deploy warning
 
 def accelerated_twin(instance, reference: ImageReference) -> TwinLookup:
-    """The original and the accelerated twin of an image, answered from the instance's jobs.
+    """The original and the accelerated twin of an image, answered from the twin records.
 
-    The image may be either side: a source tag (or digest) whose conversion succeeded gives its
-    twin; a twin gives its source. Nothing is read from the registry.
+    The image may be either side: a source tag (or digest) with a present twin gives its twin; a
+    twin gives its source. A twin that was deleted or is missing is no twin, and the reason says
+    so. Nothing is read from the registry.
     """
-    jobs = _jobs_of(instance, reference)
-    succeeded = jobs.filter(status=ConversionStatus.SUCCEEDED)
     base = f"{reference.host}/{reference.path}"
     if reference.digest:
-        job = succeeded.filter(result_digest=reference.digest).first()
-        if job is not None:
-            return TwinLookup(f"{base}@{job.source_digest}", str(reference))
-        job = succeeded.filter(source_digest=reference.digest).exclude(result_digest="").first()
-        if job is not None:
-            return TwinLookup(str(reference), f"{base}@{job.result_digest}")
-        return TwinLookup(str(reference), reason=f"No conversion of {base}@{reference.digest} has succeeded.")
+        row = twins.row_of_digest(instance, reference.namespace, reference.repository, reference.digest)
+        if row is not None and row.twin_digest == reference.digest:
+            return TwinLookup(f"{base}@{row.source_digest}", str(reference))
+        if row is not None:
+            return TwinLookup(str(reference), f"{base}@{row.twin_digest}")
+        return TwinLookup(str(reference), reason=f"No accelerated image of {base}@{reference.digest} is in the "
+                                                 "registry.")
     tag = reference.tag or "latest"
-    suffix = settings.APPARATE_ACCELERATED_SUFFIX
-    if tag.endswith(suffix) and _latest_job_of_tag(succeeded, tag.removesuffix(suffix)) is not None:
-        return TwinLookup(f"{base}:{tag.removesuffix(suffix)}", f"{base}:{tag}")  # the image is a twin
+    if is_twin_tag(tag):
+        row = twins.row_of_tag(instance, reference.namespace, reference.repository, source_tag(tag))
+        if row is not None and row.is_present:
+            return TwinLookup(f"{base}:{row.source_tag}", f"{base}:{tag}")  # the image is a twin
     original = f"{base}:{tag}"
-    latest = _latest_job_of_tag(jobs, tag)
-    if latest is None:
-        return TwinLookup(original, reason=f"{original} has no accelerated twin: it was never converted "
-                                           "(add a rule or use Convert now on the Jobs page).")
-    if latest.status != ConversionStatus.SUCCEEDED or not latest.result_tag:
+    row = twins.row_of_tag(instance, reference.namespace, reference.repository, tag)
+    latest = twins.latest_job_of_tag(instance, reference.namespace, reference.repository, tag)
+    made = None if row is None else row.job.created_at if row.job else row.created_at
+    if latest is not None and latest.status != ConversionStatus.SUCCEEDED and (
+            made is None or (latest.pk != row.job_id and latest.created_at > made)):
         return TwinLookup(original, reason=f"{original} has no current accelerated twin: its latest conversion "
                                            f"(job #{latest.pk}) is {latest.get_status_display().lower()}.")
-    return TwinLookup(original, f"{original}{suffix}")
-
-def _latest_job_of_tag(jobs, tag: str) -> ConversionJob | None:
-    """The newest of `jobs` (newest first) that converted `tag`: as its source tag or as a further
-    tag of the same content (twin tags; checked in Python, as SQLite cannot search JSON lists)."""
-    return next((job for job in jobs if job.source_tag == tag or tag in job.twin_tags), None)
+    if row is not None and row.is_present:
+        return TwinLookup(original, f"{base}:{row.twin_tag}")
+    if row is not None:
+        return TwinLookup(original, reason=f"{original} has no accelerated twin now. {twins.describe_gone(row)}")
+    if latest is not None:
+        return TwinLookup(original, reason=f"{original} has no accelerated twin in the registry yet (job "
+                                           f"#{latest.pk} converted its content).")
+    return TwinLookup(original, reason=f"{original} has no accelerated twin: it was never converted "
+                                       "(add a rule or use Convert now on the Jobs page).")
 
 class DeployRefused(Exception):
     """A deploy that cannot go ahead, with a message saying why and what to do."""

@@ -193,6 +193,6 @@ class AcceleratedImageSerializer(serializers.Serializer):
 
     image = serializers.CharField(source="accelerated", help_text="The accelerated twin's address.")
     original = serializers.CharField(source="source", help_text="The source image it was converted from.")
-    digest = serializers.CharField(source="result_digest")
-    job = serializers.IntegerField(source="pk", help_text="The conversion job that made it.")
-    finished_at = serializers.DateTimeField()
+    digest = serializers.CharField(source="twin_digest")
+    job = serializers.IntegerField(source="job_id", allow_null=True, help_text="The conversion job that made it.")
+    finished_at = serializers.DateTimeField(source="state_changed_at", help_text="When the twin was pushed.")

@@ -1,24 +1,30 @@
-"""Serializers of the pipeline API: push events, images, conversion jobs, backfill reports."""
+"""Serializers of the pipeline API: push events, images, conversion jobs, operations, backfill reports."""
 
 from rest_framework import serializers
 
-from pipeline.models import ConversionJob, PushEvent
+from pipeline.catalogue import ROWS_PER_PAGE
+from pipeline.models import AcceleratedImage, ConversionJob, Operation, PushEvent, RegistryTag
 from registries.models import Instance
 from registries.validators import validate_manifest_digest, validate_repository_path
 
 
 class PushEventSerializer(serializers.ModelSerializer):
     instance_name = serializers.CharField(source="instance.name", read_only=True)
-    matched_rule_name = serializers.CharField(source="matched_rule.name", read_only=True, default=None)
+    matched_rule_name = serializers.CharField(source="matched_rule.name", read_only=True, default=None,
+                                              allow_null=True)
     outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
     reason_display = serializers.CharField(source="get_reason_display", read_only=True)
+    job_status = serializers.CharField(source="job.status", read_only=True, default=None, allow_null=True,
+                                       help_text="The current state of the job this push asked for or joined.")
+    job_reason = serializers.CharField(source="job.reason", read_only=True, default=None, allow_null=True,
+                                       help_text="Why that job failed or was skipped, if it did.")
 
     class Meta:
         model = PushEvent
         fields = [
             "id", "instance", "instance_name", "received_at", "source", "delivery_id", "actor", "namespace",
             "repository", "tag", "digest", "media_type", "outcome", "outcome_display", "reason", "reason_display",
-            "reason_detail", "matched_rule", "matched_rule_name",
+            "reason_detail", "matched_rule", "matched_rule_name", "job", "job_status", "job_reason",
         ]
         read_only_fields = fields
 
@@ -31,21 +37,39 @@ class ImageQuerySerializer(serializers.Serializer):
     repository = serializers.CharField(required=False, allow_blank=True, max_length=255, default="",
                                        help_text="Part of the repository name below the namespace.")
     page = serializers.IntegerField(required=False, min_value=1, default=1,
-                                    help_text="Page of repositories (50 per page).")
+                                    help_text=f"Page of tags ({ROWS_PER_PAGE} per page).")
 
 
-class ImageInfoSerializer(serializers.Serializer):
-    tag = serializers.CharField()
-    digest = serializers.CharField(help_text="Manifest digest; delete by this.")
-    size = serializers.IntegerField(allow_null=True, help_text="Config and layers, in bytes.")
-    error = serializers.CharField(help_text="Why the image could not be read, if it could not.")
+class OriginalSerializer(serializers.ModelSerializer):
+    """A source tag as the last refresh saw it."""
+
+    class Meta:
+        model = RegistryTag
+        fields = ["tag", "digest", "size", "error", "seen_at"]
+        read_only_fields = fields
+
+
+class TwinSerializer(serializers.ModelSerializer):
+    """An accelerated twin and whether it is still in the registry."""
+
+    tag = serializers.CharField(source="twin_tag")
+    digest = serializers.CharField(source="twin_digest", help_text="Manifest digest; delete by this.")
+    size = serializers.IntegerField(source="twin_size", allow_null=True, help_text="Manifests, config and layers.")
+    deleted_by = serializers.CharField(source="deleted_by.username", default=None, allow_null=True)
+
+    class Meta:
+        model = AcceleratedImage
+        fields = ["tag", "digest", "size", "source_digest", "state", "state_reason", "state_changed_at",
+                  "deleted_by", "job", "startup_bytes"]
+        read_only_fields = fields
 
 
 class TagRowSerializer(serializers.Serializer):
     tag = serializers.CharField(help_text="The source tag (for an orphan: its twin's tag without the suffix).")
     orphan = serializers.BooleanField(help_text="The accelerated image remains but its source tag is gone.")
-    original = ImageInfoSerializer(source="source", allow_null=True)
-    accelerated = ImageInfoSerializer(source="twin", allow_null=True)
+    original = OriginalSerializer(source="source", allow_null=True)
+    accelerated = TwinSerializer(source="twin", allow_null=True,
+                                 help_text="The twin of the tag, in any state (present, deleted, missing).")
     job = serializers.IntegerField(source="job.pk", allow_null=True, default=None,
                                    help_text="The latest conversion job of the tag.")
     job_status = serializers.CharField(source="job.status", allow_null=True, default=None)
@@ -53,17 +77,40 @@ class TagRowSerializer(serializers.Serializer):
 
 class RepositoryImagesSerializer(serializers.Serializer):
     path = serializers.CharField(help_text="namespace/repository")
-    error = serializers.CharField()
     tags = TagRowSerializer(source="rows", many=True)
 
 
+class OperationSerializer(serializers.ModelSerializer):
+    """Slow work a request started (Images refresh, backfill, Convert now): poll it until `is_done`."""
+
+    is_done = serializers.BooleanField(read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", default=None, allow_null=True,
+                                         read_only=True)
+    result = serializers.JSONField(read_only=True, help_text=(
+        "What the work found or did: for Convert now `outcome`, `detail` and `job`; for a backfill the "
+        "report (requested, recreate, with_twin, with_job, left_alone…); for a refresh its counts."))
+
+    class Meta:
+        model = Operation
+        fields = ["id", "kind", "instance", "rule", "requested_by", "params", "status", "is_done", "result", "error",
+                  "job", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
 class CatalogueSerializer(serializers.Serializer):
-    page = serializers.IntegerField(source="page.number", help_text="This page of repositories.")
-    pages = serializers.IntegerField(source="page.paginator.num_pages", help_text="Pages of repositories in all.")
-    repository_count = serializers.IntegerField(source="page.paginator.count",
-                                                help_text="Repositories matching the filters, on all pages.")
-    original_bytes = serializers.IntegerField()
-    accelerated_bytes = serializers.IntegerField()
+    page = serializers.IntegerField(source="page.number", help_text="This page of tags.")
+    pages = serializers.IntegerField(source="page.paginator.num_pages", help_text="Pages of tags in all.")
+    tag_count = serializers.IntegerField(source="page.paginator.count",
+                                         help_text="Tags (and orphaned twins) matching the filters, on all pages.")
+    original_bytes = serializers.IntegerField(help_text="Originals matching the filters (a digest counts once).")
+    accelerated_bytes = serializers.IntegerField(help_text="Present twins matching the filters (a digest counts once).")
+    as_of = serializers.DateTimeField(source="refresh.as_of", allow_null=True,
+                                      help_text="When the rows were last read from the registry; null: never.")
+    refreshing = OperationSerializer(source="refresh.active", allow_null=True,
+                                     help_text="The refresh under way, if any.")
+    refresh_error = serializers.CharField(source="refresh.failed.error", allow_null=True, default=None,
+                                          help_text="Why the last refresh failed, when it failed after the last "
+                                                    "success.")
     repositories = RepositoryImagesSerializer(many=True)
 
 
@@ -76,6 +123,10 @@ class ImageDeleteSerializer(serializers.Serializer):
     digest = serializers.CharField(max_length=71, validators=[validate_manifest_digest])
 
 
+class ImageRefreshSerializer(serializers.Serializer):
+    instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all())
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A conversion job, read-only: progress, result and why it failed or was skipped."""
 
@@ -84,27 +135,22 @@ class JobSerializer(serializers.ModelSerializer):
     accelerated = serializers.CharField(read_only=True, help_text="The accelerated image, once pushed.")
     percent = serializers.IntegerField(read_only=True)
     is_terminal = serializers.BooleanField(read_only=True)
+    option_changes = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                           help_text="What the last Retry changed in the options, if anything.")
+    events = serializers.PrimaryKeyRelatedField(source="push_events", many=True, read_only=True,
+                                                help_text="Push events that asked for this job or joined it.")
+    twins = TwinSerializer(many=True, read_only=True, help_text="The accelerated images it made, and their state.")
 
     class Meta:
         model = ConversionJob
         fields = [
             "id", "instance", "instance_name", "namespace", "repository", "source_tag", "source_digest", "source",
-            "rule", "event", "trigger", "format", "options", "status", "is_terminal", "percent", "attempts",
-            "retries", "last_error", "reason", "created_at", "started_at", "finished_at", "bytes_in", "bytes_out",
-            "bytes_total", "layers", "log", "result_tag", "result_digest", "result_size", "accelerated",
+            "twin_tags", "rule", "event", "events", "trigger", "format", "options", "previous_options",
+            "option_changes", "status", "is_terminal", "percent", "attempts", "retries", "last_error", "reason",
+            "warnings", "created_at", "started_at", "finished_at", "bytes_in", "bytes_out", "bytes_total", "layers",
+            "log", "result_tag", "result_digest", "result_size", "accelerated", "twins",
         ]
         read_only_fields = fields
-
-
-class BackfillReportSerializer(serializers.Serializer):
-    """What "Convert existing images" found (GET) or requested (POST) for one rule."""
-
-    repositories = serializers.IntegerField(help_text="Repositories of the rule's namespace that were walked.")
-    tags = serializers.IntegerField(help_text="Tags looked at.")
-    with_twin = serializers.IntegerField(help_text="Matching tags that already have an accelerated twin.")
-    with_job = serializers.IntegerField(help_text="Matching tags that already have a conversion job.")
-    requested = serializers.IntegerField(help_text="Tags that would be (GET) or were (POST) requested.")
-    errors = serializers.ListField(child=serializers.CharField(), help_text="Registry errors met on the way.")
 
 
 class ConvertNowSerializer(serializers.Serializer):

@@ -1,8 +1,9 @@
-"""REST API of the pipeline (under /api/v1/): push events, images, conversion jobs and backfill.
+"""REST API of the pipeline (under /api/v1/): push events, images, conversion jobs, operations and backfill.
 
 Reading needs the viewer role. Retry, cancel, convert-now, backfill and deleting an image need
-operator, as on the pages. The same verbs as the web UI are called (pipeline/actions.py,
-pipeline/reconciler.py, pipeline/catalogue.py).
+operator, as on the pages; refreshing the images needs viewer (it only reads the registry). The
+same verbs as the web UI are called (pipeline/actions.py, pipeline/operations.py,
+pipeline/catalogue.py). Slow work answers 202 with an operation to poll at /api/v1/operations/{id}/.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -13,30 +14,33 @@ from rest_framework.response import Response
 
 from converter.reference import InvalidReference
 from core.roles import Role
-from pipeline import actions, catalogue, reconciler
+from pipeline import actions, catalogue, operations
 from pipeline.api.serializers import (
-    BackfillReportSerializer,
     CatalogueSerializer,
     ConvertNowSerializer,
     ImageDeleteSerializer,
     ImageQuerySerializer,
+    ImageRefreshSerializer,
     JobSerializer,
+    OperationSerializer,
     PushEventSerializer,
 )
 from pipeline.filters import PushEventFilter
-from pipeline.models import ConversionJob, PushEvent
+from pipeline.models import ConversionJob, Operation, PushEvent
 from rules.models import Rule
 
 
 class PushEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Push events (read-only): every manifest push a registry reported, its outcome and why."""
+    """Push events (read-only): every manifest push a registry reported, its outcome and why, and
+    the current state of the job it asked for or joined."""
 
-    queryset = PushEvent.objects.select_related("instance", "matched_rule")
+    queryset = PushEvent.objects.select_related("instance", "matched_rule", "job")
     serializer_class = PushEventSerializer
     filterset_class = PushEventFilter
     search_fields = ["namespace", "repository", "tag", "digest", "delivery_id"]
     ordering_fields = ["received_at", "namespace", "repository", "tag", "outcome", "reason"]
     ordering = ["-received_at", "-id"]
+
 
 DELETE_STATUS = {catalogue.DeleteRefused.DISABLED: status.HTTP_409_CONFLICT,
                  catalogue.DeleteRefused.NOT_FOUND: status.HTTP_404_NOT_FOUND,
@@ -44,29 +48,36 @@ DELETE_STATUS = {catalogue.DeleteRefused.DISABLED: status.HTTP_409_CONFLICT,
 
 
 class ImageViewSet(viewsets.ViewSet):
-    """The images of an instance, read live from its registry, beside their accelerated twins."""
+    """The images of an instance beside their accelerated twins, from rows kept up to date in the background."""
 
     write_role = Role.OPERATOR
+    action_roles = {"refresh": Role.VIEWER}
 
-    @extend_schema(
-        parameters=[ImageQuerySerializer],
-        responses={200: CatalogueSerializer,
-                   502: OpenApiResponse(description="The registry could not be listed; `detail` says why.")},
-    )
+    @extend_schema(parameters=[ImageQuerySerializer], responses={200: CatalogueSerializer})
     def list(self, request):
-        """Repositories and tags of `?instance=`, each original beside its accelerated twin and job.
+        """Tags of `?instance=`, each original beside its accelerated twin (in any state) and job.
 
-        Filter with `namespace` (exact) and `repository` (part of the name); 50 repositories per
-        `page` (`pages` and `repository_count` say how many there are).
+        Read from rows that a background refresh keeps up to date (`as_of`); when they are older than
+        APPARATE_IMAGES_REFRESH_AGE a refresh is started (`refreshing`). Filter with `namespace`
+        (exact) and `repository` (part of the name); tags come a page at a time (`page`, `pages`,
+        `tag_count`), grouped by repository.
         """
         query = ImageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        found = catalogue.list_images(data["instance"], data["namespace"], data["repository"], data["page"])
-        if found.error:
-            return Response({"detail": f"Could not list the images of {data['instance'].name}: {found.error}"},
-                            status=status.HTTP_502_BAD_GATEWAY)
+        found = operations.images_page(data["instance"], data["namespace"], data["repository"], data["page"],
+                                       request.user)
         return Response(CatalogueSerializer(found).data)
+
+    @extend_schema(request=ImageRefreshSerializer, responses={202: OperationSerializer})
+    @action(detail=False, methods=["post"])
+    def refresh(self, request):
+        """Read the instance's registry again in the background ("Refresh now"); 202 with the
+        operation (the one under way, if a refresh is running already)."""
+        payload = ImageRefreshSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        operation = operations.request_refresh(payload.validated_data["instance"], request.user)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         request=ImageDeleteSerializer,
@@ -77,12 +88,15 @@ class ImageViewSet(viewsets.ViewSet):
     )
     @action(detail=False, methods=["post"], url_path="delete")
     def delete_image(self, request):
-        """Delete one image (original or accelerated) by manifest digest; the other image of the pair stays."""
+        """Delete one image (original or accelerated) by manifest digest; the other image of the pair stays.
+
+        Twins among the tags of that digest are marked deleted (by you, through the API; audited).
+        """
         serializer = ImageDeleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            catalogue.delete_image(data["instance"], data["repository"], data["digest"])
+            catalogue.delete_image(data["instance"], data["repository"], data["digest"], request.user, "api")
         except catalogue.DeleteRefused as error:
             return Response({"detail": error.message},
                             status=DELETE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY))
@@ -92,7 +106,7 @@ class ImageViewSet(viewsets.ViewSet):
 class JobViewSet(viewsets.ReadOnlyModelViewSet):
     """Conversion jobs: list and read need the viewer role; retry, cancel and convert-now need operator."""
 
-    queryset = ConversionJob.objects.select_related("instance")
+    queryset = ConversionJob.objects.select_related("instance").prefetch_related("push_events", "twins")
     serializer_class = JobSerializer
     write_role = Role.OPERATOR
     filterset_fields = ["instance", "status", "namespace", "repository", "source_tag", "source_digest", "rule",
@@ -122,20 +136,31 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         except actions.JobActionRefused as error:
             return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
 
-    @extend_schema(request=ConvertNowSerializer, responses=JobSerializer)
+    @extend_schema(request=ConvertNowSerializer, responses={202: OperationSerializer})
     @action(detail=False, methods=["post"], url_path="convert-now")
     def convert_now(self, request):
-        """Convert any tag of an instance now: 201 with a new job, 200 with the existing one."""
+        """Convert any tag of an instance now: 202 with an operation whose `job` is the new or existing
+        job once the worker has read the tag's digest (`result.outcome` says what was done)."""
         payload = ConvertNowSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            job, created = actions.convert_now(payload.validated_data["instance"], payload.validated_data["image"],
-                                               requested_by=request.user)
+            operation = operations.request_convert_now(payload.validated_data["instance"],
+                                                       payload.validated_data["image"], requested_by=request.user)
         except InvalidReference as error:
             raise serializers.ValidationError({"image": [str(error)]}) from None
         except DjangoValidationError as error:
             raise serializers.ValidationError({"image": error.messages}) from None
-        return self._answer(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Operations (read-only): slow work a request started, with its status and result."""
+
+    queryset = Operation.objects.select_related("requested_by")
+    serializer_class = OperationSerializer
+    filterset_fields = ["kind", "status", "instance", "rule"]
+    ordering_fields = ["created_at", "finished_at"]
+    ordering = ["-created_at", "-id"]
 
 
 class RuleBackfillViewSet(viewsets.GenericViewSet):
@@ -144,16 +169,16 @@ class RuleBackfillViewSet(viewsets.GenericViewSet):
     queryset = Rule.objects.select_related("instance")
     action_roles = {"backfill": (Role.VIEWER, Role.OPERATOR)}
 
-    @extend_schema(request=None, responses=BackfillReportSerializer)
+    @extend_schema(request=None, responses={202: OperationSerializer,
+                                            409: OpenApiResponse(description="The rule is not active.")})
     @action(detail=True, methods=["get", "post"])
     def backfill(self, request, pk=None):
-        """"Convert existing images": GET previews how many existing tags this rule would convert
-        (nothing is written); POST requests their conversion. Reads the registry's catalog."""
+        """"Convert existing images": GET starts a preview (how many existing tags this rule would
+        convert; nothing is requested), POST requests their conversion. Both walk the registry in a
+        worker: 202 with the operation, whose `result` is the report."""
         rule = self.get_object()
         try:
-            report = reconciler.backfill_rule(rule, request.user) if request.method == "POST" else (
-                reconciler.preview_backfill(rule))
+            operation = operations.request_backfill(rule, request.user, preview=request.method == "GET")
         except DjangoValidationError as error:
             return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
-        return Response(BackfillReportSerializer(report.as_dict()).data,
-                        status=status.HTTP_202_ACCEPTED if request.method == "POST" else status.HTTP_200_OK)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)

@@ -12,6 +12,7 @@ from agent.kubeapi import KubeApi
 from agent.status import Code, Status
 from clusters.choices import AuthMethod
 from clusters.models import Cluster
+from pipeline import twins
 from pipeline.choices import JobStatus
 from pipeline.models import ConversionJob
 from registries.models import Instance
@@ -59,16 +60,20 @@ def instance(db) -> Instance:
 
 @pytest.fixture
 def converted():
-    """converted(instance, "team/shop", "1.0", status=...) → a conversion job of that tag (succeeded by default)."""
+    """converted(instance, "team/shop", "1.0", status=...) → a conversion job of that tag (succeeded by default,
+    with its twin recorded as in the registry)."""
     def factory(instance, path: str, tag: str, status: str = JobStatus.SUCCEEDED, digest: str = "") -> ConversionJob:
         namespace, _, repository = path.partition("/")
         digest = digest or _sha256(f"{path}:{tag}:{ConversionJob.objects.count()}")
         succeeded = status == JobStatus.SUCCEEDED
-        return ConversionJob.objects.create(
+        job = ConversionJob.objects.create(
             instance=instance, namespace=namespace, repository=repository, source_tag=tag, source_digest=digest,
             status=status, result_tag=f"{tag}-apparate" if succeeded else "",
             result_digest=_sha256(f"twin of {digest}") if succeeded else "",
         )
+        if succeeded:
+            twins.record_present(job, tag, job.result_digest)
+        return job
 
     return factory
 

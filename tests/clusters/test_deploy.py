@@ -28,6 +28,7 @@ from clusters.models import DeployRequest, Suite
 from converter.reference import parse_reference
 from core.models import AuditEntry
 from core.roles import Role
+from pipeline import twins
 from pipeline.choices import JobStatus
 from registries.models import Instance
 from tests.clusters.conftest import add_fleet
@@ -73,12 +74,15 @@ def test_accelerated_twin_answers_from_the_jobs_both_ways(instance, converted):
 
 def test_twin_tags_of_the_same_content_have_twins_too(instance, converted):
     job = converted(instance, "team/shop", "1.0")
-    job.twin_tags = ["latest"]
+    job.twin_tags = ["latest", "stable"]
     job.save()
+    twins.record_present(job, "latest", job.result_digest)  # tagged; stable's twin is not there (yet)
     assert twin_of(instance, f"{SHOP}:latest") == TwinLookup(f"{SHOP}:latest", f"{SHOP}:latest-apparate")
     assert twin_of(instance, f"{SHOP}:latest-apparate") == TwinLookup(
         f"{SHOP}:latest", f"{SHOP}:latest-apparate")
-    assert twin_of(instance, f"{SHOP}:stable").accelerated == ""
+    stable = twin_of(instance, f"{SHOP}:stable")
+    assert stable.accelerated == "" and stable.reason == (
+        f"{SHOP}:stable has no accelerated twin in the registry yet (job #{job.pk} converted its content).")
 
 
 def test_accelerated_images_lists_current_twins_of_the_instance(instance, converted):

@@ -224,7 +224,9 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_job_succeeds_with_no_spool
     )
     try:
         wait_for(lambda: login_page(f"{base}/login/"), "the login page", process)
-        job_id = api(base, "/api/v1/jobs/convert-now/", token, {"instance": instance_id, "image": "team/app:1.0"})["id"]
+        operation = api(base, "/api/v1/jobs/convert-now/", token, {"instance": instance_id, "image": "team/app:1.0"})
+        job_id = wait_for(lambda: api(base, f"/api/v1/operations/{operation['id']}/", token)["job"],
+                          "the worker to read the digest", process)
         wait_for(lambda: api(base, f"/api/v1/jobs/{job_id}/", token)["status"] == "running"
                  and proxy.state.stalls_left == 0 and any(spool.rglob("*")), "the job to hang mid-layer", process)
         assert any(path.name.startswith(f"apparate-job-{job_id}-1") for path in spool.iterdir())

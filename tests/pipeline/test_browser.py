@@ -1,5 +1,7 @@
-"""Browser: an operator converts an image now, watches the job's progress bar reach done (htmx
-polling stops), then deletes the accelerated image from the Images page; the original stays."""
+"""Browser: an operator converts an image now (the page follows the operation to the job), watches the
+job's progress bar reach done (htmx polling stops), then deletes the accelerated image from the
+Images page (rows refreshed in the background); the original stays, the twin shows as deleted, and
+Re-create brings it back."""
 
 import re
 
@@ -35,6 +37,7 @@ def test_progress_bar_reaches_done_and_twin_is_deleted_alone(live_server, page, 
     expect(page.locator("dd", has_text="team/app:1.0-apparate")).to_be_visible()
 
     page.get_by_role("link", name="Images").click()
+    expect(page.locator("#images-as-of")).to_be_visible(timeout=60_000)  # the first refresh reloads the page
     row = page.locator("tr[data-tag='1.0']")
     expect(row.get_by_text("Succeeded")).to_be_visible()
     row.get_by_role("link", name="Delete accelerated team/app:1.0-apparate").click()
@@ -48,4 +51,9 @@ def test_progress_bar_reaches_done_and_twin_is_deleted_alone(live_server, page, 
 
     assert status("1.0-apparate") == 404
     assert status("1.0") == 200
-    expect(page.locator("tr[data-tag='1.0']").get_by_text("none")).to_be_visible()
+    deleted = page.locator("tr[data-tag='1.0']")
+    expect(deleted.get_by_text("Deleted through the console", exact=True)).to_be_visible()
+    deleted.get_by_role("button", name="Re-create team/app:1.0-apparate").click()
+    expect(page).to_have_url(re.compile(r"/rules/jobs/\d+/$"), timeout=60_000)
+    expect(page.locator("#job-status")).to_have_text("Succeeded", timeout=90_000)
+    assert status("1.0-apparate") == 200

@@ -10,10 +10,13 @@ import requests
 from django.db import connection
 
 from converter.image import TOC_DIGEST_ANNOTATION
+from core.roles import Role
 from pipeline import actions
 from pipeline.choices import TERMINAL, JobStatus, JobTrigger
-from pipeline.models import ConversionJob, LayerCacheEntry, options_key
+from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry, options_key
 from rules.models import options_of
+from tests.converter.estargz_support import read_toc
+from tests.support.images import Platform, push_image
 
 OCI = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
@@ -158,17 +161,20 @@ def test_convert_now_without_rule_uses_defaults_and_requeues_failed(instance, re
                                                                     django_capture_on_commit_callbacks):
     digest = push("other/tool:edge")
     with django_capture_on_commit_callbacks() as callbacks:
-        job, created = actions.convert_now(instance, "other/tool:edge")
-    assert created and len(callbacks) == 1
+        job, outcome = actions.convert_now(instance, actions.check_convert_now(instance, "other/tool:edge"))
+    assert outcome == actions.Outcome.CREATED and len(callbacks) == 1
     assert job.source_digest == digest and job.rule is None and job.trigger == JobTrigger.MANUAL
     assert job.options_key == options_key(options_of(None))
+    assert actions.convert_now(instance, actions.check_convert_now(instance, "other/tool:edge"))[1] == (
+        actions.Outcome.IN_PROGRESS)
     ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
-    again, created = actions.convert_now(instance, f"{reg.host}/other/tool:edge")
-    assert not created and again.pk == job.pk and again.status == JobStatus.QUEUED
+    again, outcome = actions.convert_now(instance, actions.check_convert_now(instance, f"{reg.host}/other/tool:edge"))
+    assert outcome == actions.Outcome.QUEUED_AGAIN and again.pk == job.pk and again.status == JobStatus.QUEUED
+    assert "queued again; the rule's options are unchanged" in again.log[-1]["message"]
     with pytest.raises(actions.ValidationError, match="does not exist"):
-        actions.convert_now(instance, "other/tool:missing")
+        actions.convert_now(instance, actions.check_convert_now(instance, "other/tool:missing"))
     with pytest.raises(actions.ValidationError, match="already an accelerated image"):
-        actions.convert_now(instance, "other/tool:edge-apparate")
+        actions.check_convert_now(instance, "other/tool:edge-apparate")
 
 
 def test_layer_cache_reuses_layers_across_repositories(instance, make_rule, reg, push):
@@ -212,6 +218,8 @@ def test_further_tags_of_the_same_content_get_their_own_twin(instance, make_rule
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.reason
     assert manifest(reg, "team/app", "latest-apparate").status_code == 404
+    # recorded when it exists, never before: only the tag the converter pushed has a row yet
+    assert list(AcceleratedImage.objects.values_list("twin_tag", flat=True)) == ["1.0-apparate"]
     assert actions.push_twin_tags(job.pk) == ["latest-apparate"]  # the task's body
     for tag in ("1.0-apparate", "latest-apparate"):
         assert manifest(reg, "team/app", tag).headers["Docker-Content-Digest"] == job.result_digest
@@ -221,8 +229,52 @@ def test_further_tags_of_the_same_content_get_their_own_twin(instance, make_rule
     with django_capture_on_commit_callbacks() as callbacks:
         assert actions.add_twin_tag(job, "stable") is True
     assert len(callbacks) == 1
-    assert actions.push_twin_tags(job.pk) == ["latest-apparate", "stable-apparate"]
+    assert actions.push_twin_tags(job.pk) == ["stable-apparate"]  # only twins not in the registry yet
+    assert actions.push_twin_tags(job.pk) == []  # run twice: nothing left to tag
     assert manifest(reg, "team/app", "stable-apparate").headers["Docker-Content-Digest"] == job.result_digest
     job.refresh_from_db()
     assert job.attempts == 1 and ConversionJob.objects.count() == 1
     assert any("stable-apparate" in line["message"] for line in job.log)
+    # each twin is a record once its tag is in the registry, all three on the one accelerated manifest
+    rows = AcceleratedImage.objects.filter(job=job).order_by("source_tag")
+    assert [(row.source_tag, row.twin_tag, row.state) for row in rows] == [
+        ("1.0", "1.0-apparate", "present"), ("latest", "latest-apparate", "present"),
+        ("stable", "stable-apparate", "present")]
+    assert {row.twin_digest for row in rows} == {job.result_digest}
+    assert all(row.twin_size > 0 and row.source_size > 0 for row in rows)
+
+
+def test_prioritized_files_apply_per_image_and_a_file_in_no_layer_is_a_warning(instance, make_rule, reg, tmp_path,
+                                                                                client_as):
+    rule = make_rule(prioritized_files=["/usr/bin/python3", "app/main.py", "/app/missing.py"])
+    layers = [{"usr/": None, "usr/bin/": None, "usr/bin/python3": b"\x7fELF" + bytes(5000)},
+              {"app/": None, "app/main.py": b"print('hi')\n", "app/util.py": b"x = 1\n"}]
+    digest = push_image(tmp_path / "a", f"{reg.host}/team/app:1.0", [Platform(layers=layers)])
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=rule)
+    actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.reason
+    assert job.warnings == ["linux/amd64: prioritized file '/app/missing.py' is in none of the 2 layers; it is not "
+                            "prioritized"]
+    assert [line["message"] for line in job.log if line["level"] == "warning"] == [
+        "Warning: linux/amd64: prioritized file '/app/missing.py' is in none of the 2 layers; it is not prioritized."]
+    # each listed file is put first in the layer where it lives
+    twin = manifest(reg, "team/app", "1.0-apparate").json()
+    fronts = []
+    for layer in twin["layers"]:
+        blob = requests.get(f"{reg.url}/v2/team/app/blobs/{layer['digest']}", timeout=30).content
+        names = [entry["name"] for entry in read_toc(blob)[0]["entries"] if entry["type"] == "reg"]
+        fronts.append(names[:names.index(".prefetch.landmark")] if ".prefetch.landmark" in names else [])
+    assert fronts == [["usr/bin/python3"], ["app/main.py"]]
+    page = client_as(Role.VIEWER).get(f"/rules/jobs/{job.pk}/").content.decode()
+    assert 'id="job-warnings"' in page and "prioritized file &#x27;/app/missing.py&#x27; is in none" in page
+    assert "standard tar layers" not in page
+    # the same layers in another repository come from the layer cache, prioritized files and all
+    again = push_image(tmp_path / "b", f"{reg.host}/team/copy:1.0", [Platform(layers=layers)])
+    copy, _ = actions.request_conversion(instance, f"{reg.host}/team/copy:1.0", again, rule=rule)
+    actions.run_conversion(copy.pk)
+    copy.refresh_from_db()
+    assert copy.status == JobStatus.SUCCEEDED and copy.result_digest == job.result_digest
+    assert "0 layer(s) converted, 2 reused" in copy.log[-1]["message"]
+    entry = LayerCacheEntry.objects.filter(instance=instance, prioritized__isnull=False).first()
+    assert entry is not None and entry.startup_bytes > 0

@@ -5,9 +5,9 @@ from datetime import timedelta
 from django.utils import timezone
 
 from core.roles import Role
-from pipeline import actions
-from pipeline.choices import JobStatus
-from pipeline.models import ConversionJob
+from pipeline import actions, twins
+from pipeline.choices import JobStatus, TwinState
+from pipeline.models import AcceleratedImage, ConversionJob
 
 
 def test_metrics_need_viewer_or_token(client, client_as, settings, db):
@@ -32,3 +32,18 @@ def test_metrics_report_jobs_bytes_retries_and_events(instance, reg, client_as):
     assert 'apparate_conversion_duration_seconds_bucket{le="10.0"} 1.0' in text
     assert 'apparate_conversion_bytes_total{direction="out"} 1100.0' in text
     assert "apparate_job_retries_total 3.0" in text
+
+
+def test_metrics_count_accelerated_images_by_state_and_their_storage_once(instance, reg, client_as):
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1", "sha256:" + "1" * 64)
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+    twin = "sha256:" + "9" * 64
+    twins.record_present(job, "1", twin, twin_size=1000)
+    twins.record_present(job, "latest", twin, twin_size=1000)  # the same manifest under a second twin tag
+    twins.record_present(job, "old", "sha256:" + "8" * 64, twin_size=500)
+    AcceleratedImage.objects.filter(twin_tag="old-apparate").update(state=TwinState.DELETED)
+    text = client_as(Role.VIEWER).get("/metrics").content.decode()
+    assert 'apparate_accelerated_images{state="present"} 2.0' in text
+    assert 'apparate_accelerated_images{state="deleted"} 1.0' in text
+    assert 'apparate_accelerated_images{state="missing"} 0.0' in text
+    assert "apparate_accelerated_bytes 1000.0" in text

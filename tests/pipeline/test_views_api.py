@@ -3,10 +3,11 @@
 
 import pytest
 
+from core.models import AuditEntry
 from core.roles import Role
-from pipeline import actions
+from pipeline import actions, operations
 from pipeline.choices import JobStatus
-from pipeline.models import ConversionJob
+from pipeline.models import ConversionJob, Operation
 
 DIGEST = "sha256:" + "12" * 32
 
@@ -87,35 +88,83 @@ def test_operator_cancels_then_retries_through_ui_and_api(client_as, api_as, job
     assert [row["id"] for row in listing["results"]] == [job.pk]
 
 
-def test_convert_now_api_and_form(api_as, client_as, instance, push):
+def test_convert_now_api_and_form_answer_at_once_with_an_operation(api_as, client_as, instance, push,
+                                                                   django_capture_on_commit_callbacks):
     digest = push("team/tool:1")
     api = api_as(Role.OPERATOR)
-    created = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"})
-    assert created.status_code == 201 and created.json()["source_digest"] == digest
-    again = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"})
-    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    with django_capture_on_commit_callbacks() as callbacks:
+        started = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"})
+    assert started.status_code == 202 and len(callbacks) == 1  # the digest is read by a worker
+    body = started.json()
+    assert (body["kind"], body["status"], body["params"], body["job"]) == (
+        "convert_now", "queued", {"image": f"{instance.host}/team/tool:1"}, None)
+    assert not ConversionJob.objects.exists()
+    operations.run_operation(body["id"])  # the task body
+    assert operations.run_operation(body["id"]) is None  # a second delivery does nothing
+    done = api.get(f"/api/v1/operations/{body['id']}/").json()
+    job = ConversionJob.objects.get()
+    assert (done["status"], done["job"], done["result"]["outcome"]) == ("succeeded", job.pk, "created")
+    assert done["result"]["detail"] == f"Conversion of team/tool:1 requested: job #{job.pk}."
+    assert job.source_digest == digest
+    again = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"}).json()
+    operations.run_operation(again["id"])
+    assert api.get(f"/api/v1/operations/{again['id']}/").json()["result"]["detail"] == (
+        f"Job #{job.pk} is already converting team/tool:1.")
+    audited = AuditEntry.objects.filter(model="operation", action="create")
+    assert audited.count() == 2 and {entry.source for entry in audited} == {"api"}
+    assert audited.first().changes["image"]["new"] == f"{instance.host}/team/tool:1"
+
     bad = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "not an image"})
     assert bad.status_code == 400 and "image" in bad.json()
-    missing = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:nope"})
-    assert missing.status_code == 400 and "does not exist" in str(missing.json())
-    form = client_as(Role.OPERATOR).post("/rules/jobs/convert-now/", {"instance": instance.pk, "image": "bad image"},
-                                         HTTP_HX_REQUEST="true")
-    assert form.status_code == 200 and "spaces" in form.content.decode()
+    twin = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1-apparate"})
+    assert twin.status_code == 400 and "already an accelerated image" in str(twin.json())
+    missing = api.post("/api/v1/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:nope"}).json()
+    operations.run_operation(missing["id"])
+    failed = api.get(f"/api/v1/operations/{missing['id']}/").json()
+    assert failed["status"] == "failed" and failed["error"] == f"{instance.host}/team/tool:nope does not exist in " \
+        "the registry."
     assert ConversionJob.objects.count() == 1
+
+    client = client_as(Role.OPERATOR)
+    form = client.post("/rules/jobs/convert-now/", {"instance": instance.pk, "image": "bad image"},
+                       HTTP_HX_REQUEST="true")
+    assert form.status_code == 200 and "spaces" in form.content.decode()
+    watched = client.post("/rules/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"},
+                          HTTP_HX_REQUEST="true")
+    operation = Operation.objects.latest("id")
+    assert watched.status_code == 200 and f'hx-get="/rules/jobs/operations/{operation.pk}/"' in watched.content.decode()
+    operations.run_operation(operation.pk)
+    finished = client.get(f"/rules/jobs/operations/{operation.pk}/", HTTP_HX_REQUEST="true")
+    assert finished.status_code == 286 and finished["HX-Redirect"] == f"/rules/jobs/{job.pk}/"
+    plain = client.post("/rules/jobs/convert-now/", {"instance": instance.pk, "image": "team/tool:1"})
+    assert plain.status_code == 302 and plain["Location"] == f"/rules/jobs/operations/{operation.pk + 1}/"
+    assert "Reading the digest of" in client.get(plain["Location"]).content.decode()
+    assert AuditEntry.objects.filter(model="operation", source="ui").count() == 2
 
 
 def test_backfill_preview_and_request_from_rule_page(client_as, instance, make_rule, push):
     rule = make_rule("all")
     push("team/app:1")
     client = client_as(Role.OPERATOR)
-    preview = client.get(f"/rules/{rule.pk}/backfill/", HTTP_HX_REQUEST="true").content.decode()
-    assert "<strong>1</strong> tag would be converted" in preview
+    started = client.post(f"/rules/{rule.pk}/backfill/", {"preview": "1"}, HTTP_HX_REQUEST="true")
+    preview = Operation.objects.get(kind="backfill_preview")
+    assert started.status_code == 200 and f'hx-get="/rules/jobs/operations/{preview.pk}/"' in started.content.decode()
+    assert "Walking the registry" in started.content.decode()
+    operations.run_operation(preview.pk)
+    shown = client.get(f"/rules/jobs/operations/{preview.pk}/", HTTP_HX_REQUEST="true")
+    assert shown.status_code == 286 and "<strong>1</strong> tag would be converted" in shown.content.decode()
     assert not ConversionJob.objects.exists()
+    assert not AuditEntry.objects.filter(model="operation").exists()  # a preview changes nothing
     assert client_as(Role.VIEWER).post(f"/rules/{rule.pk}/backfill/").status_code == 403
-    assert not ConversionJob.objects.exists()
-    response = client.post(f"/rules/{rule.pk}/backfill/", HTTP_HX_REQUEST="true")
-    assert response.status_code == 200 and response.headers["HX-Redirect"].startswith("/rules/jobs/")
+    assert not ConversionJob.objects.exists() and Operation.objects.count() == 1
+    response = client.post(f"/rules/{rule.pk}/backfill/")
+    request = Operation.objects.get(kind="backfill")
+    assert response.status_code == 302 and response["Location"] == f"/rules/jobs/operations/{request.pk}/"
+    operations.run_operation(request.pk)
     assert ConversionJob.objects.get().source_tag == "1"
+    page = client.get(response["Location"]).content.decode()
+    assert "<strong>1</strong> conversion requested for existing images" in page
+    assert AuditEntry.objects.get(model="operation").changes["rule"]["new"] == "all"
 
 
 def test_backfill_api_previews_then_requests_and_respects_roles(api_as, instance, make_rule, push,
@@ -124,17 +173,20 @@ def test_backfill_api_previews_then_requests_and_respects_roles(api_as, instance
     push("team/app:1")
     push("team/app:2")
     viewer, operator = api_as(Role.VIEWER), api_as(Role.OPERATOR)
-    preview = viewer.get(f"/api/v1/rules/{rule.pk}/backfill/")
-    assert preview.status_code == 200
-    assert preview.json() == {"repositories": 1, "tags": 2, "with_twin": 0, "with_job": 0, "requested": 2,
-                              "errors": []}
+    started = viewer.get(f"/api/v1/rules/{rule.pk}/backfill/")
+    assert started.status_code == 202 and started.json()["kind"] == "backfill_preview"
+    operations.run_operation(started.json()["id"])
+    preview = viewer.get(f"/api/v1/operations/{started.json()['id']}/").json()
+    assert preview["result"] == {"repositories": 1, "tags": 2, "with_twin": 0, "with_job": 0, "requested": 2,
+                                 "recreate": 0, "missing": 0, "left_alone": [], "errors": []}
     assert viewer.post(f"/api/v1/rules/{rule.pk}/backfill/").status_code == 403
     assert not ConversionJob.objects.exists()
     with django_capture_on_commit_callbacks() as callbacks:
         response = operator.post(f"/api/v1/rules/{rule.pk}/backfill/")
-    assert response.status_code == 202 and response.json()["requested"] == 2 and len(callbacks) == 2
+        operations.run_operation(response.json()["id"])
+    assert response.status_code == 202 and len(callbacks) == 3  # the operation, then two conversions
+    assert operator.get(f"/api/v1/operations/{response.json()['id']}/").json()["result"]["requested"] == 2
     assert sorted(ConversionJob.objects.values_list("source_tag", flat=True)) == ["1", "2"]
-    assert operator.get(f"/api/v1/rules/{rule.pk}/backfill/").json()["with_job"] == 2
     rule.enabled = False
     rule.save()
     refused = operator.post(f"/api/v1/rules/{rule.pk}/backfill/")

@@ -50,4 +50,6 @@ def test_known_content_pushed_under_a_new_tag_is_already_seen_and_gets_a_twin_ta
     assert job.source_tag == "1.0" and job.twin_tags == ["latest"]
     seen = PushEvent.objects.get(tag="latest")
     assert seen.outcome == PushOutcome.SKIPPED and seen.reason == "already_seen"
-    assert "also tagged 'latest-apparate'" in seen.reason_detail
+    assert seen.job == job and PushEvent.objects.get(tag="1.0").job == job
+    # what will happen, said as it is: the job has not run yet
+    assert seen.reason_detail.endswith(f"'latest-apparate' will be tagged when job #{job.pk} (queued) succeeds.")
