@@ -409,7 +409,7 @@ def request_twin(instance: Instance, reference: ImageReference, digest: str, *, 
         return job, Outcome.CREATED
     with transaction.atomic():
         added = add_twin_tag(job, reference.tag)  # tagged on success, or now if the job succeeded
-        locked = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job.pk)
+        locked = ConversionJob.objects.select_for_update(of=("self",)).select_related("instance").get(pk=job.pk)
         if locked.status in ACTIVE:
             return locked, Outcome.IN_PROGRESS
         why = JobTrigger(trigger).label
@@ -496,7 +496,7 @@ def retry_job(job: ConversionJob) -> ConversionJob:
     content, that job takes over the tags and is the one that runs (and is returned).
     """
     with transaction.atomic():
-        locked = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job.pk)
+        locked = ConversionJob.objects.select_for_update(of=("self",)).select_related("instance").get(pk=job.pk)
         if not retry_offered(locked):
             raise JobActionRefused(
                 f"Job #{locked.pk} is {locked.get_status_display().lower()}"
@@ -785,7 +785,7 @@ def _retag(client, job: ConversionJob) -> ConversionJob | None:
 def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: dict) -> ConversionJob:
     layers = progress.snapshot()
     with transaction.atomic():
-        job = ConversionJob.objects.select_for_update().select_related("instance").get(pk=job_id)
+        job = ConversionJob.objects.select_for_update(of=("self",)).select_related("instance").get(pk=job_id)
         job.status = JobStatus.SUCCEEDED
         job.finished_at = timezone.now()
         job.layers = layers

@@ -38,10 +38,12 @@ class DatabaseLayerCache:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for source_digest, cache_key in list(self.held):
-            self._unlock(source_digest, cache_key)
+        self._release_all()
 
     def get(self, source_digest: str, cache_key: str) -> CachedLayer | None:
+        # The converter handles one layer at a time, so a lock still held is a finished layer's: a job
+        # never holds two, and two jobs can never wait for each other.
+        self._release_all()
         entry = self._entry(source_digest, cache_key)
         if entry is None and connection.vendor == "postgresql":
             self._lock(source_digest, cache_key)  # until `put`: a job converting it now makes us wait here
@@ -82,6 +84,10 @@ class DatabaseLayerCache:
             cursor.execute("SELECT pg_advisory_lock(%s)", [key])
         self.held[(source_digest, cache_key)] = key
         logger.info("layer=%s action=layer-lock waited=%.3f", source_digest, time.monotonic() - started)
+
+    def _release_all(self) -> None:
+        for source_digest, cache_key in list(self.held):
+            self._unlock(source_digest, cache_key)
 
     def _unlock(self, source_digest: str, cache_key: str) -> None:
         key = self.held.pop((source_digest, cache_key))
