@@ -146,7 +146,6 @@ def run_label_job(job_id: int) -> LabelJob | None:
         result.finished_at = timezone.now()
         return obj
 
-    done_nodes: list[Node] = []
     try:
         with ExitStack() as stack:
             pools = {pk: stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix=f"label-{pk}"))
@@ -157,19 +156,18 @@ def run_label_job(job_id: int) -> LabelJob | None:
                 # Wake when all is done or progress is due: one wake-up per interval rather than per
                 # node leaves the CPU to the PATCH threads.
                 done, waiting = wait(waiting, timeout=PROGRESS_SECONDS)
+                nodes = []
                 for future in done:
                     obj, node = future.result(), futures[future].node
                     if obj is not None and node is not None:
                         node.labels = obj["metadata"].get("labels") or {}
                         node.resource_version = obj["metadata"].get("resourceVersion", "")
                         node.labelled = node.labels.get(key) == value
-                        done_nodes.append(node)
-                _save_results(job, [futures[future] for future in done])
+                        nodes.append(node)
+                _save_results(job, [futures[future] for future in done], nodes)
     finally:
         for session in sessions.values():
             session.close()
-    with transaction.atomic():
-        _write_rows(Node, ["labels", "resource_version", "labelled"], done_nodes)
     return _finish_job(job)
 
 def _write_rows(model, fields: list[str], rows: list, chunk: int = 500) -> None:
@@ -200,11 +198,13 @@ def _write_rows(model, fields: list[str], rows: list, chunk: int = 500) -> None:
             cursor.execute(sql, [column.get_db_prep_save(getattr(row, column.attname), connection)
                                  for row in part for column in columns])
 
-def _save_results(job: LabelJob, batch: list[LabelResult]) -> None:
+def _save_results(job: LabelJob, batch: list[LabelResult], nodes: list[Node]) -> None:
+    """Write finished results and the nodes they changed, and the job's counts: one transaction."""
     if not batch:
         return
     with transaction.atomic():  # one commit per batch, not one per row
         _write_rows(LabelResult, ["status", "message", "attempts", "finished_at"], batch)
+        _write_rows(Node, ["labels", "resource_version", "labelled"], nodes)
         counts = LabelResult.objects.filter(job=job).aggregate(
             ok=Count("pk", filter=Q(status__in=LABEL_RESULT_OK)),
             bad=Count("pk", filter=~Q(status__in=[*LABEL_RESULT_OK, LabelResultStatus.PENDING])),
@@ -212,7 +212,6 @@ def _save_results(job: LabelJob, batch: list[LabelResult]) -> None:
         LabelJob.objects.filter(pk=job.pk).update(succeeded=counts["ok"], failed=counts["bad"])
 
 def _finish_job(job: LabelJob) -> LabelJob:
-    _save_results(job, [])
     job.refresh_from_db()
     results = LabelResult.objects.filter(job=job)
     counts = results.aggregate(ok=Count("pk", filter=Q(status__in=LABEL_RESULT_OK)),
