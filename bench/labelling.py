@@ -9,7 +9,7 @@ then, for --repeat rounds, times one after the other:
    node rows updated), labelling and unlabelling in turn so that every PATCH changes the node.
 It prints the median of each and the median of the per-round ratios, per database.
 
-Usage: .venv/bin/python bench/labelling.py [--clusters 4] [--nodes 500] [--concurrency 16] [--repeat 3]
+Usage: .venv/bin/python bench/labelling.py [--clusters 4] [--nodes 500] [--concurrency 16] [--repeat 5]
            [--postgres postgres://postgres@127.0.0.1:5432/bench]
 """
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=4)
     parser.add_argument("--nodes", type=int, default=500, help="nodes per cluster")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of baseline + label job; medians are shown")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of baseline + label job; medians are shown")
     parser.add_argument("--postgres", default="", help="PostgreSQL database URL (default: DATABASE_URL if postgres)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
