@@ -6,6 +6,7 @@ the re-creation of deleted twins are audited with their actor and door (core.aud
 """
 
 import contextlib
+import hashlib
 import logging
 import random
 import shutil
@@ -696,10 +697,19 @@ def spool_root() -> Path:
     return Path(settings.APPARATE_JOB_WORKDIR or tempfile.gettempdir())
 
 
+def database_tag() -> str:
+    """A short name of this console's database, part of every spool directory's name, so that two
+    consoles (or test runs) sharing a temp dir never sweep each other's directories: job ids are
+    only unique within one database."""
+    settings_dict = connection.settings_dict
+    identity = f"{connection.vendor}:{settings_dict.get('HOST')}:{settings_dict.get('PORT')}:{settings_dict['NAME']}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
 def job_workdir(job_id: int, attempt: int) -> Path:
     """Where one attempt of a job spools layers: its own directory under spool_root(), removed when
     the attempt ends; a dead worker's is swept by the reconciler."""
-    return spool_root() / f"{JOB_WORKDIR_PREFIX}{job_id}-{attempt}"
+    return spool_root() / f"{JOB_WORKDIR_PREFIX}{database_tag()}-{job_id}-{attempt}"
 
 
 def run_conversion(job_id: int) -> ConversionJob | None:

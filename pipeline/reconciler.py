@@ -30,7 +30,7 @@ from converter.registry import (
 )
 from core.actions import live_workers
 from pipeline import twins
-from pipeline.actions import JOB_WORKDIR_PREFIX, Outcome, enqueue_job, request_twin, spool_root
+from pipeline.actions import JOB_WORKDIR_PREFIX, Outcome, database_tag, enqueue_job, request_twin, spool_root
 from pipeline.choices import JobStatus, JobTrigger
 from pipeline.models import AcceleratedImage, ConversionJob
 from pipeline.naming import is_twin_tag, twin_tag
@@ -216,18 +216,20 @@ def requeue_orphaned_jobs() -> int:
     return requeued
 
 
-_WORKDIR_NAME = re.compile(rf"{re.escape(JOB_WORKDIR_PREFIX)}(\d+)-(\d+)")
+_WORKDIR_NAME = re.compile(rf"{re.escape(JOB_WORKDIR_PREFIX)}([0-9a-f]{{12}})-(\d+)-(\d+)")
 
 
 def sweep_job_workdirs() -> int:
-    """Remove the spool directories (on this machine) of attempts that are no longer running on a
-    live worker run. The directories are listed before the jobs are read, so an attempt that
-    starts meanwhile is seen running; a new attempt always spools in a new directory."""
+    """Remove the spool directories (on this machine) of this database's attempts that are no longer
+    running on a live worker run; directories of other databases' jobs are not ours to judge. The
+    directories are listed before the jobs are read, so an attempt that starts meanwhile is seen
+    running; a new attempt always spools in a new directory."""
     found = {}
-    for path in spool_root().glob(f"{JOB_WORKDIR_PREFIX}*"):
+    ours = database_tag()
+    for path in spool_root().glob(f"{JOB_WORKDIR_PREFIX}{ours}-*"):
         match = _WORKDIR_NAME.fullmatch(path.name)
-        if match and path.is_dir():
-            found[path] = (int(match[1]), int(match[2]))
+        if match and match[1] == ours and path.is_dir():
+            found[path] = (int(match[2]), int(match[3]))
     running = {pk: (attempts, worker) for pk, attempts, worker in ConversionJob.objects.filter(
         pk__in={pk for pk, _ in found.values()}, status=JobStatus.RUNNING).values_list("pk", "attempts", "worker")}
     alive = live_workers()

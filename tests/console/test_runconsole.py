@@ -9,6 +9,7 @@ private. A worker killed mid-job is restarted, and its job is re-queued and succ
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -229,7 +230,7 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_job_succeeds_with_no_spool
                           "the worker to read the digest", process)
         wait_for(lambda: api(base, f"/api/v1/jobs/{job_id}/", token)["status"] == "running"
                  and proxy.state.stalls_left == 0 and any(spool.rglob("*")), "the job to hang mid-layer", process)
-        assert any(path.name.startswith(f"apparate-job-{job_id}-1") for path in spool.iterdir())
+        assert any(re.fullmatch(rf"apparate-job-[0-9a-f]{{12}}-{job_id}-1", path.name) for path in spool.iterdir())
 
         old_worker = celery_children(process.pid)["worker"]
         os.kill(old_worker, signal.SIGKILL)

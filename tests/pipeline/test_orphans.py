@@ -8,6 +8,7 @@ from django.utils import timezone
 from core import actions as core_actions
 from core.actions import live_workers, record_heartbeat, start_worker_session
 from core.models import WorkerHeartbeat
+from pipeline.actions import database_tag, job_workdir
 from pipeline.choices import JobStatus
 from pipeline.models import ConversionJob
 from pipeline.reconciler import requeue_orphaned_jobs, sweep_job_workdirs
@@ -78,15 +79,18 @@ def test_spool_of_dead_attempts_is_swept_and_live_ones_kept(job, tmp_path):
     identity = start_worker_session("celery@box")
     record_heartbeat("celery@box")
     run_by(job, identity)
-    current, earlier = tmp_path / f"apparate-job-{job.pk}-1", tmp_path / f"apparate-job-{job.pk}-0"
-    unknown, unrelated = tmp_path / "apparate-job-999999-1", tmp_path / "something-else"
-    for path in (current, earlier, unknown, unrelated):
+    current, earlier = job_workdir(job.pk, 1), job_workdir(job.pk, 0)
+    assert current.parent == tmp_path and current.name == f"apparate-job-{database_tag()}-{job.pk}-1"
+    unknown, unrelated = job_workdir(999999, 1), tmp_path / "something-else"
+    # The same job id in another console's database (another test run sharing the temp dir): not ours.
+    other_database = tmp_path / f"apparate-job-{'0' * 12}-{job.pk}-0"
+    for path in (current, earlier, unknown, unrelated, other_database):
         (path / "apparate-layer-x").mkdir(parents=True)
         (path / "apparate-layer-x" / "spool").write_bytes(b"x" * 1000)
     assert sweep_job_workdirs() == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [current.name, unrelated.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, unrelated.name, other_database.name])
 
     start_worker_session("celery@box")  # restarted: the attempt is dead now
     record_heartbeat("celery@box")
     assert sweep_job_workdirs() == 1
-    assert [p.name for p in tmp_path.iterdir()] == [unrelated.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([unrelated.name, other_database.name])
