@@ -242,16 +242,16 @@ class KubeEmulator:
         server_key, server_cert = _certificate("127.0.0.1", ca_key, ca_cert)
         client_key, client_cert = _certificate("console-admin", ca_key, ca_cert)
         self.ca_pem, self.client_cert_pem, self.client_key_pem = _pem(ca_cert), _pem(client_cert), _pem(client_key)
-        directory = tempfile.mkdtemp(prefix="kube-emulator-")
-        paths = {}
         files = {"ca.crt": self.ca_pem, "server.crt": _pem(server_cert), "server.key": _pem(server_key)}
-        for name, text in files.items():
-            paths[name] = os.path.join(directory, name)
-            with open(paths[name], "w") as handle:
-                handle.write(text)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(paths["server.crt"], paths["server.key"])
-        context.load_verify_locations(paths["ca.crt"])
+        # The ssl module loads certificates from files only; they are removed once loaded.
+        with tempfile.TemporaryDirectory(prefix="kube-emulator-") as directory:
+            paths = {name: os.path.join(directory, name) for name in files}
+            for name, text in files.items():
+                with open(paths[name], "w") as handle:
+                    handle.write(text)
+            context.load_cert_chain(paths["server.crt"], paths["server.key"])
+            context.load_verify_locations(paths["ca.crt"])
         context.verify_mode = ssl.CERT_OPTIONAL  # a client certificate signed by the CA authenticates
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
 
