@@ -62,6 +62,9 @@ def locked_instances(request, transactional_db):
     finally:
         holder.rollback()
         holder.close()
+        with connection.cursor() as cursor:  # the session's own values again, before the teardown's flush
+            cursor.execute("RESET lock_timeout")
+            cursor.execute("RESET statement_timeout")
 
 
 def test_postgresql_lock_timeout_gives_json_503_to_api_and_webhook_and_a_page_to_people(locked_instances,
