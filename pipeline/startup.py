@@ -226,14 +226,19 @@ def _platform_manifests(client: RegistryClient, path: str, digest: str) -> list[
     return found
 
 
-def measure(client: RegistryClient, path: str, digest: str, known: dict[str, int]) -> Measured:
-    """Measure the twin `path@digest` in the registry: manifests, then per distinct layer blob the
-    footer and the TOC by Range requests, except layers whose figure `known` has (it gains those read).
-    A layer that is not eStargz gives a Measured with `error`. RegistryErrors propagate."""
+def measure(client: RegistryClient, instance, path: str, digest: str, known: dict[str, int]) -> Measured:
+    """Measure the twin `path@digest` in the registry: its manifests, then per distinct layer blob the
+    footer and the TOC by Range requests, except blobs whose figure `known` or the instance's layer
+    cache has (`known` gains every figure found). A layer that is not eStargz gives a Measured with
+    `error`. RegistryErrors propagate."""
+    platforms = [(platform, [(layer.get("digest", ""), layer.get("size"), layer.get("mediaType"))
+                             for layer in manifest.get("layers") or []])
+                 for platform, manifest in _platform_manifests(client, path, digest)]
+    wanted = {blob for _, listed in platforms for blob, _, _ in listed} - set(known)
+    known.update(LayerCacheEntry.objects.filter(instance=instance, digest__in=wanted, startup_bytes__isnull=False)
+                 .values_list("digest", "startup_bytes"))
     layers = []
-    for platform, manifest in _platform_manifests(client, path, digest):
-        listed = [(layer.get("digest", ""), layer.get("size"), layer.get("mediaType")) for layer in
-                  manifest.get("layers") or []]
+    for platform, listed in platforms:
         for number, (blob, size, media_type) in enumerate(listed, 1):
             if blob in known:
                 continue
@@ -287,11 +292,8 @@ def measure_pending(instance, limit: int | None = None) -> BatchReport:
         if len(batch) >= limit:
             break
     if batch:
-        known = dict(LayerCacheEntry.objects.filter(instance=instance, startup_bytes__isnull=False).filter(
-            digest__in={layer["digest"] for row in batch for layer in row.startup_layers or []}).values_list(
-            "digest", "startup_bytes"))
-        known.update({layer["digest"]: layer["startup_bytes"] for row in batch for layer in row.startup_layers or []
-                      if layer.get("startup_bytes") is not None})
+        known = {layer["digest"]: layer["startup_bytes"] for row in batch for layer in row.startup_layers or []
+                 if layer.get("startup_bytes") is not None}
         with instance.registry_client() as client:
             for row in batch:
                 _measure_one(instance, client, row, known, report)
@@ -305,7 +307,7 @@ def _measure_one(instance, client: RegistryClient, row: AcceleratedImage, known:
                  report: BatchReport) -> None:
     rows = pending(instance).filter(twin_digest=row.twin_digest)
     try:
-        measured = measure(client, row.path, row.twin_digest, known)
+        measured = measure(client, instance, row.path, row.twin_digest, known)
     except RegistryProtocolError as error:
         if error.transient:
             return _failed(rows, row, error, report)
