@@ -5,9 +5,12 @@ in front of the real docker-registry), equal to what the converter recorded; a t
 eStargz is "unknown" with its reason; a registry failure leaves it waiting; the Images page, the job
 page, the dashboard, the API and its schema show it."""
 
+import random
+
 import pytest
 import requests
 from django.test import Client
+from playwright.sync_api import expect
 
 from console.dashboard import gather
 from converter.startup import startup_bytes
@@ -18,7 +21,9 @@ from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry
 from registries.models import Instance
 from tests.converter.test_image_conversion import ranged_reader
 from tests.pipeline.test_twins import finished_job, finished_operation, wait_for
+from tests.support.browser import login
 from tests.support.images import Platform, push_image
+from tests.support.users import PASSWORD
 
 MB = 1024 * 1024
 OCI = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
@@ -327,3 +332,29 @@ def test_pages_dashboard_and_api_show_the_figure(instance, make_rule, reg, push,
     assert set(schema["StartupLayer"]["properties"]) == {"platform", "digest", "startup_bytes", "size"}
     assert "startup" in schema["Twin"]["properties"] and "startup_layers" in schema["Twin"]["properties"]
     assert Client().get(f"/api/v1/jobs/{first.pk}/").status_code in {401, 403}
+
+
+@pytest.mark.browser
+def test_the_bar_is_drawn_to_scale_named_and_fits_the_page(live_server, page, registry, make_user, tmp_path):
+    instance = Instance.objects.create(name="browser-reg", url=registry.url, acceleration_enabled=True)
+    rule = instance.rules.create(name="team", namespace="team", prioritized_files=["/data/first"])
+    layers = [{"data/": None, "data/first": random.Random(1).randbytes(100_000),
+               "data/rest": random.Random(2).randbytes(200_000)}]
+    digest = push_image(tmp_path, f"{registry.host}/team/app:1.0", [Platform(layers=layers)])
+    job = convert(instance, registry, "team/app:1.0", digest, rule)
+    figure = startup.figure(AcceleratedImage.objects.get())
+    assert 20 < figure.bar_width < 50  # the prioritized third of the layer, its TOC and footer
+    login(page, live_server.url, make_user(Role.VIEWER).username, PASSWORD)
+
+    page.goto(f"{live_server.url}/instances/images/?instance={instance.pk}")
+    row = page.locator("tr[data-tag='1.0']")
+    bar = row.get_by_role("img", name=f"{figure.share_text} of the image is fetched to start")
+    expect(bar).to_be_visible()
+    expect(row.locator(".startup-text")).to_have_text(figure.sentence)
+    drawn = bar.locator(".startup-bar-start").bounding_box()["width"] / bar.bounding_box()["width"]
+    assert drawn == pytest.approx(figure.bar_width / 100, abs=0.01)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # no sideways scrolling
+
+    page.goto(f"{live_server.url}/rules/jobs/{job.pk}/")
+    expect(page.locator("#job-startup .startup-text")).to_have_text(figure.sentence)
+    expect(page.locator("#job-startup").get_by_role("img")).to_be_visible()
