@@ -814,8 +814,10 @@ def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: di
                   f"{result.layers_reused} reused, in {seconds:.1f}s.")
         job.save()
         figures = startup.from_result(result).fields()
-        twins.record_present(job, job.source_tag, result.digest, startup=figures, **sizes)
-        if figures["startup_bytes"] is None:  # a cached layer without its figure: read it from the registry
+        # A cached layer without its figure: keep the one known for the manifest, or read it from the registry.
+        row = twins.record_present(job, job.source_tag, result.digest, **sizes,
+                                   startup=figures if figures["startup_bytes"] is not None else None)
+        if row.startup_bytes is None and not row.startup_error:
             startup.enqueue_measure(job.instance)
     logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s warnings=%s", job_id,
                 result.digest, seconds, result.layers_converted, result.layers_reused, len(result.warnings))

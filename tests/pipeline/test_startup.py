@@ -122,6 +122,31 @@ def test_a_conversion_records_the_figure_and_retagged_and_cached_twins_share_it(
     assert figures_of(AcceleratedImage.objects.get(repository="copy")) == figures_of(row)
 
 
+def test_cached_layers_without_their_figure_take_the_manifests_or_are_measured_after_the_conversion(
+        instance, make_rule, reg, push, django_capture_on_commit_callbacks):
+    rule = make_rule()
+    one = AcceleratedImage.objects.get(pk=convert(instance, reg, "team/one:1", push("team/one:1", seed=9),
+                                                  rule).twins.get().pk)
+    recorded = figures_of(one)
+    LayerCacheEntry.objects.update(startup_bytes=None)  # entries made before the figure was recorded
+    digest = push("team/two:1", seed=9)
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/two:1", digest, rule=rule)
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions.run_conversion(job.pk)
+    two = AcceleratedImage.objects.get(repository="two")
+    assert figures_of(two) == recorded and callbacks == []  # the manifest's figure, known from team/one
+
+    AcceleratedImage.objects.update(startup_bytes=None, full_pull_bytes=None, startup_layers=None)
+    three, _ = actions.request_conversion(instance, f"{reg.host}/team/three:1", push("team/three:1", seed=9),
+                                          rule=rule)
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions.run_conversion(three.pk)
+    assert startup.figure(AcceleratedImage.objects.get(repository="three")).sentence == PENDING
+    assert len(callbacks) == 1  # the measuring task, enqueued once the job is saved
+    assert startup.measure_pending(instance).as_dict() == {"measured": 1, "unknown": 0, "failed": 0, "remaining": 0}
+    assert [figures_of(row) for row in AcceleratedImage.objects.order_by("repository")] == [recorded] * 3
+
+
 def test_an_index_records_every_platform_and_headlines_the_first(instance, make_rule, reg, tmp_path, client_as):
     rule = make_rule()
     amd64 = [{"bin/": None, "bin/tool": b"amd64\n" * 4000}, {"app/": None, "app/run": b"run\n" * 500}]
