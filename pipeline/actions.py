@@ -818,7 +818,7 @@ def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: di
         row = twins.record_present(job, job.source_tag, result.digest, **sizes,
                                    startup=figures if figures["startup_bytes"] is not None else None)
         if row.startup_bytes is None and not row.startup_error:
-            startup.enqueue_measure(job.instance)
+            startup.enqueue_measure(job.instance_id)
     logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s warnings=%s", job_id,
                 result.digest, seconds, result.layers_converted, result.layers_reused, len(result.warnings))
     return job

@@ -124,7 +124,7 @@ def _refresh(operation: Operation) -> dict:
 
     report = catalogue.refresh_images(operation.instance, progress=progress)
     if startup.pending(operation.instance).exists():  # twins found, or made before the figure was recorded
-        startup.enqueue_measure(operation.instance)
+        startup.enqueue_measure(operation.instance_id)
     # Page views start refreshes all day long: keep only the latest few of each instance.
     finished = Operation.objects.filter(instance=operation.instance, kind=OperationKind.REFRESH_IMAGES).exclude(
         status__in=OPERATION_ACTIVE).order_by("-created_at", "-id").values_list("pk", flat=True)

@@ -335,11 +335,10 @@ def _failed(rows, row: AcceleratedImage, error: RegistryError, report: BatchRepo
 # --- The background work ------------------------------------------------------------------------
 
 
-def enqueue_measure(instance) -> None:
+def enqueue_measure(instance_id: int) -> None:
     """Measure the instance's waiting twins in a worker, once the current transaction commits."""
     from pipeline.tasks import measure_startup_task
 
-    instance_id = instance.pk
     transaction.on_commit(lambda: measure_startup_task.delay(instance_id))
 
 
@@ -351,7 +350,7 @@ def run_measure(instance_id: int) -> BatchReport | None:
         return None
     report = measure_pending(instance)
     if report.remaining and report.measured + report.unknown and _due(instance).exists():
-        enqueue_measure(instance)
+        enqueue_measure(instance_id)
     return report
 
 
@@ -360,5 +359,5 @@ def measure_all() -> int:
     ids = list(AcceleratedImage.objects.filter(state=TwinState.PRESENT, startup_bytes=None, startup_error="")
                .values_list("instance", flat=True).distinct())
     for instance_id in ids:
-        enqueue_measure(Instance(pk=instance_id))
+        enqueue_measure(instance_id)
     return len(ids)

@@ -283,11 +283,22 @@ def test_a_registry_failure_leaves_the_twin_waiting_until_it_is_due_again(instan
     assert startup.measure_pending(instance).measured == 1
 
 
-def test_deleted_and_missing_twins_are_not_measured(instance, make_rule, reg, push):
+def test_deleted_and_missing_twins_are_not_measured_and_beat_asks_only_for_waiting_ones(
+        instance, make_rule, reg, push, django_capture_on_commit_callbacks):
     convert(instance, reg, "team/app:1.0", push("team/app:1.0"), make_rule())
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert startup.measure_all() == 0  # every twin has its figure
+    assert callbacks == []
     AcceleratedImage.objects.update(startup_bytes=None, full_pull_bytes=None, startup_layers=None,
                                     state=TwinState.DELETED)
     assert startup.measure_pending(instance).as_dict() == {"measured": 0, "unknown": 0, "failed": 0, "remaining": 0}
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert startup.measure_all() == 0
+    assert callbacks == []
+    AcceleratedImage.objects.update(state=TwinState.PRESENT)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert startup.measure_all() == 1
+    assert len(callbacks) == 1
 
 
 def test_an_images_refresh_has_a_worker_measure_the_waiting_twins(transactional_db, reg, push, celery_worker):
