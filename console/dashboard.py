@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from clusters.models import Cluster, Node
 from core.actions import worker_status
-from pipeline import twins
+from pipeline import startup, twins
 from pipeline.choices import COLOURS as PUSH_COLOURS
 from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome, PushReason, TwinState
 from pipeline.models import AcceleratedImage, ConversionJob, PushEvent
@@ -75,7 +75,8 @@ def _events(now) -> dict:
 
 
 def _jobs() -> dict:
-    """Jobs by state, accelerated images present and the storage they add, and the latest failures."""
+    """Jobs by state, accelerated images present, the storage they add and what a node fetches to start
+    them, and the latest failures."""
     counts = dict(ConversionJob.objects.values_list("status").annotate(n=Count("pk")).order_by())
     present = twins.storage(AcceleratedImage.objects.all())
     return {
@@ -83,6 +84,7 @@ def _jobs() -> dict:
                       "colour": JOB_COLOURS.get(value, "grey")} for value, label in JobStatus.choices],
         "accelerated": present.count,
         "storage_added": present.bytes,
+        "startup": startup.total(AcceleratedImage.objects.all()),
         "recent_failures": list(ConversionJob.objects.filter(status=JobStatus.FAILED).select_related("instance")
                                 .order_by("-finished_at", "-id")[:RECENT_SKIPPED_LIMIT]),
     }

@@ -366,6 +366,16 @@ CELERY_BEAT_SCHEDULE["rules-reconcile"] = {
     "task": "rules.tasks.reconcile_all_task",
     "schedule": APPARATE_RECONCILE_INTERVAL,
 }
+# Startup bytes of twins made before the figure was recorded are read from the registry (Range requests) in
+# batches of this many twin manifests per task; a twin the registry failed for is tried again after
+# APPARATE_STARTUP_RETRY_AFTER seconds; beat looks for waiting twins every APPARATE_STARTUP_MEASURE_INTERVAL.
+APPARATE_STARTUP_BATCH = int(os.environ.get("APPARATE_STARTUP_BATCH", "20"))
+APPARATE_STARTUP_RETRY_AFTER = float(os.environ.get("APPARATE_STARTUP_RETRY_AFTER", "900"))
+APPARATE_STARTUP_MEASURE_INTERVAL = float(os.environ.get("APPARATE_STARTUP_MEASURE_INTERVAL", "600"))
+CELERY_BEAT_SCHEDULE["pipeline-measure-startup"] = {
+    "task": "pipeline.tasks.measure_startup_all_task",
+    "schedule": APPARATE_STARTUP_MEASURE_INTERVAL,
+}
 # The Images page reads rows; a view enqueues a background refresh when they are older than this (seconds).
 APPARATE_IMAGES_REFRESH_AGE = float(os.environ.get("APPARATE_IMAGES_REFRESH_AGE", "300"))
 # Redis/SQS brokers: seconds before a message taken by a worker that vanished is delivered again.

@@ -40,7 +40,7 @@ from converter.registry import (
 )
 from core.actions import current_worker
 from core.audit import record
-from pipeline import twins
+from pipeline import startup, twins
 from pipeline.catalogue import read_image
 from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason
 from pipeline.intake import PushRecord, is_image_manifest, is_signature_tag
@@ -813,7 +813,12 @@ def _succeed(job_id: int, progress: _Progress, result, seconds: float, sizes: di
         _log(job, f"Pushed {result.destination} ({result.digest}): {result.layers_converted} layer(s) converted, "
                   f"{result.layers_reused} reused, in {seconds:.1f}s.")
         job.save()
-        twins.record_present(job, job.source_tag, result.digest, **sizes)
+        figures = startup.from_result(result).fields()
+        # A cached layer without its figure: keep the one known for the manifest, or read it from the registry.
+        row = twins.record_present(job, job.source_tag, result.digest, **sizes,
+                                   startup=figures if figures["startup_bytes"] is not None else None)
+        if row.startup_bytes is None and not row.startup_error:
+            startup.enqueue_measure(job.instance_id)
     logger.info("job=%s action=succeeded digest=%s seconds=%.1f converted=%s reused=%s warnings=%s", job_id,
                 result.digest, seconds, result.layers_converted, result.layers_reused, len(result.warnings))
     return job

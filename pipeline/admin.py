@@ -51,7 +51,8 @@ class LayerCacheEntryAdmin(admin.ModelAdmin):
 class AcceleratedImageAdmin(admin.ModelAdmin):
     """Twin records: read them here; delete or re-create twins on the Images page or the API (audited)."""
 
-    list_display = ["twin_tag", "namespace", "repository", "instance", "state", "twin_size", "job", "state_changed_at"]
+    list_display = ["twin_tag", "namespace", "repository", "instance", "state", "twin_size", "startup_bytes",
+                    "full_pull_bytes", "job", "state_changed_at"]
     list_filter = ["state", "instance"]
     search_fields = ["namespace", "repository", "source_tag", "twin_tag", "source_digest", "twin_digest"]
     list_select_related = ["instance", "job"]

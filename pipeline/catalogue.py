@@ -155,7 +155,7 @@ def _refresh_twin(instance, client, path: str, tag: str, digest: str, row: Accel
         defaults={"source_tag": source_tag(tag), "source_digest": image.source_digest or (job.source_digest if job
                   else ""), "twin_digest": digest, "twin_size": image.size, "job": job,
                   "state": TwinState.PRESENT, "state_changed_at": timezone.now(), "state_reason": reason,
-                  "deleted_by": None},
+                  "deleted_by": None, **twins.startup_of(instance, digest, row)},
     )
 
 

@@ -88,6 +88,14 @@ TWIN_COLOURS = {
 }
 
 
+class StartupState(models.TextChoices):
+    """Whether the console knows what a node fetches to start a twin (pipeline.startup)."""
+
+    KNOWN = "known", "Known"
+    PENDING = "pending", "Not measured yet"
+    UNKNOWN = "unknown", "Unknown"
+
+
 class OperationKind(models.TextChoices):
     """Slow work a request asks for and a worker does (the request answers at once)."""
 

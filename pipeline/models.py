@@ -353,10 +353,23 @@ class AcceleratedImage(InRepository, models.Model):
     state_reason = models.TextField(blank=True, help_text="Who deleted it and how, or when it was noticed missing.")
     deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
-    # Issue 12's startup figure: bytes a lazy-pulling node fetches before a container can start.
-    startup_bytes = models.BigIntegerField(null=True, blank=True,
-                                           help_text="Bytes a node fetches to start the twin (not computed yet).")
-    startup_layers = models.JSONField(null=True, blank=True, help_text="The startup bytes per layer.")
+    # What a lazy-pulling node fetches before a container can start, against a full pull (pipeline.startup).
+    startup_bytes = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Bytes a lazy-pulling node fetches before a container can start: the footer, TOC and prioritized "
+                  "region of each distinct layer blob (of the first platform, for an index). Null while not known.")
+    full_pull_bytes = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Bytes a full pull of the same platform fetches: its distinct layer blobs in full.")
+    startup_layers = models.JSONField(
+        null=True, blank=True,
+        help_text="Per platform, per distinct layer blob: {platform, digest, startup_bytes, size} (platform is "
+                  "blank for a single-platform image).")
+    startup_error = models.TextField(
+        blank=True, help_text="Why the startup figure cannot be known, e.g. a layer that is not eStargz.")
+    startup_checked_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the figure was last read from the registry (twins made before it was recorded).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

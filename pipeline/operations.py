@@ -18,7 +18,7 @@ from django.utils import timezone
 from converter.reference import parse_reference
 from converter.registry import RegistryError
 from core.audit import record
-from pipeline import actions, catalogue, reconciler
+from pipeline import actions, catalogue, reconciler, startup
 from pipeline.choices import OPERATION_ACTIVE, OperationKind, OperationStatus
 from pipeline.models import Operation
 from pipeline.naming import twin_tag
@@ -123,6 +123,8 @@ def _refresh(operation: Operation) -> dict:
             result={"repositories_done": done, "repositories_total": total}, updated_at=timezone.now())
 
     report = catalogue.refresh_images(operation.instance, progress=progress)
+    if startup.pending(operation.instance).exists():  # twins found, or made before the figure was recorded
+        startup.enqueue_measure(operation.instance_id)
     # Page views start refreshes all day long: keep only the latest few of each instance.
     finished = Operation.objects.filter(instance=operation.instance, kind=OperationKind.REFRESH_IMAGES).exclude(
         status__in=OPERATION_ACTIVE).order_by("-created_at", "-id").values_list("pk", flat=True)

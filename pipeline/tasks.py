@@ -11,7 +11,7 @@ the work is done or a live worker is on it.
 from celery import shared_task
 
 from converter.registry import RegistryError
-from pipeline import actions, operations, reconciler
+from pipeline import actions, operations, reconciler, startup
 from registries.models import Instance
 
 
@@ -58,3 +58,16 @@ def requeue_orphaned_jobs_task() -> int:
 def run_operation_task(operation_id: int) -> None:
     """Do the slow work a request asked for: an Images refresh, a backfill, Convert now."""
     operations.run_operation(operation_id)
+
+
+@shared_task(name="pipeline.tasks.measure_startup_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def measure_startup_task(instance_id: int) -> dict | None:
+    """Read the startup bytes of a batch of the instance's older twins from the registry (ranges only)."""
+    report = startup.run_measure(instance_id)
+    return report.as_dict() if report else None
+
+
+@shared_task(name="pipeline.tasks.measure_startup_all_task", ignore_result=True)
+def measure_startup_all_task() -> int:
+    """Beat entry point (every APPARATE_STARTUP_MEASURE_INTERVAL): a batch for each instance with twins waiting."""
+    return startup.measure_all()

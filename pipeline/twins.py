@@ -23,19 +23,42 @@ def wanted_tags(job: ConversionJob) -> list[str]:
     return [job.source_tag, *(tag for tag in job.twin_tags if tag != job.source_tag)]
 
 
+STARTUP_FIELDS = ("startup_bytes", "full_pull_bytes", "startup_layers", "startup_error")
+NO_STARTUP = {"startup_bytes": None, "full_pull_bytes": None, "startup_layers": None, "startup_error": ""}
+
+
+def _has_startup(row: AcceleratedImage) -> bool:
+    return row.startup_bytes is not None or bool(row.startup_error)
+
+
+def startup_of(instance, twin_digest: str, row: AcceleratedImage | None = None) -> dict:
+    """The startup figure (pipeline.startup) for a row that now points at `twin_digest`: its own when
+    it already had one for that manifest, else the one any row of the instance has for the same
+    manifest digest (same digest, same layers: twins made by re-tagging share it), else none yet."""
+    if row is not None and row.twin_digest == twin_digest and _has_startup(row):
+        return {name: getattr(row, name) for name in STARTUP_FIELDS}
+    other = AcceleratedImage.objects.filter(instance=instance, twin_digest=twin_digest).filter(
+        Q(startup_bytes__isnull=False) | ~Q(startup_error="")).only(*STARTUP_FIELDS).first()
+    return {name: getattr(other, name) for name in STARTUP_FIELDS} if other else dict(NO_STARTUP)
+
+
 def record_present(job: ConversionJob, tag: str, twin_digest: str, *, source_size: int | None = None,
-                   twin_size: int | None = None) -> AcceleratedImage:
+                   twin_size: int | None = None, startup: dict | None = None) -> AcceleratedImage:
     """Record that `<tag><suffix>` now points at the job's accelerated image: call only after the
-    manifest PUT succeeded. Also records the source tag as seen, so the Images page pairs them."""
+    manifest PUT succeeded. Also records the source tag as seen, so the Images page pairs them.
+    `startup` is the figure the conversion recorded (pipeline.startup); without it the row keeps the
+    one known for the manifest."""
     now = timezone.now()
     with transaction.atomic():
         row, created = AcceleratedImage.objects.select_for_update().get_or_create(
             instance=job.instance, namespace=job.namespace, repository=job.repository, twin_tag=twin_tag(tag),
             defaults={"source_tag": tag, "source_digest": job.source_digest, "twin_digest": twin_digest,
                       "job": job, "source_size": source_size, "twin_size": twin_size, "state_changed_at": now,
-                      "state_reason": f"Pushed by job #{job.pk}."},
+                      "state_reason": f"Pushed by job #{job.pk}.",
+                      **(startup if startup is not None else startup_of(job.instance, twin_digest))},
         )
         if not created:
+            figures = startup if startup is not None else startup_of(job.instance, twin_digest, row)
             if row.state != TwinState.PRESENT or row.twin_digest != twin_digest:
                 row.state_changed_at = now
                 row.state_reason = f"Pushed by job #{job.pk}."
@@ -43,6 +66,8 @@ def record_present(job: ConversionJob, tag: str, twin_digest: str, *, source_siz
             row.source_tag, row.source_digest, row.twin_digest, row.job = tag, job.source_digest, twin_digest, job
             row.source_size = source_size if source_size is not None else row.source_size
             row.twin_size = twin_size if twin_size is not None else row.twin_size
+            for name, value in figures.items():
+                setattr(row, name, value)
             row.save()
         RegistryTag.objects.update_or_create(
             instance=job.instance, namespace=job.namespace, repository=job.repository, tag=tag,

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from converter.reference import InvalidReference
 from core.htmx import stop_polling_when, success_redirect
 from core.roles import Role, role_required
-from pipeline import actions, catalogue, operations
+from pipeline import actions, catalogue, operations, startup
 from pipeline.choices import JobStatus, OperationKind
 from pipeline.filters import PushEventFilter
 from pipeline.forms import ConvertNowForm
@@ -227,11 +227,12 @@ def job_detail(request, pk: int):
     """
     job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
     if request.htmx and request.GET.get("partial") == "progress":
-        return stop_polling_when(render(request, "pipeline/job_detail.html#progress", {"job": job}), job.is_terminal)
+        return stop_polling_when(render(request, "pipeline/job_detail.html#progress", {
+            "job": job, "result_twin": startup.twin_of_job(job)}), job.is_terminal)
     return render(request, "pipeline/job_detail.html", {
         "job": job, "retry_offered": actions.retry_offered(job),
         "events": job.push_events.order_by("-received_at", "-id")[:EVENTS_PAGE_SIZE],
-        "twin_rows": job.twins.order_by("twin_tag"),
+        "twin_rows": job.twins.order_by("twin_tag"), "result_twin": startup.twin_of_job(job),
     })
 
 

@@ -1,8 +1,11 @@
 """Serializers of the pipeline API: push events, images, conversion jobs, operations, backfill reports."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pipeline import startup
 from pipeline.catalogue import ROWS_PER_PAGE
+from pipeline.choices import StartupState
 from pipeline.models import AcceleratedImage, ConversionJob, Operation, PushEvent, RegistryTag
 from registries.models import Instance
 from registries.validators import validate_manifest_digest, validate_repository_path
@@ -49,6 +52,33 @@ class OriginalSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StartupSerializer(serializers.Serializer):
+    """What a lazy-pulling node fetches before a container of the twin can start (the footer, TOC and
+    prioritized region of each distinct layer blob), against a full pull of the same platform (those
+    blobs in full). Manifests and config count in neither. For an index: its first platform."""
+
+    state = serializers.ChoiceField(choices=StartupState.choices, help_text=(
+        "known; pending: not measured yet (a worker reads it from the registry with Range requests); "
+        "unknown: it cannot be known, `reason` says why (e.g. a layer that is not eStargz)."))
+    startup_bytes = serializers.IntegerField(allow_null=True, help_text="Bytes fetched to start; null unless known.")
+    full_pull_bytes = serializers.IntegerField(allow_null=True,
+                                               help_text="Bytes a full pull fetches; null unless known.")
+    percent = serializers.FloatField(allow_null=True, help_text="startup_bytes / full_pull_bytes × 100 (not rounded); "
+                                                                "null unless known, or when the image has no layers.")
+    platform = serializers.CharField(help_text="The platform of the figure, for an index; blank otherwise.")
+    text = serializers.CharField(source="sentence", help_text=(
+        "The figure in words, as the pages show it: \"A node fetches 1.2 MB of 22.0 MB (5.5%) to start\"."))
+    reason = serializers.CharField(help_text="Why the figure is unknown; blank otherwise.")
+
+
+class StartupLayerSerializer(serializers.Serializer):
+    platform = serializers.CharField(help_text="os/arch[/variant] of an index's platform; blank for a "
+                                               "single-platform image.")
+    digest = serializers.CharField(help_text="The layer blob's digest (listed once per platform).")
+    startup_bytes = serializers.IntegerField(allow_null=True, help_text="Bytes of this blob fetched to start.")
+    size = serializers.IntegerField(help_text="The blob's size: what a full pull fetches of it.")
+
+
 class TwinSerializer(serializers.ModelSerializer):
     """An accelerated twin and whether it is still in the registry."""
 
@@ -56,12 +86,19 @@ class TwinSerializer(serializers.ModelSerializer):
     digest = serializers.CharField(source="twin_digest", help_text="Manifest digest; delete by this.")
     size = serializers.IntegerField(source="twin_size", allow_null=True, help_text="Manifests, config and layers.")
     deleted_by = serializers.CharField(source="deleted_by.username", default=None, allow_null=True)
+    startup = serializers.SerializerMethodField()
+    startup_layers = StartupLayerSerializer(many=True, allow_null=True, help_text=(
+        "Per platform, per distinct layer blob; null while not measured or unknown."))
 
     class Meta:
         model = AcceleratedImage
         fields = ["tag", "digest", "size", "source_digest", "state", "state_reason", "state_changed_at",
-                  "deleted_by", "job", "startup_bytes"]
+                  "deleted_by", "job", "startup_bytes", "full_pull_bytes", "startup", "startup_layers"]
         read_only_fields = fields
+
+    @extend_schema_field(StartupSerializer)
+    def get_startup(self, row) -> dict:
+        return StartupSerializer(startup.figure(row)).data
 
 
 class TagRowSerializer(serializers.Serializer):
@@ -140,6 +177,8 @@ class JobSerializer(serializers.ModelSerializer):
     events = serializers.PrimaryKeyRelatedField(source="push_events", many=True, read_only=True,
                                                 help_text="Push events that asked for this job or joined it.")
     twins = TwinSerializer(many=True, read_only=True, help_text="The accelerated images it made, and their state.")
+    startup = serializers.SerializerMethodField(help_text=(
+        "What a node fetches to start the accelerated image the job made; null until it made one."))
 
     class Meta:
         model = ConversionJob
@@ -148,9 +187,14 @@ class JobSerializer(serializers.ModelSerializer):
             "twin_tags", "rule", "event", "events", "trigger", "format", "options", "previous_options",
             "option_changes", "status", "is_terminal", "percent", "attempts", "retries", "last_error", "reason",
             "warnings", "created_at", "started_at", "finished_at", "bytes_in", "bytes_out", "bytes_total", "layers",
-            "log", "result_tag", "result_digest", "result_size", "accelerated", "twins",
+            "log", "result_tag", "result_digest", "result_size", "accelerated", "twins", "startup",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(StartupSerializer(allow_null=True))
+    def get_startup(self, job) -> dict | None:
+        twin = startup.twin_of_job(job)
+        return StartupSerializer(startup.figure(twin)).data if twin else None
 
 
 class ConvertNowSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ import pytest
 
 from registries.models import Instance
 from rules.models import Rule
+from tests.support.counting_proxy import counting_proxy  # noqa: F401 (a fixture)
 from tests.support.images import Platform, push_image
 
 _counter = itertools.count()
