@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 
 from clusters.choices import (
+    ROLLOUT_COLOURS,
+    ROLLOUT_FINAL,
     AuthMethod,
     Compatibility,
     ConnectionStatus,
@@ -14,6 +16,7 @@ from clusters.choices import (
     LabelOperation,
     LabelResultStatus,
     LazyPull,
+    RolloutState,
     SuiteOperation,
     SuiteStatus,
     SyncStatus,
@@ -265,9 +268,29 @@ class DeployRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    rollout = models.JSONField(default=dict, blank=True,
+                               help_text="The Deployment's rollout as last read: state, replicas and one row per pod.")
+    rollout_checked_at = models.DateTimeField(null=True, blank=True)
+    rollout_watch_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the current watch of the rollout started (it stops after "
+                                         "APPARATE_DEPLOY_ROLLOUT_WATCH seconds).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"{self.namespace}/{self.name} on {self.cluster.name}"
+
+    @property
+    def rollout_watched(self) -> bool:
+        """True while a worker reads the rollout again every second (the page refreshes meanwhile)."""
+        return self.rollout_watch_since is not None and self.rollout.get("state") not in ROLLOUT_FINAL
+
+    @property
+    def rollout_label(self) -> str:
+        state = self.rollout.get("state", "")
+        return RolloutState(state).label if state in RolloutState.values else ""
+
+    @property
+    def rollout_colour(self) -> str:
+        return ROLLOUT_COLOURS.get(self.rollout.get("state", ""), "grey")
