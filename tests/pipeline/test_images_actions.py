@@ -5,13 +5,21 @@ to the reason: the tag's latest push event, or how the rules judge it when no pu
 
 import re
 
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
 from core.roles import Role
 from pipeline import actions, operations
-from pipeline.choices import OperationKind, PushReason, artifact_type
+from pipeline.choices import OperationKind, PushOutcome, PushReason, artifact_type
 from pipeline.intake import PushRecord
-from pipeline.models import AcceleratedImage, ConversionJob, Operation, RegistryTag
+from pipeline.models import AcceleratedImage, ConversionJob, Operation, PushEvent, RegistryTag
+from registries.models import Instance
+from rules.models import Rule
 from tests.pipeline.test_images import convert, refresh
+from tests.support.browser import login
 from tests.support.images import Platform, push_image
+from tests.support.users import PASSWORD
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -165,3 +173,38 @@ def test_no_twin_without_any_push_explains_the_rules_now(instance, reg, push, ma
     make_rule(name="all of team")
     page = viewer.get(url).content.decode()
     assert "Rule <a" in page and "all of team</a> matches it now" in page
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_images_and_rules_lists_fit_1280_pixels_with_the_new_columns(page, live_server, make_user):
+    make_user(Role.OPERATOR, "wide-operator")
+    instance = Instance.objects.create(name="local", url="http://registry.example.com:5000", acceleration_enabled=True)
+    rule = Rule.objects.create(instance=instance, name="releases of the shop team", namespace="shop-team",
+                               repository_pattern="frontend/web-.*", tag_pattern=r"v\d+\.\d+\.\d+(-rc\d+)?")
+    job = ConversionJob.objects.create(instance=instance, namespace="shop-team", repository="frontend/web-app",
+                                       source_tag="v1.20.300-rc1", source_digest="sha256:" + "a" * 64,
+                                       status="succeeded", result_digest="sha256:" + "b" * 64)
+    for tag, media_type in (("v1.20.300-rc1", DOCKER_LIST), ("v1.20.301-rc1", DOCKER_MANIFEST)):
+        RegistryTag.objects.create(instance=instance, namespace="shop-team", repository="frontend/web-app", tag=tag,
+                                   digest="sha256:" + "a" * 64, size=123456789, media_type=media_type)
+    AcceleratedImage.objects.create(instance=instance, namespace="shop-team", repository="frontend/web-app",
+                                    source_tag="v1.20.300-rc1", source_digest="sha256:" + "a" * 64,
+                                    twin_tag="v1.20.300-rc1-apparate", twin_digest=job.result_digest, job=job,
+                                    twin_size=123456789, media_type=OCI_INDEX)
+    PushEvent.objects.create(instance=instance, source="distribution", delivery_id="d", namespace="shop-team",
+                             repository="frontend/web-app", tag="v1.20.301-rc1", digest="sha256:" + "c" * 64,
+                             outcome=PushOutcome.SKIPPED, reason=PushReason.ALREADY_SEEN, reason_detail="seen",
+                             matched_rule=rule)
+    Operation.objects.create(kind=OperationKind.REFRESH_IMAGES, instance=instance, status="succeeded",
+                             finished_at=timezone.now())
+    assert rule.push_events.count() == 1
+    login(page, live_server.url, "wide-operator", PASSWORD)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    overflow = ("Math.max(...[...document.querySelectorAll('table')]"
+                ".map(t => t.scrollWidth - t.parentElement.clientWidth))")
+    for url in (f"/instances/images/?instance={instance.pk}", "/rules/"):
+        page.goto(f"{live_server.url}{url}")
+        expect(page.locator("table").first).to_be_visible()
+        assert page.evaluate(overflow) <= 0, url
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280, url
