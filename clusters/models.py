@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from clusters.choices import (
     ROLLOUT_COLOURS,
@@ -31,6 +32,10 @@ from clusters.validators import (
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
+
+# Seconds past APPARATE_DEPLOY_ROLLOUT_WATCH after which a rollout still "rolling out" is no longer
+# taken as watched: its worker is gone, and the deploy page offers Check again.
+ROLLOUT_WATCH_GRACE = 30
 
 
 def default_suite_namespace() -> str:
@@ -283,8 +288,12 @@ class DeployRequest(models.Model):
 
     @property
     def rollout_watched(self) -> bool:
-        """True while a worker reads the rollout again every second (the page refreshes meanwhile)."""
-        return self.rollout_watch_since is not None and self.rollout.get("state") not in ROLLOUT_FINAL
+        """True while a worker reads the rollout again every second (the page refreshes meanwhile): not
+        final yet, and not past the watch's time (a watch whose worker died ends there too)."""
+        if self.rollout_watch_since is None or self.rollout.get("state") in ROLLOUT_FINAL:
+            return False
+        return timezone.now() - self.rollout_watch_since <= timedelta(
+            seconds=settings.APPARATE_DEPLOY_ROLLOUT_WATCH + ROLLOUT_WATCH_GRACE)
 
     @property
     def rollout_label(self) -> str:

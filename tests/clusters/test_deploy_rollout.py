@@ -3,8 +3,10 @@ API emulator (pods listed by the Deployment's selector, scheduled like kube-sche
 Pending with its condition message), with the reason for Pending said plainly, live while not complete."""
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from clusters.actions.deploy import refresh_rollout
 from clusters.choices import RolloutState
@@ -131,9 +133,18 @@ def test_a_rollout_not_complete_in_time_stops_and_can_be_checked_again(kube_emul
 
 
 def test_an_unreachable_cluster_is_noted_and_read_again(kube_emulator, cluster, instance, converted, admin_user,
-                                                        django_capture_on_commit_callbacks):
+                                                        client_as, django_capture_on_commit_callbacks):
     deploy = deployed(cluster, instance, converted, admin_user, django_capture_on_commit_callbacks)
     kube_emulator.stop()
     deploy = refresh_rollout(deploy.pk)
     assert deploy.rollout["state"] == RolloutState.PROGRESSING and deploy.rollout_watched
     assert deploy.rollout["error"].startswith(f"Cannot reach {cluster.server}: connection refused")
+    # the worker watching it died: past the watch's time (and its grace) the page stops and offers Check again
+    DeployRequest.objects.filter(pk=deploy.pk).update(rollout_watch_since=timezone.now() - timedelta(seconds=331))
+    deploy.refresh_from_db()
+    assert not deploy.rollout_watched and refresh_rollout(deploy.pk) is None
+    operator = client_as(Role.OPERATOR)
+    polled = operator.get(f"/clusters/deploys/{deploy.pk}/?progress=1", HTTP_HX_REQUEST="true")
+    assert polled.status_code == 286
+    assert '<p class="muted small-text" id="rollout-stopped">The console stopped reading the rollout.</p>' in \
+        polled.content.decode() and "Check again" in polled.content.decode()
