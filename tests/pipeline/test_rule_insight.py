@@ -30,9 +30,9 @@ def local(db) -> Instance:
 def add_event(instance, rule, tag: str, minutes_ago: int, delivery: str) -> PushEvent:
     event = PushEvent.objects.create(
         instance=instance, source="distribution", delivery_id=delivery, namespace="team", repository="app", tag=tag,
-        digest="sha256:" + hashlib.sha256(delivery.encode()).hexdigest(), outcome=PushOutcome.CONVERSION_REQUESTED if rule else
-        PushOutcome.SKIPPED, reason=PushReason.RULE_MATCHED if rule else PushReason.NO_RULE_MATCHED,
-        reason_detail="test", matched_rule=rule)
+        digest="sha256:" + hashlib.sha256(delivery.encode()).hexdigest(),
+        outcome=PushOutcome.CONVERSION_REQUESTED if rule else PushOutcome.SKIPPED,
+        reason=PushReason.RULE_MATCHED if rule else PushReason.NO_RULE_MATCHED, reason_detail="test", matched_rule=rule)
     PushEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=minutes_ago))
     return event
 
