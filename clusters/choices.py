@@ -110,6 +110,20 @@ class DeployStatus(models.TextChoices):
 DEPLOY_TERMINAL = {DeployStatus.SUCCEEDED, DeployStatus.FAILED}
 
 
+class RolloutState(models.TextChoices):
+    """Where an applied Deployment's rollout stands, as the console last read it."""
+
+    PROGRESSING = "progressing", "Rolling out"
+    COMPLETE = "complete", "Complete"
+    STALLED = "stalled", "Not complete"  # the watch ended before every pod was ready
+    GONE = "gone", "Deployment gone"
+
+
+ROLLOUT_FINAL = frozenset({RolloutState.COMPLETE, RolloutState.STALLED, RolloutState.GONE})
+ROLLOUT_COLOURS = {RolloutState.PROGRESSING: "blue", RolloutState.COMPLETE: "green", RolloutState.STALLED: "amber",
+                   RolloutState.GONE: "grey"}
+
+
 COLOURS = {
     # colour names map to CSS classes `badge-<colour>`
     ConnectionStatus.UNKNOWN: "grey",

@@ -4,8 +4,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from clusters.choices import (
+    ROLLOUT_COLOURS,
+    ROLLOUT_FINAL,
     AuthMethod,
     Compatibility,
     ConnectionStatus,
@@ -14,6 +17,7 @@ from clusters.choices import (
     LabelOperation,
     LabelResultStatus,
     LazyPull,
+    RolloutState,
     SuiteOperation,
     SuiteStatus,
     SyncStatus,
@@ -28,6 +32,10 @@ from clusters.validators import (
     validate_pem_certificates,
 )
 from core.fields import EncryptedTextField
+
+# Seconds past APPARATE_DEPLOY_ROLLOUT_WATCH after which a rollout still "rolling out" is no longer
+# taken as watched: its worker is gone, and the deploy page offers Check again.
+ROLLOUT_WATCH_GRACE = 30
 
 
 def default_suite_namespace() -> str:
@@ -265,9 +273,33 @@ class DeployRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    rollout = models.JSONField(default=dict, blank=True,
+                               help_text="The Deployment's rollout as last read: state, replicas and one row per pod.")
+    rollout_checked_at = models.DateTimeField(null=True, blank=True)
+    rollout_watch_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the current watch of the rollout started (it stops after "
+                                         "APPARATE_DEPLOY_ROLLOUT_WATCH seconds).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"{self.namespace}/{self.name} on {self.cluster.name}"
+
+    @property
+    def rollout_watched(self) -> bool:
+        """True while a worker reads the rollout again every second (the page refreshes meanwhile): not
+        final yet, and not past the watch's time (a watch whose worker died ends there too)."""
+        if self.rollout_watch_since is None or self.rollout.get("state") in ROLLOUT_FINAL:
+            return False
+        return timezone.now() - self.rollout_watch_since <= timedelta(
+            seconds=settings.APPARATE_DEPLOY_ROLLOUT_WATCH + ROLLOUT_WATCH_GRACE)
+
+    @property
+    def rollout_label(self) -> str:
+        state = self.rollout.get("state", "")
+        return RolloutState(state).label if state in RolloutState.values else ""
+
+    @property
+    def rollout_colour(self) -> str:
+        return ROLLOUT_COLOURS.get(self.rollout.get("state", ""), "grey")

@@ -35,6 +35,14 @@ def run_deploy_task(deploy_id: int) -> None:
     deploy.run_deploy(deploy_id)
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def watch_deploy_rollout(deploy_id: int) -> None:
+    """Read an applied deploy's rollout every second while it is watched (see deploy.watch_rollout)."""
+    found = deploy.refresh_rollout(deploy_id)
+    if found is not None and found.rollout_watched and not settings.CELERY_TASK_ALWAYS_EAGER:
+        watch_deploy_rollout.apply_async((deploy_id,), countdown=1)
+
+
 def _watch(task, suite_id: int, watch_id: str, status: str, refresh) -> None:
     """One refresh of a suite in `status`, then again a second later, while it stays so; a chain whose
     watch_id is no longer the suite's (another chain took over) stops."""

@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job"),
     path("deploy/", views.deploy, name="deploy"),
     path("deploys/<int:pk>/", views.deploy_detail, name="deploy-detail"),
+    path("deploys/<int:pk>/rollout/", views.deploy_rollout_watch, name="deploy-rollout"),
     path("<int:pk>/", views.cluster_detail, name="detail"),
     path("<int:pk>/edit/", views.cluster_edit, name="edit"),
     path("<int:pk>/delete/", views.cluster_delete, name="delete"),

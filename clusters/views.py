@@ -18,12 +18,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
 from clusters import helm
-from clusters.actions.deploy import DeployRefused, confirm_deploy, plan_deploy, preview_deploy
+from clusters.actions.deploy import DeployRefused, confirm_deploy, plan_deploy, preview_deploy, watch_rollout
 from clusters.actions.labelling import request_labelling, select_nodes
 from clusters.actions.suite import SuiteBusy, SuiteNotInstalled, request_suite_operation, suite_params
 from clusters.actions.sync import annotate_counts, request_sync, test_connection
 from clusters.choices import (
-    DEPLOY_TERMINAL,
     JOB_TERMINAL,
     SUITE_TERMINAL,
     SYNC_BUSY,
@@ -309,9 +308,18 @@ def deploy(request):
 def deploy_detail(request, pk):
     """A deploy: its previewed YAML, then its progress; htmx polls while a worker applies it (286 when done)."""
     deploy = get_object_or_404(DeployRequest.objects.select_related("cluster", "instance", "requested_by"), pk=pk)
-    watching = deploy.status in {DeployStatus.PENDING, DeployStatus.APPLYING}
-    context = {"deploy": deploy, "watching": watching}
+    watching = deploy.status in {DeployStatus.PENDING, DeployStatus.APPLYING} or deploy.rollout_watched
+    context = {"deploy": deploy, "watching": watching,
+               "rollout_watch_seconds": int(settings.APPARATE_DEPLOY_ROLLOUT_WATCH)}
     if request.htmx and request.GET.get("progress"):
-        return stop_polling_when(render(request, "clusters/deploy_detail.html#progress", context),
-                                 deploy.status in DEPLOY_TERMINAL)
+        return stop_polling_when(render(request, "clusters/deploy_detail.html#progress", context), not watching)
     return render(request, "clusters/deploy_detail.html", context)
+
+
+@require_POST
+@role_required()
+def deploy_rollout_watch(request, pk):
+    """"Check again": watch an applied deploy's rollout for another while (a worker reads it)."""
+    deploy = get_object_or_404(DeployRequest, pk=pk, status=DeployStatus.SUCCEEDED)
+    watch_rollout(deploy)
+    return success_redirect(request, reverse("clusters:deploy-detail", args=[deploy.pk]))

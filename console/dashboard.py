@@ -1,14 +1,19 @@
-"""Figures for the dashboard: instances, rules, pushes, jobs, clusters, the worker, and the
-getting-started checklist."""
+"""Figures for the dashboard: instances, rules, pushes, jobs, clusters, the worker, the
+getting-started checklist, and the charts of pushes, conversions, conversion time and storage."""
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models.functions import TruncDay, TruncHour
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from clusters.models import Cluster, Node
+from console.charts import Chart, Series
 from core.actions import worker_status
+from core.aggregates import Percentile, Seconds
 from pipeline import startup, twins
 from pipeline.choices import COLOURS as PUSH_COLOURS
 from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome, PushReason, TwinState
@@ -88,6 +93,94 @@ def _jobs() -> dict:
         "recent_failures": list(ConversionJob.objects.filter(status=JobStatus.FAILED).select_related("instance")
                                 .order_by("-finished_at", "-id")[:RECENT_SKIPPED_LIMIT]),
     }
+
+
+CHART_DAYS = 14
+CHART_HOURS = 24
+
+
+def _buckets(now, unit: str, count: int) -> list:
+    """The starts of the last `count` days or hours up to `now` (in the current time zone), oldest first."""
+    local = timezone.localtime(now)
+    if unit == "day":
+        last = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return [last - timedelta(days=back) for back in range(count - 1, -1, -1)]
+    last = local.replace(minute=0, second=0, microsecond=0)
+    return [last - timedelta(hours=back) for back in range(count - 1, -1, -1)]
+
+
+def _per(rows, key: str, starts: list) -> list:
+    """The `key` figure of each bucket start (0 where the query found no row)."""
+    found = {timezone.localtime(row["bucket"]): row[key] for row in rows}
+    return [found.get(start) or 0 for start in starts]
+
+
+def _activity_chart(now, unit: str, count: int) -> Chart:
+    """Pushes received (the console's own twin pushes left out) and conversions that succeeded or
+    failed, per day or hour: three grouped queries."""
+    starts = _buckets(now, unit, count)
+    trunc = TruncDay if unit == "day" else TruncHour
+    pushes = (PushEvent.objects.filter(received_at__gte=starts[0]).exclude(reason=PushReason.ACCELERATED_TAG)
+              .annotate(bucket=trunc("received_at")).values("bucket").annotate(n=Count("pk")).order_by())
+    finished = ConversionJob.objects.filter(finished_at__gte=starts[0]).annotate(bucket=trunc("finished_at")).values(
+        "bucket").order_by()
+    converted = finished.filter(status=JobStatus.SUCCEEDED).annotate(n=Count("pk"))
+    failed = finished.filter(status=JobStatus.FAILED).annotate(n=Count("pk"))
+    label = "M j" if unit == "day" else "H:i"
+    span = f"the last {count} days" if unit == "day" else f"the last {count} hours"
+    return Chart(
+        id=f"activity-{unit}", title=f"Pushes and conversions per {unit}, {span}",
+        description=f"Bars per {unit}: pushes received, conversions that succeeded and conversions that failed.",
+        categories=[date_format(start, label) for start in starts],
+        series=[Series("Pushes", _per(pushes, "n", starts)), Series("Converted", _per(converted, "n", starts)),
+                Series("Failed", _per(failed, "n", starts))],
+        empty_text=f"No pushes or conversions in {span}.", axis_label="count", counts=True)
+
+
+def _succeeded_per_day(starts: list):
+    return (ConversionJob.objects.filter(status=JobStatus.SUCCEEDED, finished_at__gte=starts[0])
+            .exclude(started_at=None).annotate(bucket=TruncDay("finished_at")).values("bucket").order_by())
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _conversion_time_chart(now) -> Chart:
+    """Median and 90th percentile of the time conversions took, per day (computed in the database)."""
+    starts = _buckets(now, "day", CHART_DAYS)
+    rows = list(_succeeded_per_day(starts).annotate(
+        median=Percentile(Seconds("finished_at", "started_at"), 0.5),
+        p90=Percentile(Seconds("finished_at", "started_at"), 0.9)))
+    found = {timezone.localtime(row["bucket"]): row for row in rows}
+    return Chart(
+        id="conversion-time", title=f"Conversion time per day, the last {CHART_DAYS} days",
+        description="Lines: the median and the 90th percentile of the time a successful conversion took, per day.",
+        categories=[date_format(start, "M j") for start in starts],
+        series=[Series("Median", [round(found[s]["median"], 1) if s in found else None for s in starts]),
+                Series("90th percentile", [round(found[s]["p90"], 1) if s in found else None for s in starts])],
+        kind="lines", value_text=_seconds, empty_text=f"No conversion succeeded in the last {CHART_DAYS} days.",
+        axis_label="seconds")
+
+
+def _storage_chart(now) -> Chart:
+    """Bytes of accelerated images written per day: the size of each successful conversion's result."""
+    starts = _buckets(now, "day", CHART_DAYS)
+    rows = _succeeded_per_day(starts).annotate(added=Sum("result_size"))
+    return Chart(
+        id="storage-added", title=f"Storage added by accelerated twins per day, the last {CHART_DAYS} days",
+        description="Bars: the size of the accelerated images that conversions wrote each day (manifests, "
+                    "configs and layers).",
+        categories=[date_format(start, "M j") for start in starts],
+        series=[Series("Added", _per(rows, "added", starts))], value_text=filesizeformat,
+        empty_text=f"No accelerated image was written in the last {CHART_DAYS} days.", axis_label="bytes")
+
+
+def charts(now=None) -> list[Chart]:
+    """The dashboard's pictures (see console.charts), each from queries that aggregate in the database."""
+    now = now or timezone.now()
+    return [_activity_chart(now, "day", CHART_DAYS), _activity_chart(now, "hour", CHART_HOURS),
+            _conversion_time_chart(now), _storage_chart(now)]
 
 
 def _checklist(figures: Figures) -> list[Step]:

@@ -327,6 +327,8 @@ APPARATE_SUITE_NAMESPACE = os.environ.get("APPARATE_SUITE_NAMESPACE", "apparate-
 APPARATE_SUITE_IMAGE = os.environ.get("APPARATE_SUITE_IMAGE", "ghcr.io/apparate/agent")
 APPARATE_SUITE_VERSION = os.environ.get("APPARATE_SUITE_VERSION", "1.0.0")
 APPARATE_SUITE_ROLLOUT_TIMEOUT = float(os.environ.get("APPARATE_SUITE_ROLLOUT_TIMEOUT", "900"))
+# How long a deploy page's rollout is read again every second after the apply (then: "Check again").
+APPARATE_DEPLOY_ROLLOUT_WATCH = float(os.environ.get("APPARATE_DEPLOY_ROLLOUT_WATCH", "300"))
 # Seconds an uninstall waits for every node's agent to confirm its cleanup before it may be forced.
 APPARATE_SUITE_UNINSTALL_TIMEOUT = float(os.environ.get("APPARATE_SUITE_UNINSTALL_TIMEOUT", "600"))
 # A suite operation that has not moved for this many seconds lost its worker: it is picked up again,

@@ -13,7 +13,8 @@ AUDIT_PAGE_SIZE = 50
 
 @role_required()
 def dashboard(request):
-    return render(request, "console/dashboard.html", {"figures": dashboard_figures.gather()})
+    return render(request, "console/dashboard.html", {"figures": dashboard_figures.gather(),
+                                                      "charts": dashboard_figures.charts()})
 
 
 @role_required()

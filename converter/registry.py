@@ -162,6 +162,14 @@ class BlobInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class ManifestInfo(BlobInfo):
+    """What a HEAD of a manifest tells: digest, size and media type ("" when the registry does not
+    say, or says only a generic type such as application/json)."""
+
+    media_type: str = ""
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -771,8 +779,8 @@ class RegistryClient:
                 "schema 2 image manifest or index).")
         return Manifest(media_type=media_type, digest=digest, content=content)
 
-    def head_manifest(self, repository: str, reference: str) -> BlobInfo | None:
-        """Digest and size of a manifest by tag or digest, or None when it does not exist."""
+    def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None:
+        """Digest, size and media type of a manifest by tag or digest, or None when it does not exist."""
         path = f"/v2/{repository}/manifests/{reference}"
         response = self._send("HEAD", path, scope=self._scope(repository), headers={"Accept": ACCEPT_MANIFESTS})
         if response.status_code != 200:
@@ -782,9 +790,12 @@ class RegistryClient:
             raise self._fail(response)
         _release(response)
         digest = response.headers.get("Docker-Content-Digest", "")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if not digest:
-            return BlobInfo(self.get_manifest(repository, reference).digest, 0)
-        return BlobInfo(digest, _content_length(response))
+            manifest = self.get_manifest(repository, reference)
+            return ManifestInfo(manifest.digest, 0, manifest.media_type)
+        return ManifestInfo(digest, _content_length(response),
+                            media_type if media_type in MANIFEST_MEDIA_TYPES else "")
 
     def put_manifest(self, repository: str, reference: str, content: bytes, media_type: str) -> str:
         """Store a manifest under a tag (or its digest); returns the digest, checked against the registry's."""

@@ -8,7 +8,11 @@ class CoreConfig(AppConfig):
     verbose_name = "Console core"
 
     def ready(self):
+        from django.db.backends.signals import connection_created
+
         from core import audit, auth
+        from core.aggregates import register_sqlite_functions
 
         audit.connect_signals()
         auth.connect_signals()
+        connection_created.connect(register_sqlite_functions, dispatch_uid="apparate-sqlite-functions")

@@ -277,11 +277,12 @@ def _enqueue_twin_tags(job: ConversionJob) -> None:
 
 
 def _sizes(client, job: ConversionJob, twin_digest: str) -> dict:
-    """Source and twin sizes for the twin rows; best effort (the Images refresh fills gaps)."""
+    """Source and twin sizes and media types for the twin rows; best effort (the Images refresh fills gaps)."""
     sizes = {}
-    for key, digest in (("source_size", job.source_digest), ("twin_size", twin_digest)):
+    for side, digest in (("source", job.source_digest), ("twin", twin_digest)):
         try:
-            sizes[key] = read_image(client, job.path, digest).size
+            image = read_image(client, job.path, digest)
+            sizes[f"{side}_size"], sizes[f"{side}_media_type"] = image.size, image.media_type
         except RegistryError as error:
             logger.warning("job=%s action=size-unknown digest=%s error=%s", job.pk, digest, error.message)
     return sizes
@@ -473,6 +474,31 @@ def convert_now(instance: Instance, reference: ImageReference, requested_by=None
             return _rerun(earlier, "Convert now"), Outcome.QUEUED_AGAIN
     return request_twin(instance, reference, digest, rule=rule, trigger=JobTrigger.MANUAL,
                         requested_by=requested_by, retry_failed=True)
+
+
+@dataclass(frozen=True)
+class Reconversion:
+    """What *Convert now* would do for a tag whose twin is present: convert again (the options that
+    apply now differ from the twin's, the tag points at other content, or the console did not make
+    the twin), or nothing (it is already accelerated with those options)."""
+
+    rule: Rule | None  # the rule whose options apply now (None: the defaults)
+    converts: bool
+    why: list[str]  # what differs, in words ("chunk size 4 MiB → 1 MiB")
+
+
+def reconversion(instance: Instance, twin, source_digest: str) -> Reconversion:
+    """Foresee *Convert now* of the source tag of a present twin (`source_digest`: the tag's digest
+    as last seen). Reads rows and rules only."""
+    reference = _as_reference(instance, f"{instance.host}/{twin.path}:{twin.source_tag}")
+    rule = current_rule(instance, reference)
+    options = options_of(rule)
+    if twin.job is None:
+        return Reconversion(rule, True, ["the twin was not made by this console"])
+    if source_digest and source_digest != twin.source_digest:
+        return Reconversion(rule, True, [f"the tag points at other content now ({source_digest})"])
+    changes = ConversionJob(options=options, previous_options=twin.job.options).option_changes
+    return Reconversion(rule, bool(changes), changes)
 
 
 def current_rule(instance: Instance, reference: ImageReference) -> Rule | None:

@@ -14,19 +14,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from converter.image import SOURCE_DIGEST_ANNOTATION
-from converter.registry import DeletionDisabled, RegistryClient, RegistryError, RegistryNotFound
+from converter.reference import InvalidReference, parse_reference
+from converter.registry import DeletionDisabled, ManifestInfo, RegistryClient, RegistryError, RegistryNotFound
 from core.audit import record
 from pipeline import twins
 from pipeline.choices import OperationKind, OperationStatus, TwinState
-from pipeline.models import AcceleratedImage, ConversionJob, Operation, RegistryTag
+from pipeline.models import AcceleratedImage, ConversionJob, Operation, PushEvent, RegistryTag
 from pipeline.naming import is_twin_tag, source_tag
 from registries.models import Instance
+from rules.matching import MatchOutcome, match_image
+from rules.validators import PatternError, compile_uncached, validate_namespace
 
 logger = logging.getLogger("apparate.jobs")
 
@@ -42,6 +46,7 @@ class ImageRead:
     digest: str
     size: int  # manifests, configs and layers (every platform of an index)
     source_digest: str = ""  # what an accelerated manifest says it was converted from
+    media_type: str = ""
 
 
 def read_image(client: RegistryClient, path: str, reference: str) -> ImageRead:
@@ -55,7 +60,8 @@ def read_image(client: RegistryClient, path: str, reference: str) -> ImageRead:
             size += _image_size(child.json()) + len(child.content)
     else:
         size += _image_size(document)
-    return ImageRead(manifest.digest, size, (document.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION, ""))
+    return ImageRead(manifest.digest, size, (document.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION, ""),
+                     manifest.media_type)
 
 
 def _image_size(manifest: dict) -> int:
@@ -76,14 +82,14 @@ class RefreshReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _split(path: str) -> tuple[str, str]:
+def split_path(path: str) -> tuple[str, str]:
     namespace, slash, repository = path.partition("/")
     return (namespace, repository) if slash else ("", path)
 
 
 def _refresh_repository(instance: Instance, client: RegistryClient, path: str, sizes: dict[str, int],
                         report: RefreshReport) -> None:
-    namespace, repository = _split(path)
+    namespace, repository = split_path(path)
     listed_at = timezone.now()
     try:
         tags = client.tags(path)
@@ -109,19 +115,24 @@ def _refresh_repository(instance: Instance, client: RegistryClient, path: str, s
             continue
         if is_twin_tag(tag):
             report.twins += 1
-            _refresh_twin(instance, client, path, tag, head.digest, rows.get(tag), jobs, sizes, report)
+            _refresh_twin(instance, client, path, tag, head, rows.get(tag), jobs, sizes, report)
             continue
         report.tags += 1
         row = known.get(tag)
-        if row is not None and row.digest == head.digest and row.size is not None:
+        if row is not None and row.digest == head.digest and row.size is not None and (
+                row.media_type or not head.media_type):
             unchanged.append(row.pk)
             continue
-        values = {"digest": head.digest, "size": sizes.get(head.digest), "error": "", "seen_at": timezone.now()}
-        if values["size"] is None:
+        values = {"digest": head.digest, "size": sizes.get(head.digest), "media_type": head.media_type, "error": "",
+                  "seen_at": timezone.now()}
+        if values["size"] is None or not values["media_type"]:
             try:
-                values["size"] = sizes[head.digest] = read_image(client, path, head.digest).size
+                image = read_image(client, path, head.digest)
             except RegistryError as error:
                 values["error"] = error.message
+            else:
+                values["size"] = sizes[head.digest] = image.size
+                values["media_type"] = image.media_type
         RegistryTag.objects.update_or_create(instance=instance, namespace=namespace, repository=repository, tag=tag,
                                              defaults=values)
     RegistryTag.objects.filter(pk__in=unchanged).update(seen_at=timezone.now())
@@ -133,10 +144,14 @@ def _refresh_repository(instance: Instance, client: RegistryClient, path: str, s
             twin_tag__in=present), "Images refresh", listed_at)
 
 
-def _refresh_twin(instance, client, path: str, tag: str, digest: str, row: AcceleratedImage | None,
+def _refresh_twin(instance, client, path: str, tag: str, head: ManifestInfo, row: AcceleratedImage | None,
                   jobs: dict[str, ConversionJob], sizes: dict[str, int], report: RefreshReport) -> None:
-    """A twin tag seen in the registry: (re)record its row when it is new, back, or changed."""
+    """A twin tag seen in the registry: (re)record its row when it is new, back, changed, or its media
+    type is not known yet."""
+    digest = head.digest
     if row is not None and row.is_present and row.twin_digest == digest and row.twin_size is not None:
+        if not row.media_type and head.media_type:  # recorded before media types were
+            AcceleratedImage.objects.filter(pk=row.pk).update(media_type=head.media_type)
         return
     try:
         image = read_image(client, path, digest)
@@ -145,7 +160,7 @@ def _refresh_twin(instance, client, path: str, tag: str, digest: str, row: Accel
         return
     sizes[digest] = image.size
     job = jobs.get(digest)
-    namespace, repository = _split(path)
+    namespace, repository = split_path(path)
     reason = ("Found in the registry by the Images refresh." if row is None else
               "In the registry again (seen by the Images refresh)." if not row.is_present else
               "The twin tag points at another manifest now (seen by the Images refresh).")
@@ -153,7 +168,7 @@ def _refresh_twin(instance, client, path: str, tag: str, digest: str, row: Accel
     AcceleratedImage.objects.update_or_create(
         instance=instance, namespace=namespace, repository=repository, twin_tag=tag,
         defaults={"source_tag": source_tag(tag), "source_digest": image.source_digest or (job.source_digest if job
-                  else ""), "twin_digest": digest, "twin_size": image.size, "job": job,
+                  else ""), "twin_digest": digest, "twin_size": image.size, "media_type": image.media_type, "job": job,
                   "state": TwinState.PRESENT, "state_changed_at": timezone.now(), "state_reason": reason,
                   "deleted_by": None, **twins.startup_of(instance, digest, row)},
     )
@@ -175,7 +190,7 @@ def refresh_images(instance: Instance, progress=None) -> RefreshReport:
             _refresh_repository(instance, client, path, sizes, report)
             if progress is not None and number % PROGRESS_EVERY == 0:
                 progress(number, len(paths))
-    listed = {_split(path) for path in paths}
+    listed = {split_path(path) for path in paths}
     gone = [(ns, repo) for ns, repo in RegistryTag.objects.filter(instance=instance, seen_at__lt=listed_at)
             .values_list("namespace", "repository").distinct() if (ns, repo) not in listed]
     gone += [(ns, repo) for ns, repo in twins.present(instance).values_list("namespace", "repository").distinct()
@@ -226,6 +241,7 @@ class TagRow:
     source: RegistryTag | None
     twin: AcceleratedImage | None
     job: ConversionJob | None = None
+    event: PushEvent | None = None  # the tag's latest push, for a row without a present twin
 
     @property
     def orphan(self) -> bool:
@@ -278,6 +294,8 @@ def list_images(instance: Instance, namespace: str = "", repository: str = "", p
     for job in ConversionJob.objects.filter(where, instance=instance).order_by("created_at", "id"):
         for tag in twins.wanted_tags(job):
             latest[(job.namespace, job.repository, tag)] = job  # the newest job of each tag wins
+    events = _latest_pushes(instance, where, [key for key in shown if not (
+        twin_of.get(key) is not None and twin_of[key].is_present)])
     repositories: list[RepositoryRows] = []
     for key in shown:
         ns, repo, tag = key
@@ -285,10 +303,52 @@ def list_images(instance: Instance, namespace: str = "", repository: str = "", p
         if not repositories or repositories[-1].path != path:
             repositories.append(RepositoryRows(path))
         twin = twin_of.get(key)
-        repositories[-1].rows.append(TagRow(tag, source_of.get(key), twin, latest.get(key)))
+        repositories[-1].rows.append(TagRow(tag, source_of.get(key), twin, latest.get(key), events.get(key)))
     originals = dict(sources.exclude(size=None).values_list("digest", "size"))  # a shared digest counts once
     return Catalogue(repositories, shown, sum(originals.values()), twins.storage(twin_rows).bytes,
                      refresh_state(instance))
+
+
+def _latest_pushes(instance: Instance, where: Q, keys: list[tuple[str, str, str]]) -> dict[tuple, PushEvent]:
+    """The latest push event of each (namespace, repository, tag) in `keys`, in two queries."""
+    if not keys:
+        return {}
+    latest_ids = PushEvent.objects.filter(where, instance=instance, tag__in={tag for _, _, tag in keys}).values(
+        "namespace", "repository", "tag").order_by().annotate(latest=Max("id")).values_list("latest", flat=True)
+    wanted = set(keys)
+    return {key: event for event in PushEvent.objects.filter(pk__in=list(latest_ids)).select_related("matched_rule")
+            if (key := (event.namespace, event.repository, event.tag)) in wanted}
+
+
+@dataclass
+class MissingTwin:
+    """Why a tag has no accelerated twin: what its twin row, its latest job and its latest push say,
+    and, when no push of it was received, how the instance's rules judge it now."""
+
+    instance: Instance
+    path: str
+    tag: str
+    twin: AcceleratedImage | None
+    job: ConversionJob | None
+    event: PushEvent | None
+    rules: MatchOutcome | None  # only when no push of the tag was received
+    rules_error: str = ""  # the address cannot be matched against rules
+
+
+def explain_missing_twin(instance: Instance, path: str, tag: str) -> MissingTwin:
+    """Everything the console knows about why `path:tag` has no twin (reads rows and rules only)."""
+    namespace, repository = split_path(path)
+    twin = twins.row_of_tag(instance, namespace, repository, tag)
+    job = twins.latest_job_of_tag(instance, namespace, repository, tag)
+    event = PushEvent.objects.filter(instance=instance, namespace=namespace, repository=repository,
+                                     tag=tag).select_related("matched_rule", "job").first()
+    outcome, error = None, ""
+    if event is None:
+        try:
+            outcome = match_image(instance, parse_reference(f"{instance.host}/{path}:{tag}"))
+        except InvalidReference as invalid:
+            error = str(invalid)
+    return MissingTwin(instance, path, tag, twin, job, event, outcome, error)
 
 
 # --- Deleting ---------------------------------------------------------------------------------
@@ -332,7 +392,7 @@ def delete_image(instance: Instance, path: str, digest: str, user=None, door: st
             raise DeleteRefused(f"No such image: {error.message}", DeleteRefused.NOT_FOUND) from None
         except RegistryError as error:
             raise DeleteRefused(error.message) from None
-    namespace, repository = _split(path)
+    namespace, repository = split_path(path)
     with transaction.atomic():
         deleted = twins.mark_deleted(AcceleratedImage.objects.filter(
             instance=instance, namespace=namespace, repository=repository, twin_digest=digest), user, DOORS[door])
@@ -350,3 +410,54 @@ def delete_image(instance: Instance, path: str, digest: str, user=None, door: st
     logger.info("image-delete instance=%s image=%s@%s twins=%s sources=%s", instance.pk, path, digest, len(deleted),
                 len(sources))
     return len(deleted) + len(sources)
+
+
+# --- Rule preview -------------------------------------------------------------------------------
+
+PREVIEW_LIMIT = 50  # matching tags listed by a rule preview (all are counted)
+
+
+@dataclass
+class RulePreview:
+    """Which known tags of an instance a rule's namespace and patterns would match: the first
+    PREVIEW_LIMIT (by repository and tag) and how many in all, out of the namespace's known tags.
+    `errors` maps a field to what is wrong with it; then nothing is matched."""
+
+    matches: list[tuple[str, str]] = field(default_factory=list)  # (path, tag)
+    total: int = 0
+    known: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    as_of: datetime | None = None
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.matches)
+
+
+def preview_rule(instance: Instance, namespace: str, repository_pattern: str, tag_pattern: str,
+                 limit: int = PREVIEW_LIMIT) -> RulePreview:
+    """Match a rule being edited against the instance's tags as last seen (RegistryTag rows, kept by
+    the Images refresh and by conversions); nothing is read from the registry. Patterns are compiled
+    once and not cached: whatever anyone types costs no memory."""
+    preview = RulePreview(as_of=refresh_state(instance).as_of)
+    try:
+        validate_namespace(namespace)
+    except ValidationError as error:
+        preview.errors["namespace"] = " ".join(error.messages) if namespace else "Enter the namespace."
+    compiled = {}
+    for name, pattern in (("repository_pattern", repository_pattern), ("tag_pattern", tag_pattern)):
+        try:
+            compiled[name] = compile_uncached(pattern) if pattern else None
+        except PatternError as error:
+            preview.errors[name] = str(error)
+    if preview.errors:
+        return preview
+    repository, tag = compiled["repository_pattern"], compiled["tag_pattern"]
+    rows = RegistryTag.objects.filter(instance=instance, namespace=namespace).order_by("repository", "tag")
+    for repo, name in rows.values_list("repository", "tag").iterator():
+        preview.known += 1
+        if (repository is None or repository.fullmatch(repo)) and (tag is None or tag.fullmatch(name)):
+            preview.total += 1
+            if len(preview.matches) < limit:
+                preview.matches.append((f"{namespace}/{repo}", name))
+    return preview

@@ -119,3 +119,18 @@ OPERATION_COLOURS = {
 }
 
 OPERATION_ACTIVE = frozenset({OperationStatus.QUEUED, OperationStatus.RUNNING})
+
+
+# What kind of artifact a manifest is, by its media type, as registries and clients name it.
+ARTIFACT_TYPES = {
+    "application/vnd.docker.distribution.manifest.v2+json": "Docker v2 schema 2",
+    "application/vnd.docker.distribution.manifest.list.v2+json": "Docker manifest list",
+    "application/vnd.oci.image.manifest.v1+json": "OCI manifest",
+    "application/vnd.oci.image.index.v1+json": "OCI index",
+}
+
+
+def artifact_type(media_type: str) -> str:
+    """The artifact type of a manifest media type ("Docker v2 schema 2", "OCI index"...): the media
+    type itself when it is none of those, "" when it is not known."""
+    return ARTIFACT_TYPES.get(media_type, media_type)

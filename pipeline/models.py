@@ -28,6 +28,7 @@ from pipeline.choices import (
     PushReason,
     PushSource,
     TwinState,
+    artifact_type,
 )
 from registries.models import Instance
 from rules.choices import Format
@@ -370,6 +371,8 @@ class AcceleratedImage(InRepository, models.Model):
     startup_checked_at = models.DateTimeField(
         null=True, blank=True,
         help_text="When the figure was last read from the registry (twins made before it was recorded).")
+    media_type = models.CharField(max_length=MAX_MEDIA_TYPE_LENGTH, blank=True,
+                                  help_text="The twin's manifest media type, as last read ('' if not known yet).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -403,6 +406,10 @@ class AcceleratedImage(InRepository, models.Model):
     def state_colour(self) -> str:
         return TWIN_COLOURS.get(self.state, "grey")
 
+    @property
+    def artifact_type(self) -> str:
+        return artifact_type(self.media_type)
+
 
 class RegistryTag(InRepository, models.Model):
     """A source tag of an instance's registry as last seen: by the Images refresh, or by a
@@ -418,6 +425,8 @@ class RegistryTag(InRepository, models.Model):
     tag = models.CharField(max_length=MAX_TAG_LENGTH)
     digest = models.CharField(max_length=MAX_DIGEST_LENGTH)
     size = models.BigIntegerField(null=True, blank=True, help_text="Manifests, config and layers, in bytes.")
+    media_type = models.CharField(max_length=MAX_MEDIA_TYPE_LENGTH, blank=True,
+                                  help_text="The manifest media type, as last read ('' if not known yet).")
     error = models.TextField(blank=True, help_text="Why the image could not be read at the last refresh.")
     seen_at = models.DateTimeField(default=timezone.now)
 
@@ -430,6 +439,10 @@ class RegistryTag(InRepository, models.Model):
 
     def __str__(self):
         return f"{self.path}:{self.tag}@{self.digest[:19]}"
+
+    @property
+    def artifact_type(self) -> str:
+        return artifact_type(self.media_type)
 
 
 class Operation(models.Model):

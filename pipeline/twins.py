@@ -43,9 +43,11 @@ def startup_of(instance, twin_digest: str, row: AcceleratedImage | None = None) 
 
 
 def record_present(job: ConversionJob, tag: str, twin_digest: str, *, source_size: int | None = None,
-                   twin_size: int | None = None, startup: dict | None = None) -> AcceleratedImage:
+                   twin_size: int | None = None, source_media_type: str = "", twin_media_type: str = "",
+                   startup: dict | None = None) -> AcceleratedImage:
     """Record that `<tag><suffix>` now points at the job's accelerated image: call only after the
     manifest PUT succeeded. Also records the source tag as seen, so the Images page pairs them.
+    Sizes and media types are what the caller read ("" or None: not known, kept as they were).
     `startup` is the figure the conversion recorded (pipeline.startup); without it the row keeps the
     one known for the manifest."""
     now = timezone.now()
@@ -53,12 +55,13 @@ def record_present(job: ConversionJob, tag: str, twin_digest: str, *, source_siz
         row, created = AcceleratedImage.objects.select_for_update().get_or_create(
             instance=job.instance, namespace=job.namespace, repository=job.repository, twin_tag=twin_tag(tag),
             defaults={"source_tag": tag, "source_digest": job.source_digest, "twin_digest": twin_digest,
-                      "job": job, "source_size": source_size, "twin_size": twin_size, "state_changed_at": now,
-                      "state_reason": f"Pushed by job #{job.pk}.",
+                      "job": job, "source_size": source_size, "twin_size": twin_size, "media_type": twin_media_type,
+                      "state_changed_at": now, "state_reason": f"Pushed by job #{job.pk}.",
                       **(startup if startup is not None else startup_of(job.instance, twin_digest))},
         )
         if not created:
             figures = startup if startup is not None else startup_of(job.instance, twin_digest, row)
+            row.media_type = twin_media_type or (row.media_type if row.twin_digest == twin_digest else "")
             if row.state != TwinState.PRESENT or row.twin_digest != twin_digest:
                 row.state_changed_at = now
                 row.state_reason = f"Pushed by job #{job.pk}."
@@ -72,7 +75,8 @@ def record_present(job: ConversionJob, tag: str, twin_digest: str, *, source_siz
         RegistryTag.objects.update_or_create(
             instance=job.instance, namespace=job.namespace, repository=job.repository, tag=tag,
             defaults={"digest": job.source_digest, "seen_at": now, "error": "",
-                      **({"size": source_size} if source_size is not None else {})},
+                      **({"size": source_size} if source_size is not None else {}),
+                      **({"media_type": source_media_type} if source_media_type else {})},
         )
     return row
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("instances/images/", views.image_list, name="images"),
     path("instances/<int:pk>/images/delete/", views.image_delete, name="image-delete"),
     path("instances/<int:pk>/images/refresh/", views.image_refresh, name="image-refresh"),
+    path("instances/<int:pk>/images/why/", views.image_why, name="image-why"),
+    path("instances/<int:pk>/images/reconvert/", views.image_reconvert, name="image-reconvert"),
     path("rules/jobs/operations/<int:pk>/", views.operation_detail, name="operation"),
     path("rules/jobs/", views.job_list, name="jobs"),
     path("rules/jobs/convert-now/", views.job_convert_now, name="convert-now"),
@@ -19,4 +21,5 @@ urlpatterns = [
     path("rules/jobs/<int:pk>/retry/", views.job_retry, name="job-retry"),
     path("rules/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
     path("rules/<int:pk>/backfill/", views.rule_backfill, name="backfill"),
+    path("rules/preview/", views.rule_preview, name="rule-preview"),
 ]

@@ -15,20 +15,20 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpResponseBadRequest, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from converter.reference import InvalidReference
+from converter.reference import TAG, InvalidReference
 from core.htmx import stop_polling_when, success_redirect
 from core.roles import Role, role_required
-from pipeline import actions, catalogue, operations, startup
+from pipeline import actions, catalogue, operations, startup, twins
 from pipeline.choices import JobStatus, OperationKind
 from pipeline.filters import PushEventFilter
 from pipeline.forms import ConvertNowForm
 from pipeline.intake import MalformedPayload, parse_payload
-from pipeline.models import ConversionJob, Operation, PushEvent
+from pipeline.models import ConversionJob, Operation, PushEvent, RegistryTag
 from pipeline.naming import suffix
 from registries.actions import check_webhook_secret
 from registries.models import Instance
@@ -147,6 +147,63 @@ def image_delete(request, pk: int):
         return success_redirect(request, back)
     return render(request, "pipeline/image_confirm_delete.html",
                   {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})
+
+
+def _image_params(request) -> tuple[str, str] | None:
+    """The `path` and `tag` a request names, when both are well-formed."""
+    path, tag = request.GET.get("path", ""), request.GET.get("tag", "")
+    if not REPOSITORY_PATH.fullmatch(path) or not TAG.fullmatch(tag):
+        return None
+    return path, tag
+
+
+@role_required()
+def image_why(request, pk: int):
+    """Why a tag has no accelerated twin: its twin row, latest job, latest push, or the rules now."""
+    instance = get_object_or_404(Instance, pk=pk)
+    params = _image_params(request)
+    if params is None:
+        return HttpResponseBadRequest("Give the repository path (namespace/repository) and a tag.")
+    return render(request, "pipeline/image_why.html", {"instance": instance, "why": catalogue.explain_missing_twin(
+        instance, *params), "suffix": suffix()})
+
+
+@role_required(read_role=Role.OPERATOR)
+def image_reconvert(request, pk: int):
+    """The confirmation before *Convert now* of a tag whose twin is present: says whether it would
+    convert again (and what changed) or change nothing. The form posts to Convert now."""
+    instance = get_object_or_404(Instance, pk=pk)
+    params = _image_params(request)
+    if params is None:
+        return HttpResponseBadRequest("Give the repository path (namespace/repository) and a tag.")
+    path, tag = params
+    twin = twins.row_of_tag(instance, *catalogue.split_path(path), tag)
+    if twin is None or not twin.is_present:
+        messages.info(request, f"{path}:{tag} has no accelerated twin: use Convert.")
+        return redirect(f"{reverse('pipeline:images')}?instance={instance.pk}")
+    seen = RegistryTag.objects.filter(instance=instance, namespace=twin.namespace, repository=twin.repository,
+                                      tag=tag).values_list("digest", flat=True).first() or ""
+    return render(request, "pipeline/image_reconvert.html", {
+        "instance": instance, "twin": twin, "plan": actions.reconversion(instance, twin, seen),
+        "back": f"{reverse('pipeline:images')}?instance={instance.pk}&namespace={twin.namespace}"})
+
+
+@require_POST
+@role_required(write_role=Role.VIEWER)
+def rule_preview(request):
+    """The rule form's live preview: which known tags of the instance the namespace and patterns
+    being typed would match (`rule` names the rule being edited, `instance` a new rule's instance).
+    Changes nothing and reads no registry."""
+    rule = Rule.objects.select_related("instance").filter(pk=request.POST["rule"]).first() if request.POST.get(
+        "rule", "").isdigit() else None
+    instance_id = request.POST.get("instance", "")
+    instance = rule.instance if rule else Instance.objects.filter(pk=instance_id).first() if (
+        instance_id.isdigit()) else None
+    namespace = request.POST.get("namespace", "").strip()
+    preview = None if instance is None else catalogue.preview_rule(
+        instance, namespace, request.POST.get("repository_pattern", ""), request.POST.get("tag_pattern", ""))
+    return render(request, "pipeline/_rule_preview.html#result",
+                  {"instance": instance, "namespace": namespace, "preview": preview})
 
 
 # --- Operations ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Count, Max, Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -26,11 +26,14 @@ from rules.models import Rule
 from rules.validators import PatternError, compile_uncached
 
 PAGE_SIZE = 50
+# Pushes a rule matched and the last one, from the push events that name it (aggregated in the query).
+PUSH_FIGURES = {"pushes_matched": Count("push_events"), "last_matched": Max("push_events__received_at")}
 
 
 @role_required()
 def rule_list(request):
-    rules = Rule.objects.select_related("instance").order_by("instance__name", "position", "id")
+    rules = Rule.objects.select_related("instance").annotate(**PUSH_FIGURES).order_by("instance__name", "position",
+                                                                                     "id")
     instance = None
     if request.GET.get("instance", "").isdigit():
         instance = Instance.objects.filter(pk=request.GET["instance"]).first()
@@ -57,7 +60,7 @@ def rule_list(request):
 
 @role_required()
 def rule_detail(request, pk: int):
-    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
+    rule = get_object_or_404(Rule.objects.select_related("instance").annotate(**PUSH_FIGURES), pk=pk)
     return render(request, "rules/rule_detail.html", {"rule": rule, "address_form": AddressForm()})
 
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from clusters import manifests
 from clusters.choices import (
     DeployStatus,
+    RolloutState,
     SuiteStatus,
 )
 from clusters.kube import KubeError, KubeSession, ref, session_for
@@ -265,6 +266,100 @@ def run_deploy(deploy_id: int) -> DeployRequest | None:
         deploy.status = DeployStatus.FAILED
     deploy.finished_at = timezone.now()
     deploy.save(update_fields=["status", "message", "finished_at"])
+    if deploy.status == DeployStatus.SUCCEEDED:
+        watch_rollout(deploy)
+    return deploy
+
+
+# --- The rollout after the apply -------------------------------------------------------------
+
+NODE_SELECTOR_MISMATCH = "didn't match Pod's node affinity/selector"
+
+
+def _pod_row(pod: dict, deploy: DeployRequest) -> dict:
+    """One pod of the rollout: where it runs, whether it is ready, and why not, in plain words."""
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = (conditions.get("Ready") or {}).get("status") == "True"
+    node = (pod.get("spec") or {}).get("nodeName", "")
+    row = {"name": (pod.get("metadata") or {}).get("name", ""), "node": node, "phase": status.get("phase", "Pending"),
+           "ready": ready, "reason": "", "detail": "", "no_labelled_node": False}
+    scheduled = conditions.get("PodScheduled") or {}
+    waiting = next((c["state"]["waiting"] for c in status.get("containerStatuses") or []
+                    if (c.get("state") or {}).get("waiting")), None)
+    if ready:
+        return row
+    if not node and scheduled.get("status") == "False":
+        message = str(scheduled.get("message") or "")[:500]
+        row["detail"] = message
+        if deploy.accelerated and NODE_SELECTOR_MISMATCH in message:
+            label = f"{settings.APPARATE_NODE_LABEL_KEY}={settings.APPARATE_NODE_LABEL_VALUE}"
+            row["reason"] = (f"No node can take it: the pod runs only on nodes labelled {label}, and no ready node "
+                             "carries that label. Label nodes for acceleration on the Nodes page.")
+            row["no_labelled_node"] = True
+        else:
+            row["reason"] = f"The scheduler cannot place it ({scheduled.get('reason') or 'Unschedulable'})."
+    elif waiting is not None:
+        row["reason"] = f"Its container is waiting: {waiting.get('reason', 'waiting')}."
+        row["detail"] = str(waiting.get("message") or "")[:500]
+    elif not node:
+        row["reason"] = "Waiting for the scheduler."
+    else:
+        row["reason"] = "Started, not ready yet." if row["phase"] == "Running" else f"{row['phase']} on {node}."
+    return row
+
+
+def read_rollout(session: KubeSession, deploy: DeployRequest) -> dict:
+    """The Deployment's rollout as the API server reports it: its replica counts and its pods
+    (listed by the Deployment's selector), and whether every wanted pod is updated and ready."""
+    deployment = session.get_or_none("Deployment", deploy.name, deploy.namespace)
+    if deployment is None:
+        return {"state": RolloutState.GONE, "pods": [], "wanted": deploy.replicas, "ready": 0}
+    match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{key}={value}" for key, value in sorted(match.items()))
+    pods = sorted((_pod_row(pod, deploy) for pod in session.list("Pod", deploy.namespace, label_selector=selector)),
+                  key=lambda row: (row["ready"], row["name"]))
+    status = deployment.get("status") or {}
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    ready = status.get("readyReplicas", 0)
+    complete = (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+                and status.get("updatedReplicas", 0) == wanted and ready == wanted
+                and status.get("replicas", 0) == wanted)
+    return {"state": RolloutState.COMPLETE if complete else RolloutState.PROGRESSING, "pods": pods,
+            "wanted": wanted, "ready": ready}
+
+
+def watch_rollout(deploy: DeployRequest) -> None:
+    """(Re)start watching an applied deploy's rollout: a worker reads it every second until it is
+    complete or APPARATE_DEPLOY_ROLLOUT_WATCH seconds have passed."""
+    from clusters.tasks import watch_deploy_rollout
+
+    deploy.rollout_watch_since = timezone.now()
+    if deploy.rollout:
+        deploy.rollout = {**deploy.rollout, "state": RolloutState.PROGRESSING}
+    DeployRequest.objects.filter(pk=deploy.pk).update(rollout_watch_since=deploy.rollout_watch_since,
+                                                      rollout=deploy.rollout)
+    deploy_id = deploy.pk
+    transaction.on_commit(lambda: watch_deploy_rollout.apply_async((deploy_id,), countdown=1))
+
+
+def refresh_rollout(deploy_id: int) -> DeployRequest | None:
+    """Read the rollout once and store it on the deploy; None when there is nothing (more) to watch.
+    An unreachable cluster is noted and tried again at the next read."""
+    deploy = DeployRequest.objects.select_related("cluster").filter(pk=deploy_id).first()
+    if deploy is None or deploy.status != DeployStatus.SUCCEEDED or not deploy.rollout_watched:
+        return None
+    try:
+        with session_for(deploy.cluster) as session:
+            rollout = read_rollout(session, deploy)
+    except KubeError as error:
+        rollout = {**deploy.rollout, "error": error.message}
+        rollout.setdefault("state", RolloutState.PROGRESSING)
+    watched_for = (timezone.now() - deploy.rollout_watch_since).total_seconds()
+    if rollout["state"] == RolloutState.PROGRESSING and watched_for > settings.APPARATE_DEPLOY_ROLLOUT_WATCH:
+        rollout["state"] = RolloutState.STALLED
+    deploy.rollout, deploy.rollout_checked_at = rollout, timezone.now()
+    deploy.save(update_fields=["rollout", "rollout_checked_at"])
     return deploy
 
 

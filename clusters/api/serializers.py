@@ -167,9 +167,9 @@ class DeploySerializer(serializers.ModelSerializer):
         model = DeployRequest
         fields = ["id", "cluster", "instance", "namespace", "name", "replicas", "image", "use_original",
                   "accelerated", "status", "plan_digest", "warnings", "yaml", "message", "created_at",
-                  "confirmed_at", "finished_at"]
+                  "confirmed_at", "finished_at", "rollout", "rollout_checked_at"]
         read_only_fields = ["accelerated", "status", "plan_digest", "warnings", "message", "created_at",
-                            "confirmed_at", "finished_at"]
+                            "confirmed_at", "finished_at", "rollout", "rollout_checked_at"]
         extra_kwargs = {"instance": {"required": True, "allow_null": False},
                         "replicas": {"min_value": 1, "max_value": 1000}}
 

@@ -5,6 +5,8 @@ Syncs, label jobs, the install, the rollout watch and the deploy run in a real C
 (tests/support/worker.py) that reaches the emulator over HTTP; the agents' side of the API is
 tests.clusters.conftest.EmulatedAgents."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -96,3 +98,6 @@ def test_register_label_install_suite_and_deploy(page, live_server, kube_emulato
     expect(progress).to_contain_text("Deployment default/shop applied with registry.example.com/team/shop:1.0-apparate")
     deployment = kube_emulator.get_object("deployments", "shop", "default")
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {LABEL: "true"}
+    # The worker reads the rollout and the page follows it live: the pod runs on a labelled node.
+    expect(progress.locator("#rollout-summary")).to_contain_text("Complete 1 of 1 pod ready")
+    expect(progress.locator("#rollout-pods tbody tr td").nth(1)).to_have_text(re.compile(r"node-[ab]"))

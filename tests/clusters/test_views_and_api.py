@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import escape
 
+from clusters.actions.deploy import refresh_rollout as refresh_deploy_rollout
 from clusters.actions.deploy import run_deploy
 from clusters.actions.labelling import run_label_job
 from clusters.actions.suite import refresh_rollout, request_suite_operation, run_suite_operation
@@ -402,9 +403,13 @@ def test_deploy_page_offers_accelerated_images_previews_then_applies(kube_emulat
     watching = client.get(confirmed.url, {"progress": 1}, HTTP_HX_REQUEST="true")
     assert watching.status_code == 200 and 'hx-trigger="every 1s"' in watching.content.decode()
     run_deploy(original.pk)
+    applied = client.get(confirmed.url, {"progress": 1}, HTTP_HX_REQUEST="true")  # now its rollout is watched
+    assert applied.status_code == 200 and "Reading the Deployment's pods…" in applied.content.decode()
+    refresh_deploy_rollout(original.pk)  # what the watching worker does: the pods run, the rollout is complete
     done = client.get(confirmed.url, {"progress": 1}, HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "Deployment web/shop applied with registry.example.com/team/shop:1.0" in \
         done.content.decode() and "every 1s" not in done.content.decode()
+    assert "1 of 1 pod ready" in done.content.decode()
     deployment = kube_emulator.get_object("deployments", "shop", "web")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/team/shop:1.0"
     assert "nodeSelector" not in deployment["spec"]["template"]["spec"]

@@ -4,7 +4,9 @@ A threaded HTTP/1.1 server speaking the JSON REST API the official client uses: 
 nodes (list with labelSelector, limit/continue, get, JSON merge patch with resourceVersion
 preconditions → 409); namespaces; pods; secrets; configmaps; serviceaccounts; roles,
 clusterroles and their bindings; daemonsets and deployments (create, replace with optimistic
-concurrency, delete, status kept by tiny controllers); SelfSubjectAccessReview. Bearer tokens
+concurrency, delete, status kept by tiny controllers: a DaemonSet's pods per matching node, a
+Deployment's pods scheduled onto fitting nodes or left Pending with kube-scheduler's condition
+message); pods listed by label selector; SelfSubjectAccessReview. Bearer tokens
 are checked. Faults can be injected: RBAC denials for chosen verbs/objects (403), an expired
 token (401), transient answers (429/5xx) for the next N matching requests, raw answers of any
 size or encoding (`answer_next`), nodes whose agent pod never gets ready, and `stop()` for an
@@ -31,6 +33,7 @@ Fixtures: `kube_emulator` (one running emulator) and `kube_emulator_factory(tls=
 
 import contextlib
 import copy
+import hashlib
 import ipaddress
 import json
 import os
@@ -216,6 +219,7 @@ class KubeEmulator:
         self.raw_answers: list[dict] = []
         self.broken_agent_nodes: set[str] = set()
         self.rollout_step: int | None = None  # agent pods made ready per status read; None: all at once
+        self.unpullable_images: set[str] = set()  # Deployment pods with these images stay in ImagePullBackOff
         self.requests: list[tuple[str, str, str]] = []
         self.server: ThreadingHTTPServer | None = None
         self.tls = False
@@ -447,14 +451,97 @@ class KubeEmulator:
                 if plural == "daemonsets":
                     self._reconcile_daemonset(namespace, name, ds, nodes)
                 elif plural == "deployments":
-                    replicas = ds["spec"].get("replicas", 1)
-                    selector = ds["spec"]["template"]["spec"].get("nodeSelector") or {}
-                    fits = any(all(n["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())
-                               for n in nodes)
-                    ds["status"] = {"observedGeneration": ds["metadata"]["generation"], "replicas": replicas,
-                                    "readyReplicas": replicas if fits else 0,
-                                    "availableReplicas": replicas if fits else 0,
-                                    "unavailableReplicas": 0 if fits else replicas}
+                    self._reconcile_deployment(namespace, name, ds, nodes)
+
+    def _reconcile_deployment(self, namespace: str, name: str, deployment: dict, nodes: list[dict]) -> None:
+        """Pods for a Deployment, scheduled as kube-scheduler would: onto a Ready node that carries every
+        label of the nodeSelector (the least busy), else left Pending with the scheduler's condition.
+        The ReplicaSet in between is not emulated: pods carry its name and `pod-template-hash` label,
+        and name the Deployment's uid as owner so that deleting the Deployment removes them. A pod of
+        an older template is replaced at once (no surge)."""
+        template = deployment["spec"]["template"]
+        replicas = deployment["spec"].get("replicas", 1)
+        template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        owner = deployment["metadata"]["uid"]
+        current = []
+        for key, pod in sorted(self.objects.items()):
+            if key[0] != "pods" or key[1] != namespace or not any(
+                    ref["uid"] == owner for ref in pod["metadata"].get("ownerReferences", [])):
+                continue
+            if pod["metadata"]["labels"].get("pod-template-hash") != template_hash or len(current) >= replicas:
+                del self.objects[key]
+            else:
+                current.append(pod)
+        while len(current) < replicas:
+            pod_name = f"{name}-{template_hash}-{uuid.uuid4().hex[:5]}"
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": pod_name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                                "creationTimestamp": now(),
+                                "labels": {**template["metadata"].get("labels", {}),
+                                           "pod-template-hash": template_hash},
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                     "name": f"{name}-{template_hash}", "uid": owner,
+                                                     "controller": True}]},
+                   "spec": copy.deepcopy(template["spec"]),
+                   "status": {"phase": "Pending"}}
+            self._bump(pod)
+            self.objects[("pods", namespace, pod_name)] = pod
+            current.append(pod)
+        for pod in current:
+            if not pod["spec"].get("nodeName"):
+                self._schedule(pod, nodes)
+        ready = sum(1 for pod in current if pod["status"]["phase"] == "Running")
+        deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": len(current),
+                                "updatedReplicas": len(current), "readyReplicas": ready, "availableReplicas": ready,
+                                "unavailableReplicas": len(current) - ready}
+
+    def _schedule(self, pod: dict, nodes: list[dict]) -> None:
+        selector = pod["spec"].get("nodeSelector") or {}
+        reasons: dict[str, int] = {}
+        fitting = []
+        for node in nodes:
+            labels = node["metadata"].get("labels", {})
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+            if not all(labels.get(k) == v for k, v in selector.items()):
+                reason = "node(s) didn't match Pod's node affinity/selector"
+            elif not ready:
+                reason = "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+            else:
+                fitting.append(node["metadata"]["name"])
+                continue
+            reasons[reason] = reasons.get(reason, 0) + 1
+        before = copy.deepcopy(pod["status"])
+        if not fitting:
+            total = len(nodes)
+            message = "no nodes available to schedule pods" if not nodes else (
+                f"0/{total} nodes are available: "
+                + ", ".join(sorted(f"{count} {reason}" for reason, count in reasons.items()))
+                + f". preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling..")
+            pod["status"] = {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+        else:
+            load = {name: 0 for name in fitting}
+            for (plural, _, _), other in self.objects.items():
+                if plural == "pods" and other["spec"].get("nodeName") in load:
+                    load[other["spec"]["nodeName"]] += 1
+            pod["spec"]["nodeName"] = min(fitting, key=lambda name: (load[name], name))
+            containers = pod["spec"].get("containers", [])
+            failing = [c for c in containers if c.get("image") in self.unpullable_images]
+            if failing:
+                image = failing[0]["image"]
+                pod["status"] = {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False",
+                                                                 "reason": "ContainersNotReady"}],
+                    "containerStatuses": [{"name": c["name"], "image": c["image"], "ready": False, "state": {
+                        "waiting": {"reason": "ImagePullBackOff",
+                                    "message": f'Back-off pulling image "{image}"'}}} for c in failing]}
+            else:
+                pod["status"] = {"phase": "Running", "conditions": [
+                    {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                    "containerStatuses": [{"name": c["name"], "image": c["image"], "ready": True,
+                                           "state": {"running": {}}} for c in containers]}
+        if pod["status"] != before:
+            self._bump(pod)
 
     def _reconcile_daemonset(self, namespace: str, name: str, ds: dict, nodes: list[dict]) -> None:
         template = ds["spec"]["template"]
