@@ -103,9 +103,16 @@ def evaluate_rule(rule: "Rule", reference: ImageReference) -> RuleEvaluation:
     )
 
 
-def match_image(instance: "Instance", reference: ImageReference) -> MatchOutcome:
-    """Evaluate every rule of the instance in order; the first full match wins."""
-    rules = list(instance.rules.order_by("position", "id"))
+def rules_in_order(instance: "Instance") -> list["Rule"]:
+    """The instance's rules in matching order (one query), for match_image."""
+    return list(instance.rules.order_by("position", "id"))
+
+
+def match_image(instance: "Instance", reference: ImageReference, rules: "list[Rule] | None" = None) -> MatchOutcome:
+    """Evaluate every rule of the instance in order; the first full match wins. `rules` is
+    rules_in_order(instance) when the caller matches many images at once (read once, not per image)."""
+    if rules is None:
+        rules = rules_in_order(instance)
     evaluations = tuple(evaluate_rule(rule, reference) for rule in rules)
     winner = next((evaluation for evaluation in evaluations if evaluation.matched), None)
     if winner is not None:
