@@ -19,7 +19,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from converter.errors import (
@@ -164,6 +163,10 @@ def _known_content_detail(push: PushRecord, known: PushEvent, job: ConversionJob
             f"converted: retry job #{job.pk} (it re-reads the rule's options) or use Convert now.")
 
 
+def _placeholders(values: list) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
 def _content(push) -> tuple[str, str, str]:
     """What one conversion request is unique by within an instance (a push record or an event)."""
     return push.namespace, push.repository, push.digest
@@ -187,10 +190,12 @@ class _Delivery:
         self._pending: list[tuple[PushEvent, ImageReference | None]] = []
         self._pending_ids: set[str] = set()
         self._pending_requested: set[tuple[str, str, str]] = set()
-        earlier = instance.push_events.filter(
-            Q(delivery_id__in={push.delivery_id for push in pushes})
-            | Q(outcome=PushOutcome.CONVERSION_REQUESTED, digest__in={push.digest for push in pushes}),
-        ).only("id", "delivery_id", "namespace", "repository", "digest", "tag", "outcome").order_by("id")
+        ids, digests = sorted({push.delivery_id for push in pushes}), sorted({push.digest for push in pushes})
+        earlier = PushEvent.objects.raw(
+            f"SELECT id, delivery_id, namespace, repository, digest, tag, outcome FROM {PushEvent._meta.db_table} "  # noqa: S608
+            f"WHERE instance_id = %s AND (delivery_id IN ({_placeholders(ids)}) OR (outcome = %s AND digest IN "
+            f"({_placeholders(digests)}))) ORDER BY id",
+            [instance.pk, *ids, PushOutcome.CONVERSION_REQUESTED, *digests])
         for event in earlier:
             self._remember(event)
 
@@ -278,7 +283,8 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
     """The jobs of stored "conversion requested" events, as request_conversion_for_event would make
     them, in three statements for any number: INSERT the new jobs (skipping content that has a job
     with those options already, e.g. from Convert now), read them back, and set each event's job.
-    A new job is enqueued after commit; an existing one gets the push's tag as a twin tag."""
+    The new jobs are enqueued after commit (enqueue_jobs); an existing one gets the push's tag as a
+    twin tag."""
     jobs = []
     for event, reference in requested:
         options = options_of(event.matched_rule)
@@ -296,20 +302,45 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
     def key(job):
         return job.namespace, job.repository, job.source_digest, job.format, job.options_key
 
-    stored = {key(job): job for job in ConversionJob.objects.filter(
-        instance=instance, source_digest__in={job.source_digest for job in jobs},
-    ).only("id", "instance", "namespace", "repository", "source_digest", "format", "options_key", "event")}
+    digests = sorted({job.source_digest for job in jobs})
+    stored = {key(job): job for job in ConversionJob.objects.raw(
+        f"SELECT id, namespace, repository, source_digest, format, options_key, event_id "  # noqa: S608
+        f"FROM {ConversionJob._meta.db_table} WHERE instance_id = %s AND source_digest IN ({_placeholders(digests)})",
+        [instance.pk, *digests])}
+    created = []
     for (event, reference), job in zip(requested, jobs, strict=True):
         found = stored[key(job)]
         found.instance = instance
         if found.event_id == event.pk:
-            enqueue_job(found)
+            created.append(found)
             logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", found.pk,
                         JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
         else:
             add_twin_tag(found, reference.tag)
         event.job = found
-    PushEvent.objects.bulk_update([event for event, _ in requested], ["job"])
+    enqueue_jobs(created)
+    _set_jobs([event for event, _ in requested])
+
+
+def _set_jobs(events: list[PushEvent]) -> None:
+    """Store each event's job in one UPDATE (bulk_update's statement, without its cost per call)."""
+    cases = " ".join(["WHEN %s THEN %s"] * len(events))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {PushEvent._meta.db_table} SET job_id = CASE id {cases} END "  # noqa: S608
+            f"WHERE id IN ({_placeholders(events)})",
+            [value for event in events for value in (event.pk, event.job_id)] + [event.pk for event in events])
+
+
+def _locked_for_delivery(instance_id: int) -> Instance:
+    """The instance row, locked until the delivery commits, with only what deciding reads (the
+    credentials are not decrypted for a push); one plain statement, as it runs for every delivery."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    for instance in Instance.objects.raw(
+            f"SELECT id, name, url, acceleration_enabled FROM {Instance._meta.db_table} WHERE id = %s{lock}",  # noqa: S608
+            [instance_id]):
+        return instance
+    raise Instance.DoesNotExist(f"Instance {instance_id} is gone.")
 
 
 def record_pushes(instance: Instance, pushes: list[PushRecord]) -> list[PushEvent]:
@@ -325,9 +356,7 @@ def record_pushes(instance: Instance, pushes: list[PushRecord]) -> list[PushEven
     if not pushes:
         return []
     with transaction.atomic():
-        # Only what deciding reads: the instance's credentials are not decrypted for a push.
-        locked = Instance.objects.select_for_update().only("name", "url", "acceleration_enabled").get(pk=instance.pk)
-        delivery = _Delivery(locked, pushes)
+        delivery = _Delivery(_locked_for_delivery(instance.pk), pushes)
         events = [delivery.record(push) for push in pushes]
         delivery.flush()
     return events
@@ -373,6 +402,19 @@ def enqueue_job(job: ConversionJob) -> None:
 
     job_id = job.pk
     transaction.on_commit(lambda: convert_image_task.delay(job_id))
+
+
+def enqueue_jobs(jobs: list[ConversionJob]) -> None:
+    """Send new jobs to workers once the current transaction commits: one job as enqueue_job does,
+    more (a delivery of many pushes) in one message that a worker fans out, so that the request
+    publishes once, not once per job. A message that is lost leaves queued jobs to the reconciler."""
+    from pipeline.tasks import enqueue_jobs_task
+
+    if len(jobs) == 1:
+        enqueue_job(jobs[0])
+    elif jobs:
+        job_ids = [job.pk for job in jobs]
+        transaction.on_commit(lambda: enqueue_jobs_task.delay(job_ids))
 
 
 def add_twin_tag(job: ConversionJob, tag: str) -> bool:
