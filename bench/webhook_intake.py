@@ -21,6 +21,12 @@ Needs PostgreSQL and Redis: DATABASE_URL (a database of its own; migrated, the b
 replaced) and CELERY_BROKER_URL=redis://… (a Redis database of its own: the jobs' messages land
 there, nobody runs them; flushed at the end).
 
+Measured 2026-11-29 on the 2-core shared machine (defaults but --requests 500; load average 1.4-2.8),
+before → after the batched intake: CPU per request against the empty view 2.22× → 1.59× (non-matching)
+and 3.60× → 2.48× (matching: the job's INSERT and its Celery message are most of the rest); one
+delivery of 1,000 events 14.74 s → 1.51 s; SQL statements per delivery 9 → 8 (non-matching, now with
+the webhook health counter), 18 → 13 (matching), 12,501 → 13 (1,000 events); 0 errors, nothing lost.
+
 Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_intake CELERY_BROKER_URL=redis://127.0.0.1:6379/13 \
        .venv/bin/python bench/webhook_intake.py [--instances 50] [--rules 1000] [--requests 1000] \
        [--concurrency 4] [--workers 2] [--rounds 3] [--big 1000]
