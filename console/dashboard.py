@@ -16,7 +16,7 @@ from core.actions import worker_status
 from core.aggregates import Percentile, Seconds
 from pipeline import startup, twins
 from pipeline.choices import COLOURS as PUSH_COLOURS
-from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome, PushReason, TwinState
+from pipeline.choices import JOB_COLOURS, JobStatus, PushOutcome, PushReason, PushSource, TwinState
 from pipeline.models import AcceleratedImage, ConversionJob, PushEvent
 from registries.models import Instance
 from rules.models import Rule
@@ -59,14 +59,16 @@ class Figures:
 
 def _events(now) -> dict:
     """Pushes of the last 24 hours by outcome, and the latest skips worth a look: not the registry
-    reporting the console's own twin pushes (counted apart), not skips a later conversion resolved."""
+    reporting the console's own twin pushes (counted apart), not skips a later conversion resolved.
+    Test deliveries (Send test event) are not pushes: left out."""
     since = now - RECENT_WINDOW
-    counts = dict(PushEvent.objects.filter(received_at__gte=since).values_list("outcome")
+    pushes = PushEvent.objects.exclude(source=PushSource.TEST)
+    counts = dict(pushes.filter(received_at__gte=since).values_list("outcome")
                   .annotate(n=Count("pk")).order_by())
     resolved = AcceleratedImage.objects.filter(
         instance=OuterRef("instance"), namespace=OuterRef("namespace"), repository=OuterRef("repository"),
         source_digest=OuterRef("digest"), state=TwinState.PRESENT).exclude(source_digest="")
-    skipped = PushEvent.objects.filter(outcome=PushOutcome.SKIPPED).select_related("instance")
+    skipped = pushes.filter(outcome=PushOutcome.SKIPPED).select_related("instance")
     return {
         "since": since,
         "total": sum(counts.values()),

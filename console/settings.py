@@ -301,6 +301,8 @@ APPARATE_REQUEST_MAX_BYTES = int(os.environ.get("APPARATE_REQUEST_MAX_BYTES", st
 DATA_UPLOAD_MAX_MEMORY_SIZE = APPARATE_REQUEST_MAX_BYTES
 # Largest webhook body accepted (bytes); larger answers 413.
 APPARATE_WEBHOOK_MAX_BYTES = int(os.environ.get("APPARATE_WEBHOOK_MAX_BYTES", str(1 << 20)))
+# Send test event: how long the console waits for its own webhook URL to answer.
+APPARATE_WEBHOOK_TEST_TIMEOUT = float(os.environ.get("APPARATE_WEBHOOK_TEST_TIMEOUT", "5"))
 # Timeout (seconds) of each registry request, from the console ("Test connection") and the workers.
 APPARATE_REGISTRY_TIMEOUT = float(os.environ.get("APPARATE_REGISTRY_TIMEOUT", "10"))
 # Node label that marks a Kubernetes node as able to load accelerated images.

@@ -42,14 +42,14 @@ from core.actions import current_worker
 from core.audit import record
 from pipeline import startup, twins
 from pipeline.catalogue import read_image
-from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason
+from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason, PushSource
 from pipeline.intake import PushRecord, is_image_manifest, is_signature_tag
 from pipeline.layer_cache import DatabaseLayerCache
 from pipeline.models import MAX_LOG_LINES, ConversionJob, PushEvent, options_key
 from pipeline.naming import is_twin_tag, suffix, twin_tag
 from registries.models import Instance
 from rules.choices import DEFAULT_CHUNK_SIZE, Compression
-from rules.matching import match_image
+from rules.matching import match_image, rules_in_order
 from rules.models import Rule, options_of
 
 logger = logging.getLogger("apparate.jobs")
@@ -70,12 +70,17 @@ class _Decision:
     detail: str
     rule: Rule | None = None
     known: PushEvent | None = None  # content already requested under another push: that push
+    reference: ImageReference | None = None  # the image, once the push is a valid address
 
 
-def _decide(instance: Instance, push: PushRecord) -> _Decision:
+def _decide(instance: Instance, push: PushRecord, delivery: "_Delivery") -> _Decision:
     """What to do with a push, and why; the instance row is locked."""
     skipped = PushOutcome.SKIPPED
-    earlier = instance.push_events.filter(delivery_id=push.delivery_id).order_by("id").first()
+    if push.source == PushSource.TEST:
+        return _Decision(skipped, PushReason.TEST_EVENT, (
+            f"A test delivery sent from the console ({push.actor or 'Send test event'}): the webhook URL and secret "
+            "work. Test events are never converted."))
+    earlier = delivery.first_event_of(push.delivery_id)
     if earlier is not None:
         return _Decision(skipped, PushReason.ALREADY_SEEN, (
             f"Delivery '{push.delivery_id}' was already received (event #{earlier.pk}). Registries resend "
@@ -106,7 +111,7 @@ def _decide(instance: Instance, push: PushRecord) -> _Decision:
         return _Decision(skipped, PushReason.ACCELERATION_OFF, (
             f"Acceleration is off for instance '{instance.name}'. Enable it on the instance page and push the "
             "image again to convert it."))
-    outcome = match_image(instance, reference)
+    outcome = match_image(instance, reference, delivery.rules())
     if outcome.rule is None:
         if outcome.closest is None:
             detail = (
@@ -120,17 +125,12 @@ def _decide(instance: Instance, push: PushRecord) -> _Decision:
                 f"{failure.name}: {failure.detail}."
             )
         return _Decision(skipped, PushReason.NO_RULE_MATCHED, detail)
-    converted = (
-        instance.push_events.filter(
-            outcome=PushOutcome.CONVERSION_REQUESTED, namespace=push.namespace, repository=push.repository,
-            digest=push.digest,
-        ).order_by("id").first()
-    )
+    converted = delivery.requested_event_of(push)
     if converted is not None:
         return _Decision(skipped, PushReason.ALREADY_SEEN, "", outcome.rule, known=converted)
     return _Decision(PushOutcome.CONVERSION_REQUESTED, PushReason.RULE_MATCHED, (
         f"Rule '{outcome.rule.name}' matched; conversion requested. Its accelerated image is "
-        f"{push.path}:{twin_tag(push.tag)} once the job succeeds."), outcome.rule)
+        f"{push.path}:{twin_tag(push.tag)} once the job succeeds."), outcome.rule, reference=reference)
 
 
 def _job_for_content(instance: Instance, namespace: str, repository: str, digest: str,
@@ -163,47 +163,208 @@ def _known_content_detail(push: PushRecord, known: PushEvent, job: ConversionJob
             f"converted: retry job #{job.pk} (it re-reads the rule's options) or use Convert now.")
 
 
-def record_push(instance: Instance, push: PushRecord) -> PushEvent:
-    """Store one manifest push with its outcome and the reason, exactly once per delivery and digest.
+def _placeholders(values: list) -> str:
+    return ", ".join(["%s"] * len(values))
 
-    The instance row is locked while deciding, so concurrent duplicate deliveries are serialized:
-    the first stores "conversion requested", the rest "already seen". A unique constraint backs this
-    up; should it fire anyway, the push is stored as already seen. A new tag of content already
-    requested joins that content's job and gets its own twin when the job succeeds.
+
+def _content(push) -> tuple[str, str, str]:
+    """What one conversion request is unique by within an instance (a push record or an event)."""
+    return push.namespace, push.repository, push.digest
+
+
+class _Delivery:
+    """The pushes of one delivery being recorded: what deciding reads, each read once, and the
+    events decided but not stored yet (stored together by flush()).
+
+    Reads: the instance's earlier events with the delivery's ids or a conversion request for its
+    digests (one query), its rules (one query, when a push gets that far). A push that refers to an
+    event of this delivery still unstored (a repeated delivery id, content requested by an earlier
+    push) stores the pending ones first, so that its reason can name that event's number.
     """
-    fields = {
-        "source": push.source, "delivery_id": push.delivery_id, "actor": push.actor, "namespace": push.namespace,
-        "repository": push.repository, "tag": push.tag, "digest": push.digest, "media_type": push.media_type,
-    }
-    with transaction.atomic():
-        locked = Instance.objects.select_for_update().get(pk=instance.pk)
-        decision = _decide(locked, push)
+
+    def __init__(self, instance: Instance, pushes: list[PushRecord]):
+        self.instance = instance
+        self._first_events: dict[str, PushEvent] = {}
+        self._requested: dict[tuple[str, str, str], PushEvent] = {}
+        self._rules: list[Rule] | None = None
+        self._pending: list[tuple[PushEvent, ImageReference | None]] = []
+        self._pending_ids: set[str] = set()
+        self._pending_requested: set[tuple[str, str, str]] = set()
+        ids, digests = sorted({push.delivery_id for push in pushes}), sorted({push.digest for push in pushes})
+        earlier = PushEvent.objects.raw(
+            f"SELECT id, delivery_id, namespace, repository, digest, tag, outcome FROM {PushEvent._meta.db_table} "  # noqa: S608
+            f"WHERE instance_id = %s AND (delivery_id IN ({_placeholders(ids)}) OR (outcome = %s AND digest IN "
+            f"({_placeholders(digests)}))) ORDER BY id",
+            [instance.pk, *ids, PushOutcome.CONVERSION_REQUESTED, *digests])
+        for event in earlier:
+            self._remember(event)
+
+    def _remember(self, event: PushEvent) -> None:
+        self._first_events.setdefault(event.delivery_id, event)
+        if event.outcome == PushOutcome.CONVERSION_REQUESTED:
+            self._requested.setdefault(_content(event), event)
+
+    def first_event_of(self, delivery_id: str) -> PushEvent | None:
+        return self._first_events.get(delivery_id)
+
+    def requested_event_of(self, push: PushRecord) -> PushEvent | None:
+        return self._requested.get(_content(push))
+
+    def rules(self) -> list[Rule]:
+        if self._rules is None:
+            self._rules = rules_in_order(self.instance)
+        return self._rules
+
+    def record(self, push: PushRecord) -> PushEvent:
+        """Decide about one push; its event is stored with the pending ones."""
+        if push.delivery_id in self._pending_ids or _content(push) in self._pending_requested:
+            self.flush()
+        decision = _decide(self.instance, push, self)
         detail, job = decision.detail, None
         if decision.known is not None:
-            job = _job_for_content(locked, push.namespace, push.repository, push.digest, decision.rule)
+            job = _job_for_content(self.instance, push.namespace, push.repository, push.digest, decision.rule)
             if job is not None:
                 added = add_twin_tag(job, push.tag)
                 job.refresh_from_db()
                 if not added and job.status == JobStatus.SUCCEEDED and push.tag != job.source_tag and \
-                        twins.row_of_tag(locked, push.namespace, push.repository, push.tag) is None:
+                        twins.row_of_tag(self.instance, push.namespace, push.repository, push.tag) is None:
                     _enqueue_twin_tags(job)  # a known tag that never got its twin (a lost task): tag it now
             detail = _known_content_detail(push, decision.known, job)
-        try:
-            with transaction.atomic():
-                event = PushEvent.objects.create(
-                    instance=locked, outcome=decision.outcome, reason=decision.reason, reason_detail=detail,
-                    matched_rule=decision.rule, job=job, **fields,
-                )
-        except IntegrityError:
-            return PushEvent.objects.create(
-                instance=locked, outcome=PushOutcome.SKIPPED, reason=PushReason.ALREADY_SEEN,
-                matched_rule=decision.rule, reason_detail=f"{push.path}@{push.digest} was already requested for "
-                "conversion by a concurrent delivery; the same content is converted once.", **fields,
-            )
+        event = PushEvent(
+            instance=self.instance, outcome=decision.outcome, reason=decision.reason, reason_detail=detail,
+            matched_rule=decision.rule, job=job, source=push.source, delivery_id=push.delivery_id, actor=push.actor,
+            namespace=push.namespace, repository=push.repository, tag=push.tag, digest=push.digest,
+            media_type=push.media_type,
+        )
+        self._pending.append((event, decision.reference))
+        self._pending_ids.add(push.delivery_id)
         if event.outcome == PushOutcome.CONVERSION_REQUESTED:
-            event.job = request_conversion_for_event(event)  # enqueued after commit
-            event.save(update_fields=["job"])
+            self._pending_requested.add(_content(push))
         return event
+
+    def flush(self) -> None:
+        """Store the pending events in one INSERT, then the jobs they request."""
+        pending, self._pending = self._pending, []
+        self._pending_ids, self._pending_requested = set(), set()
+        events = [event for event, _ in pending]
+        if not any(event.outcome == PushOutcome.CONVERSION_REQUESTED for event in events):
+            PushEvent.objects.bulk_create(events)  # the one-request-per-content constraint cannot fire
+        else:
+            try:
+                with transaction.atomic():
+                    PushEvent.objects.bulk_create(events)
+            except IntegrityError:
+                for event in events:
+                    _store_one(event)
+        for event in events:
+            self._remember(event)
+        requested = [(event, reference) for event, reference in pending
+                     if event.outcome == PushOutcome.CONVERSION_REQUESTED]
+        if requested:
+            _request_conversions(self.instance, requested)
+
+
+def _store_one(event: PushEvent) -> None:
+    """Store one event; a conversion request that lost a race (the constraint fired) is stored as
+    already seen. The instance lock makes this a backstop that should never be needed."""
+    event.pk, event._state.adding = None, True
+    try:
+        with transaction.atomic():
+            event.save(force_insert=True)
+    except IntegrityError:
+        event.pk, event._state.adding = None, True
+        event.outcome, event.reason = PushOutcome.SKIPPED, PushReason.ALREADY_SEEN
+        event.reason_detail = (f"{event.path}@{event.digest} was already requested for conversion by a concurrent "
+                               "delivery; the same content is converted once.")
+        event.save(force_insert=True)
+
+
+def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, ImageReference]]) -> None:
+    """The jobs of stored "conversion requested" events, as request_conversion_for_event would make
+    them, in three statements for any number: INSERT the new jobs (skipping content that has a job
+    with those options already, e.g. from Convert now), read them back, and set each event's job.
+    The new jobs are enqueued after commit (enqueue_jobs); an existing one gets the push's tag as a
+    twin tag."""
+    jobs = []
+    for event, reference in requested:
+        options = options_of(event.matched_rule)
+        job = ConversionJob(
+            instance=instance, namespace=reference.namespace, repository=reference.repository,
+            source_digest=event.digest, source_tag=reference.tag, format=options["format"],
+            options=options, options_key=options_key(options), rule=event.matched_rule, event=event,
+            trigger=JobTrigger.WEBHOOK,
+        )
+        _log(job, f"Requested ({JobTrigger.WEBHOOK.label.lower()}) for {job.source}@{event.digest} by rule "
+                  f"'{event.matched_rule.name}'.")
+        jobs.append(job)
+    ConversionJob.objects.bulk_create(jobs, ignore_conflicts=True)
+
+    def key(job):
+        return job.namespace, job.repository, job.source_digest, job.format, job.options_key
+
+    digests = sorted({job.source_digest for job in jobs})
+    stored = {key(job): job for job in ConversionJob.objects.raw(
+        f"SELECT id, namespace, repository, source_digest, format, options_key, event_id "  # noqa: S608
+        f"FROM {ConversionJob._meta.db_table} WHERE instance_id = %s AND source_digest IN ({_placeholders(digests)})",
+        [instance.pk, *digests])}
+    created = []
+    for (event, reference), job in zip(requested, jobs, strict=True):
+        found = stored[key(job)]
+        found.instance = instance
+        if found.event_id == event.pk:
+            created.append(found)
+            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", found.pk,
+                        JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
+        else:
+            add_twin_tag(found, reference.tag)
+        event.job = found
+    enqueue_jobs(created)
+    _set_jobs([event for event, _ in requested])
+
+
+def _set_jobs(events: list[PushEvent]) -> None:
+    """Store each event's job in one UPDATE (bulk_update's statement, without its cost per call)."""
+    cases = " ".join(["WHEN %s THEN %s"] * len(events))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {PushEvent._meta.db_table} SET job_id = CASE id {cases} END "  # noqa: S608
+            f"WHERE id IN ({_placeholders(events)})",
+            [value for event in events for value in (event.pk, event.job_id)] + [event.pk for event in events])
+
+
+def _locked_for_delivery(instance_id: int) -> Instance:
+    """The instance row, locked until the delivery commits, with only what deciding reads (the
+    credentials are not decrypted for a push); one plain statement, as it runs for every delivery."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    for instance in Instance.objects.raw(
+            f"SELECT id, name, url, acceleration_enabled FROM {Instance._meta.db_table} WHERE id = %s{lock}",  # noqa: S608
+            [instance_id]):
+        return instance
+    raise Instance.DoesNotExist(f"Instance {instance_id} is gone.")
+
+
+def record_pushes(instance: Instance, pushes: list[PushRecord]) -> list[PushEvent]:
+    """Store the manifest pushes of one delivery, in order, each with its outcome and the reason,
+    exactly once per delivery id and digest; the events come back in the pushes' order.
+
+    The instance row is locked for the delivery, so concurrent duplicate deliveries are serialized:
+    the first stores "conversion requested", the rest "already seen". A unique constraint backs this
+    up; should it fire anyway, the push is stored as already seen. A new tag of content already
+    requested joins that content's job and gets its own twin when the job succeeds. Whatever the
+    number of pushes, a delivery reads and writes in a handful of statements (see _Delivery).
+    """
+    if not pushes:
+        return []
+    with transaction.atomic():
+        delivery = _Delivery(_locked_for_delivery(instance.pk), pushes)
+        events = [delivery.record(push) for push in pushes]
+        delivery.flush()
+    return events
+
+
+def record_push(instance: Instance, push: PushRecord) -> PushEvent:
+    """Store one manifest push (a delivery of one push: see record_pushes)."""
+    return record_pushes(instance, [push])[0]
 
 
 # --- Conversion jobs ---------------------------------------------------------------------------
@@ -241,6 +402,19 @@ def enqueue_job(job: ConversionJob) -> None:
 
     job_id = job.pk
     transaction.on_commit(lambda: convert_image_task.delay(job_id))
+
+
+def enqueue_jobs(jobs: list[ConversionJob]) -> None:
+    """Send new jobs to workers once the current transaction commits: one job as enqueue_job does,
+    more (a delivery of many pushes) in one message that a worker fans out, so that the request
+    publishes once, not once per job. A message that is lost leaves queued jobs to the reconciler."""
+    from pipeline.tasks import enqueue_jobs_task
+
+    if len(jobs) == 1:
+        enqueue_job(jobs[0])
+    elif jobs:
+        job_ids = [job.pk for job in jobs]
+        transaction.on_commit(lambda: enqueue_jobs_task.delay(job_ids))
 
 
 def add_twin_tag(job: ConversionJob, tag: str) -> bool:

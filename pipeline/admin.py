@@ -1,11 +1,22 @@
-"""Django admin for the pipeline's records: push events, jobs, twins, registry tags, operations, the layer cache.
+"""Django admin for the pipeline's records: push events, jobs, twins, registry tags, operations, the layer cache,
+webhook health and refused deliveries.
 
 They are machine records: read them here; retry or cancel jobs on the Jobs page or the API.
 """
 
 from django.contrib import admin
 
-from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry, Operation, PushEvent, RegistryTag
+from core.admin import ReadOnlyAdmin
+from pipeline.models import (
+    AcceleratedImage,
+    ConversionJob,
+    LayerCacheEntry,
+    Operation,
+    PushEvent,
+    RefusedDelivery,
+    RegistryTag,
+    WebhookHealth,
+)
 
 
 @admin.register(PushEvent)
@@ -84,3 +95,23 @@ class OperationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(WebhookHealth)
+class WebhookHealthAdmin(ReadOnlyAdmin):
+    """What each instance's webhook endpoint received: written by the intake only."""
+
+    list_display = ["instance", "accepted", "refused", "last_status", "last_received_at"]
+    list_filter = ["last_status"]
+    search_fields = ["instance__name", "last_result"]
+    list_select_related = ["instance"]
+
+
+@admin.register(RefusedDelivery)
+class RefusedDeliveryAdmin(ReadOnlyAdmin):
+    """The last refused deliveries of each instance (a ring of 20): written by the intake only."""
+
+    list_display = ["received_at", "instance", "status", "reason", "client"]
+    list_filter = ["status", "instance"]
+    search_fields = ["reason", "client"]
+    list_select_related = ["instance"]

@@ -10,6 +10,7 @@ from django.db import models
 class PushSource(models.TextChoices):
     DISTRIBUTION = "distribution", "CNCF Distribution"
     HARBOR = "harbor", "Harbor"
+    TEST = "test", "Test event (Send test event)"
 
 
 class PushOutcome(models.TextChoices):
@@ -26,6 +27,7 @@ class PushReason(models.TextChoices):
     ALREADY_SEEN = "already_seen", "Already seen"
     NO_TAG = "no_tag", "Pushed by digest, without a tag"
     INVALID_REFERENCE = "invalid_reference", "Not a valid image address"
+    TEST_EVENT = "test_event", "Test event, never converted"
 
 COLOURS = {
     PushOutcome.CONVERSION_REQUESTED: "green",
@@ -38,6 +40,7 @@ COLOURS = {
     PushReason.ALREADY_SEEN: "grey",
     PushReason.NO_TAG: "grey",
     PushReason.INVALID_REFERENCE: "red",
+    PushReason.TEST_EVENT: "blue",
 }
 
 

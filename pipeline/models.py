@@ -123,6 +123,11 @@ class PushEvent(InRepository, models.Model):
     def reason_colour(self) -> str:
         return COLOURS.get(self.reason, "grey")
 
+    @property
+    def is_test(self) -> bool:
+        """A test delivery sent with *Send test event*: never converted, not a push."""
+        return self.source == PushSource.TEST
+
 
 MAX_LOG_LINES = 300
 
@@ -497,3 +502,59 @@ class Operation(models.Model):
     @property
     def status_colour(self) -> str:
         return OPERATION_COLOURS.get(self.status, "grey")
+
+
+# Refused deliveries kept per instance (the newest); older ones leave only their counters.
+REFUSED_KEPT = 20
+MAX_RESULT_LENGTH = 300
+
+
+class WebhookHealth(models.Model):
+    """What an instance's webhook endpoint received: counters, and the last delivery and its result.
+
+    One row per instance, changed by one UPDATE per delivery (accepted or refused), so a flood of
+    refused deliveries adds to counters, never rows. Holds no secret and no body: a refusal is kept
+    as its status and the console's own short reason. Machine activity: not audited.
+    """
+
+    audit_log = False
+
+    instance = models.OneToOneField(Instance, primary_key=True, on_delete=models.CASCADE,
+                                    related_name="webhook_health")
+    accepted = models.PositiveBigIntegerField(default=0, help_text="Deliveries answered 202.")
+    refused = models.PositiveBigIntegerField(default=0, help_text="Deliveries refused, all reasons.")
+    refused_unauthorized = models.PositiveBigIntegerField(default=0, help_text="401: missing or wrong secret.")
+    refused_malformed = models.PositiveBigIntegerField(default=0, help_text="400: not a payload the intake reads.")
+    refused_too_large = models.PositiveBigIntegerField(default=0, help_text="413: body over the size limit.")
+    last_received_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="HTTP status of the answer.")
+    last_result = models.CharField(max_length=MAX_RESULT_LENGTH, blank=True)
+    last_accepted_at = models.DateTimeField(null=True, blank=True)
+    last_refused_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"webhook health of {self.instance_id}"
+
+
+class RefusedDelivery(models.Model):
+    """One of the last REFUSED_KEPT deliveries an instance's webhook refused, with the reason given.
+
+    A ring: the n-th refusal of an instance overwrites slot n mod REFUSED_KEPT, so the table never
+    holds more than REFUSED_KEPT rows per instance, whatever a flood sends. Machine activity: not audited.
+    """
+
+    audit_log = False
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="refused_deliveries")
+    slot = models.PositiveSmallIntegerField()
+    received_at = models.DateTimeField()
+    status = models.PositiveSmallIntegerField()
+    reason = models.CharField(max_length=MAX_RESULT_LENGTH)
+    client = models.CharField(max_length=45, blank=True, help_text="The sender's address, as the console saw it.")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["instance", "slot"], name="pipeline_refuseddelivery_slot")]
+
+    def __str__(self):
+        return f"{self.status} at {self.received_at}"

@@ -25,6 +25,15 @@ def convert_image_task(self, job_id: int) -> None:
         raise self.retry(countdown=later.countdown) from None
 
 
+@shared_task(name="pipeline.tasks.enqueue_jobs_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def enqueue_jobs_task(job_ids: list[int]) -> int:
+    """Fan out the jobs one webhook delivery created: one conversion message per job (sent twice,
+    a message is harmless: the conversion task is guarded)."""
+    for job_id in job_ids:
+        convert_image_task.delay(job_id)
+    return len(job_ids)
+
+
 @shared_task(name="rules.tasks.push_twin_tags_task", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(RegistryError,), retry_backoff=True, retry_jitter=True, max_retries=5)
 def push_twin_tags_task(job_id: int) -> list[str]:

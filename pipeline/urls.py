@@ -8,6 +8,7 @@ from pipeline import views
 app_name = "pipeline"
 urlpatterns = [
     path("webhooks/registry/<str:instance_id>/", views.webhook_intake, name="webhook"),
+    path("instances/<int:pk>/webhook/test/", views.webhook_test, name="webhook-test"),
     path("instances/events/", views.event_list, name="events"),
     path("instances/images/", views.image_list, name="images"),
     path("instances/<int:pk>/images/delete/", views.image_delete, name="image-delete"),

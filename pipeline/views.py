@@ -21,16 +21,17 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from converter.reference import TAG, InvalidReference
+from core.auth import client_ip
 from core.htmx import stop_polling_when, success_redirect
 from core.roles import Role, role_required
-from pipeline import actions, catalogue, operations, startup, twins
+from pipeline import actions, catalogue, deliveries, operations, startup, twins
 from pipeline.choices import JobStatus, OperationKind
 from pipeline.filters import PushEventFilter
 from pipeline.forms import ConvertNowForm
 from pipeline.intake import MalformedPayload, parse_payload
 from pipeline.models import ConversionJob, Operation, PushEvent, RegistryTag
 from pipeline.naming import suffix
-from registries.actions import check_webhook_secret
+from registries.actions import check_webhook_secret, webhook_instance, webhook_url
 from registries.models import Instance
 from registries.validators import MANIFEST_DIGEST, REPOSITORY_PATH
 from rules.models import Rule
@@ -64,31 +65,40 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _refuse(request, instance: Instance, status: int, message: str, reason: str = "") -> JsonResponse:
+    """Answer a refused delivery, and count it in the instance's webhook health with a short reason."""
+    deliveries.record_refused(instance, status, reason or message, client_ip(request))
+    return _error(status, message)
+
+
 @csrf_exempt
 @require_POST
 def webhook_intake(request, instance_id: str):
     """Registry push notifications for one instance (no login: authenticated by the webhook secret)."""
-    known = instance_id.isascii() and instance_id.isdigit() and len(instance_id) < 19
-    instance = Instance.objects.filter(pk=int(instance_id)).first() if known else None
+    instance = webhook_instance(instance_id)
     if instance is None:
         return _error(404, "Unknown instance. Check the webhook URL on the instance's page.")
-    if not check_webhook_secret(instance, request.headers.get("Authorization", "")):
-        return _error(401, "Missing or wrong webhook secret in the Authorization header.")
+    authorization = request.headers.get("Authorization", "")
+    if not check_webhook_secret(instance, authorization):
+        return _refuse(request, instance, 401, "Missing or wrong webhook secret in the Authorization header.",
+                       "No Authorization header." if not authorization.strip() else
+                       "Wrong webhook secret in the Authorization header.")
     limit = settings.APPARATE_WEBHOOK_MAX_BYTES
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
-        return _error(400, "Content-Length is not a number.")
+        return _refuse(request, instance, 400, "Content-Length is not a number.")
     if declared > limit:
-        return _error(413, f"The body is larger than {limit} bytes.")
+        return _refuse(request, instance, 413, f"The body is larger than {limit} bytes.")
     body = request.read(limit + 1)
     if len(body) > limit:
-        return _error(413, f"The body is larger than {limit} bytes.")
+        return _refuse(request, instance, 413, f"The body is larger than {limit} bytes.")
     try:
         parsed = parse_payload(body)
     except MalformedPayload as error:
-        return _error(400, str(error))
-    events = [actions.record_push(instance, push) for push in parsed.pushes]
+        return _refuse(request, instance, 400, str(error))
+    events = actions.record_pushes(instance, parsed.pushes)
+    deliveries.record_accepted(instance, deliveries.accepted_result(parsed, events))
     return JsonResponse(
         {
             "received": len(events),
@@ -97,6 +107,19 @@ def webhook_intake(request, instance_id: str):
         },
         status=202,
     )
+
+
+@require_POST
+@role_required(write_role=Role.OPERATOR)
+def webhook_test(request, pk: int):
+    """Send test event: a real signed delivery to the console's own webhook URL; the health panel."""
+    instance = get_object_or_404(Instance, pk=pk)
+    outcome = deliveries.send_test_delivery(instance, webhook_url(instance, request), request.user)
+    context = {"instance": instance, "test_outcome": outcome}
+    if request.htmx:
+        return render(request, "pipeline/_webhook_health.html", context)
+    (messages.success if outcome.ok else messages.error)(request, outcome.summary)
+    return success_redirect(request, instance.get_absolute_url())
 
 
 # --- Images --------------------------------------------------------------------------------------

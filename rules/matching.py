@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from converter.reference import ImageReference
+from rules.models import Rule
 from rules.validators import full_match
 
 if TYPE_CHECKING:
     from registries.models import Instance
-    from rules.models import Rule
 
 HOST, NAMESPACE, REPOSITORY, TAG, ENABLED = "instance host", "namespace", "repository", "tag", "enabled"
 CRITERIA = (HOST, NAMESPACE, REPOSITORY, TAG, ENABLED)
@@ -28,7 +28,7 @@ class Criterion:
 
 @dataclass(frozen=True)
 class RuleEvaluation:
-    rule: "Rule"
+    rule: Rule
     criteria: tuple[Criterion, ...]
 
     @property
@@ -63,7 +63,7 @@ def _pattern(name: str, pattern: str, value: str) -> Criterion:
     return Criterion(name, False, f"{name} '{value}' does not fully match '{pattern}'")
 
 
-def _tag(rule: "Rule", reference: ImageReference) -> Criterion:
+def _tag(rule: Rule, reference: ImageReference) -> Criterion:
     if reference.tag is None and reference.digest is not None:
         if not rule.tag_pattern:
             return Criterion(TAG, True, "any tag matches (the pattern is blank), including a digest-only address")
@@ -73,7 +73,7 @@ def _tag(rule: "Rule", reference: ImageReference) -> Criterion:
     return _pattern(TAG, rule.tag_pattern, reference.tag or "latest")
 
 
-def evaluate_rule(rule: "Rule", reference: ImageReference) -> RuleEvaluation:
+def evaluate_rule(rule: Rule, reference: ImageReference) -> RuleEvaluation:
     """Check one rule against an image address, criterion by criterion (none short-circuits)."""
     instance = rule.instance
     if reference.host == instance.host:
@@ -103,9 +103,21 @@ def evaluate_rule(rule: "Rule", reference: ImageReference) -> RuleEvaluation:
     )
 
 
-def match_image(instance: "Instance", reference: ImageReference) -> MatchOutcome:
-    """Evaluate every rule of the instance in order; the first full match wins."""
-    rules = list(instance.rules.order_by("position", "id"))
+def rules_in_order(instance: "Instance") -> list[Rule]:
+    """The instance's rules in matching order, for match_image: one plain statement (the webhook
+    intake reads them for every delivery), each rule pointing at `instance` as given."""
+    rules = list(Rule.objects.raw(
+        f"SELECT * FROM {Rule._meta.db_table} WHERE instance_id = %s ORDER BY position, id", [instance.pk]))  # noqa: S608
+    for rule in rules:
+        rule.instance = instance
+    return rules
+
+
+def match_image(instance: "Instance", reference: ImageReference, rules: list[Rule] | None = None) -> MatchOutcome:
+    """Evaluate every rule of the instance in order; the first full match wins. `rules` is
+    rules_in_order(instance) when the caller matches many images at once (read once, not per image)."""
+    if rules is None:
+        rules = rules_in_order(instance)
     evaluations = tuple(evaluate_rule(rule, reference) for rule in rules)
     winner = next((evaluation for evaluation in evaluations if evaluation.matched), None)
     if winner is not None:

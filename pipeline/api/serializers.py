@@ -1,12 +1,20 @@
 """Serializers of the pipeline API: push events, images, conversion jobs, operations, backfill reports."""
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from pipeline import startup
 from pipeline.catalogue import ROWS_PER_PAGE
 from pipeline.choices import StartupState
-from pipeline.models import AcceleratedImage, ConversionJob, Operation, PushEvent, RegistryTag
+from pipeline.models import (
+    AcceleratedImage,
+    ConversionJob,
+    Operation,
+    PushEvent,
+    RefusedDelivery,
+    RegistryTag,
+    WebhookHealth,
+)
 from registries.models import Instance
 from registries.validators import validate_manifest_digest, validate_repository_path
 
@@ -202,3 +210,40 @@ class ConvertNowSerializer(serializers.Serializer):
 
     instance = serializers.PrimaryKeyRelatedField(queryset=Instance.objects.all())
     image = serializers.CharField(max_length=4096, help_text="namespace/repository:tag, or the full address.")
+
+
+class RefusedDeliverySerializer(serializers.ModelSerializer):
+    """A refused delivery: when, the status answered, the console's short reason, the sender's address."""
+
+    class Meta:
+        model = RefusedDelivery
+        fields = ["received_at", "status", "reason", "client"]
+        read_only_fields = fields
+
+
+@extend_schema_serializer(many=False)  # one object, although served by a ViewSet's list
+class WebhookHealthSerializer(serializers.ModelSerializer):
+    """What the instance's webhook endpoint received: counters, the last delivery and its result, and
+    the last refused deliveries (newest first)."""
+
+    last_received_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    last_status = serializers.IntegerField(allow_null=True, read_only=True, help_text="HTTP status of the answer.")
+    last_accepted_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    last_refused_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    recent_refusals = RefusedDeliverySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = WebhookHealth
+        fields = ["instance", "accepted", "refused", "refused_unauthorized", "refused_malformed", "refused_too_large",
+                  "last_received_at", "last_status", "last_result", "last_accepted_at", "last_refused_at",
+                  "recent_refusals"]
+        read_only_fields = fields
+
+
+class WebhookTestSerializer(serializers.Serializer):
+    """What Send test event got from the console's own webhook URL."""
+
+    ok = serializers.BooleanField(help_text="The intake accepted the test delivery (202).")
+    status = serializers.IntegerField(allow_null=True, help_text="HTTP status it answered; null: no answer.")
+    summary = serializers.CharField()
+    event_id = serializers.IntegerField(allow_null=True, help_text="The test event recorded, when accepted.")

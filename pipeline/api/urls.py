@@ -1,6 +1,13 @@
 """REST API routes of the pipeline, registered on the console's API router (/api/v1/)."""
 
-from pipeline.api.views import ImageViewSet, JobViewSet, OperationViewSet, PushEventViewSet, RuleBackfillViewSet
+from pipeline.api.views import (
+    ImageViewSet,
+    JobViewSet,
+    OperationViewSet,
+    PushEventViewSet,
+    RuleBackfillViewSet,
+    WebhookHealthViewSet,
+)
 
 
 def register(router) -> None:
@@ -9,3 +16,5 @@ def register(router) -> None:
     router.register("jobs", JobViewSet, basename="job")
     router.register("operations", OperationViewSet, basename="operation")
     router.register("rules", RuleBackfillViewSet, basename="rule-backfill")
+    router.register(r"instances/(?P<instance_pk>[0-9]+)/webhook-health", WebhookHealthViewSet,
+                    basename="webhook-health")

@@ -7,14 +7,15 @@ pipeline/catalogue.py). Slow work answers 202 with an operation to poll at /api/
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from converter.reference import InvalidReference
 from core.roles import Role
-from pipeline import actions, catalogue, operations
+from pipeline import actions, catalogue, deliveries, operations
 from pipeline.api.serializers import (
     CatalogueSerializer,
     ConvertNowSerializer,
@@ -24,9 +25,13 @@ from pipeline.api.serializers import (
     JobSerializer,
     OperationSerializer,
     PushEventSerializer,
+    WebhookHealthSerializer,
+    WebhookTestSerializer,
 )
 from pipeline.filters import PushEventFilter
 from pipeline.models import ConversionJob, Operation, PushEvent
+from registries.actions import webhook_url
+from registries.models import Instance
 from rules.models import Rule
 
 
@@ -40,6 +45,39 @@ class PushEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     search_fields = ["namespace", "repository", "tag", "digest", "delivery_id"]
     ordering_fields = ["received_at", "namespace", "repository", "tag", "outcome", "reason"]
     ordering = ["-received_at", "-id"]
+
+
+INSTANCE_PK = OpenApiParameter("instance_pk", int, OpenApiParameter.PATH, description="The instance's id.")
+
+
+@extend_schema(parameters=[INSTANCE_PK])
+class WebhookHealthViewSet(viewsets.ViewSet):
+    """Webhook health of an instance: what its webhook endpoint received (read: viewer), and Send test
+    event (operator), as on the instance page."""
+
+    write_role = Role.OPERATOR
+
+    def _instance(self, instance_pk) -> Instance:
+        return get_object_or_404(Instance, pk=instance_pk)
+
+    @extend_schema(responses=WebhookHealthSerializer)
+    def list(self, request, instance_pk=None):
+        """Counters of accepted and refused deliveries, the last delivery and its result, and the last
+        refused deliveries with the reason (never a secret or a body)."""
+        instance = self._instance(instance_pk)
+        health = deliveries.health_of(instance)
+        health.recent_refusals = deliveries.recent_refusals(instance)
+        return Response(WebhookHealthSerializer(health).data)
+
+    @extend_schema(request=None, responses=WebhookTestSerializer)
+    @action(detail=False, methods=["post"])
+    def test(self, request, instance_pk=None):
+        """Send a real test delivery, signed with the instance's secret, to the console's own webhook URL.
+
+        The intake records it as a test event (source `test`), never converted."""
+        instance = self._instance(instance_pk)
+        outcome = deliveries.send_test_delivery(instance, webhook_url(instance, request), request.user)
+        return Response(WebhookTestSerializer(outcome).data)
 
 
 DELETE_STATUS = {catalogue.DeleteRefused.DISABLED: status.HTTP_409_CONFLICT,

@@ -2,18 +2,18 @@
 
 Each registry format is one module here with `recognizes(payload)` and `parse(payload)`; a new
 format is one new module added to FORMATS. Today: CNCF Distribution notifications and Harbor
-webhooks (default and CloudEvents formats).
+webhooks (default and CloudEvents formats), and the console's own test deliveries.
 """
 
 import json
 
-from pipeline.intake import distribution, harbor
+from pipeline.intake import distribution, harbor, test_event
 from pipeline.intake.records import MalformedPayload, ParsedPayload, PushRecord, is_image_manifest, is_signature_tag
 
 __all__ = ["FORMATS", "MalformedPayload", "ParsedPayload", "PushRecord", "is_image_manifest", "is_signature_tag",
            "parse_payload"]
 
-FORMATS = (distribution, harbor)
+FORMATS = (distribution, harbor, test_event)
 
 
 def parse_payload(body: bytes) -> ParsedPayload:

@@ -1,7 +1,11 @@
 """Webhook → job: a matched push creates exactly one job however often it is delivered and however
 many rules match; the event records which rule decided, and the job points back at the event."""
 
-from pipeline.choices import PushOutcome
+import time
+
+import pytest
+
+from pipeline.choices import JobStatus, PushOutcome
 from pipeline.models import ConversionJob, PushEvent
 from tests.registries.conftest import envelope, manifest_event
 
@@ -53,3 +57,31 @@ def test_known_content_pushed_under_a_new_tag_is_already_seen_and_gets_a_twin_ta
     assert seen.job == job and PushEvent.objects.get(tag="1.0").job == job
     # what will happen, said as it is: the job has not run yet
     assert seen.reason_detail.endswith(f"'latest-apparate' will be tagged when job #{job.pk} (queued) succeeds.")
+
+
+def test_a_delivery_of_many_matching_pushes_publishes_one_message(instance, make_rule, client,
+                                                                   django_capture_on_commit_callbacks):
+    make_rule("team")
+    body = envelope(*[manifest_event(f"team/app{n}", "1.0") for n in range(50)])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(f"/webhooks/registry/{instance.pk}/", data=body, content_type="application/json",
+                               HTTP_AUTHORIZATION=instance.webhook_secret)
+    assert response.status_code == 202
+    assert ConversionJob.objects.count() == 50
+    assert len(callbacks) == 1  # one fan-out message for the 50 jobs, not 50 publishes in the request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fan_out_message_runs_every_job_of_a_delivery(instance, make_rule, push, client, celery_worker):
+    make_rule("team")
+    digests = [push(f"team/fan{n}:1.0") for n in range(3)]
+    body = envelope(*[manifest_event(f"team/fan{n}", "1.0", digest) for n, digest in enumerate(digests)])
+    response = client.post(f"/webhooks/registry/{instance.pk}/", data=body, content_type="application/json",
+                           HTTP_AUTHORIZATION=instance.webhook_secret)
+    assert response.status_code == 202
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and ConversionJob.objects.filter(status=JobStatus.SUCCEEDED).count() < 3:
+        time.sleep(0.5)
+    jobs = ConversionJob.objects.order_by("id")
+    assert [(job.path, job.status, job.attempts) for job in jobs] == [
+        (f"team/fan{n}", JobStatus.SUCCEEDED, 1) for n in range(3)]

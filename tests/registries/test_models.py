@@ -59,8 +59,10 @@ def test_form_never_renders_the_stored_password():
 
 
 def test_webhook_secret_check():
-    instance = Instance.objects.create(name="h", url="https://h.example")
-    secret = instance.webhook_secret
+    created = Instance.objects.create(name="h", url="https://h.example")
+    secret = created.webhook_secret
+    instance = actions.webhook_instance(str(created.pk))  # the secret as stored: encrypted, for the check
+    assert instance.stored_webhook_secret != secret and secret not in instance.stored_webhook_secret
     assert actions.check_webhook_secret(instance, secret)
     assert actions.check_webhook_secret(instance, f"Bearer {secret}")
     assert actions.check_webhook_secret(instance, f"bearer  {secret} ")
