@@ -30,7 +30,7 @@ from converter.errors import (
 )
 from converter.estargz import PROFILES, LayerOptions
 from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
-from converter.reference import ImageReference, InvalidReference, parse_reference
+from converter.reference import ImageReference, InvalidReference, parse_on_host, parse_reference
 from converter.registry import (
     RegistryAuthError,
     RegistryError,
@@ -223,15 +223,7 @@ class JobActionRefused(ValidationError):
 
 def _as_reference(instance: Instance, reference: ImageReference | str) -> ImageReference:
     """A full address, or `namespace/repository:tag` taken as an image of the instance."""
-    if not isinstance(reference, str):
-        return reference
-    text = reference.strip()
-    if text.startswith(instance.host + "/"):
-        return parse_reference(text)
-    try:
-        return parse_reference(f"{instance.host}/{text}")
-    except InvalidReference:
-        return parse_reference(text)
+    return parse_on_host(reference, instance.host) if isinstance(reference, str) else reference
 
 
 def enqueue_job(job: ConversionJob) -> None:
@@ -554,7 +546,7 @@ def _requeue(job: ConversionJob, message: str) -> None:
     job.status = JobStatus.QUEUED
     job.attempts = job.retries = 0
     job.reason = ""
-    job.finished_at = None
+    job.started_at = job.finished_at = None  # the duration counts from this run's first attempt
     _log(job, message)
     job.save()
     enqueue_job(job)

@@ -227,7 +227,9 @@ def job_detail(request, pk: int):
     """
     job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
     if request.htmx and request.GET.get("partial") == "progress":
-        return stop_polling_when(render(request, "pipeline/job_detail.html#progress", {"job": job}), job.is_terminal)
+        # The page's Cancel/Retry buttons come along (out of band), so they follow the job's state.
+        return stop_polling_when(render(request, "pipeline/job_detail.html#progress",
+                                        {"job": job, "retry_offered": actions.retry_offered(job)}), job.is_terminal)
     return render(request, "pipeline/job_detail.html", {
         "job": job, "retry_offered": actions.retry_offered(job),
         "events": job.push_events.order_by("-received_at", "-id")[:EVENTS_PAGE_SIZE],

@@ -196,7 +196,7 @@ def preflight(session: KubeSession, suite: Suite) -> list[dict]:
     ours = existing is None or (existing["metadata"].get("labels") or {}).get(
         "app.kubernetes.io/managed-by") == "apparate"
     checks.append({"check": f"Namespace {suite.namespace}", "ok": ours,
-                   "message": "will be created" if existing is None else "already managed by apparate" if ours else
+                   "message": "did not exist: the install creates it" if existing is None else "managed by apparate" if ours else
                    "exists and is not managed by apparate; choose another namespace"})
     denied = []
     params = suite_params(suite)
