@@ -145,8 +145,9 @@ def image_delete(request, pk: int):
         else:
             messages.success(request, f"Deleted {path}@{digest} ({tag or 'untagged'}).")
         return success_redirect(request, back)
+    others = [other for other in catalogue.tags_of_digest(instance, path, digest) if other != tag]
     return render(request, "pipeline/image_confirm_delete.html",
-                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})
+                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back, "others": others})
 
 
 # --- Operations ------------------------------------------------------------------------------------

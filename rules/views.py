@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Max, Min, Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -44,8 +44,15 @@ def rule_list(request):
         )
     filters = {"instance": instance.pk if instance else None, "q": search}
     query = urlencode({key: value for key, value in filters.items() if value})
+    page = Paginator(rules, PAGE_SIZE).get_page(request.GET.get("page"))
+    # ↑ is off on an instance's first rule and ↓ on its last (whatever the filter shows).
+    ends = {instance_id: (first, last) for instance_id, first, last in Rule.objects.values("instance_id")
+            .annotate(first=Min("position"), last=Max("position")).values_list("instance_id", "first", "last")}
+    for rule in page:
+        first, last = ends.get(rule.instance_id, (None, None))
+        rule.is_first, rule.is_last = rule.position == first, rule.position == last
     context = {
-        "page": Paginator(rules, PAGE_SIZE).get_page(request.GET.get("page")),
+        "page": page,
         "instances": Instance.objects.all(),
         "current_instance": instance,
         "search": search,
