@@ -199,3 +199,38 @@
   document.addEventListener("DOMContentLoaded", function () { applyShownWhen(document); });
   document.addEventListener("htmx:afterSettle", function (event) { applyShownWhen(event.target); });
 })();
+
+/* --- uifix: the kubectl command for the checked nodes (clusters/_label_panel.html) --- */
+(function () {
+  "use strict";
+
+  function kubectlCommand(form) {
+    var target = form.querySelector("#kubectl-command");
+    if (!target) return;
+    var operation = form.querySelector('select[name="operation"]');
+    var removing = operation && operation.value === "unlabel";
+    var byCluster = {};
+    var order = [];
+    form.querySelectorAll('input[name="nodes"]:checked').forEach(function (box) {
+      var row = box.closest("tr");
+      if (!row) return;
+      var cluster = row.dataset.cluster || "";
+      if (!(cluster in byCluster)) { byCluster[cluster] = []; order.push(cluster); }
+      byCluster[cluster].push(row.dataset.node);
+    });
+    if (!order.length) { target.textContent = "Check nodes in the table to get the command."; return; }
+    var change = removing ? target.dataset.labelKey + "-" : target.dataset.label + " --overwrite";
+    target.textContent = order.map(function (cluster) {
+      var line = "kubectl label node " + byCluster[cluster].join(" ") + " " + change;
+      return order.length > 1 ? "# cluster " + cluster + "\n" + line : line;
+    }).join("\n");
+  }
+
+  document.addEventListener("change", function (event) {
+    var form = event.target.form;
+    if (form && (event.target.name === "nodes" || event.target.name === "operation")) kubectlCommand(form);
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    document.querySelectorAll("form").forEach(function (form) { if (form.querySelector("#kubectl-command")) kubectlCommand(form); });
+  });
+})();
