@@ -205,8 +205,14 @@ def label_create(request):
 
 @role_required()
 def job_list(request):
+    """Label jobs, newest first; while one on the page is pending or running, htmx refreshes the rows
+    every 2 seconds (286 stops it)."""
     page = Paginator(LabelJob.objects.select_related("requested_by"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "clusters/job_list.html", {"page": page})
+    live = any(job.status not in JOB_TERMINAL for job in page)
+    if request.htmx and request.GET.get("partial") == "rows":
+        return stop_polling_when(render(request, "clusters/job_list.html#rows", {"page": page, "live": live}),
+                                 not live)
+    return render(request, "clusters/job_list.html", {"page": page, "live": live})
 
 
 @role_required()

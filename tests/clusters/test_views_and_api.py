@@ -634,3 +634,16 @@ def test_cluster_form_marks_each_methods_fields(client_as):
     for name in ("server", "ca_data", "insecure_skip_tls_verify", "token"):
         assert f'id="field-{name}" data-shown-when="auth_method=token"' in page
     assert 'id="field-name">' in page
+
+
+def test_label_job_list_refreshes_while_a_job_runs(client_as, db):
+    job = LabelJob.objects.create(selection="2 checked node(s)", total=2)
+    client = client_as(Role.VIEWER)
+    page = client.get(reverse("clusters:jobs")).content.decode()
+    assert 'hx-get="/clusters/jobs/?partial=rows"' in page and 'hx-trigger="every 2s"' in page
+    rows = client.get(reverse("clusters:jobs"), {"partial": "rows"}, HTTP_HX_REQUEST="true")
+    assert rows.status_code == 200 and rows.content.decode().lstrip().startswith('<tbody id="label-job-rows"')
+    LabelJob.objects.filter(pk=job.pk).update(status="succeeded", succeeded=2)
+    done = client.get(reverse("clusters:jobs"), {"partial": "rows"}, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and 'data-status="succeeded"' in done.content.decode()
+    assert "every 2s" not in client.get(reverse("clusters:jobs")).content.decode()

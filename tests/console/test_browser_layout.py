@@ -33,7 +33,9 @@ OVERFLOW = """() => {
     return {id: table.id || table.className, width: Math.round(table.getBoundingClientRect().width),
             room: Math.round(box.clientWidth)};
   });
-  return {pageWidth: page.scrollWidth, viewport: window.innerWidth, tables: tables};
+  const ids = [...document.querySelectorAll('[id]')].map(element => element.id);
+  const duplicates = [...new Set(ids.filter((id, index) => ids.indexOf(id) !== index))];
+  return {pageWidth: page.scrollWidth, viewport: window.innerWidth, tables: tables, duplicates: duplicates};
 }"""
 
 
@@ -67,16 +69,20 @@ def crowded_console() -> Instance:
 
 
 def test_every_list_page_fits_1280_pixels(page, live_server, make_user):
-    crowded_console()
+    instance = crowded_console()
+    cluster = Cluster.objects.get()
     make_user(Role.ADMIN, "alice")
     page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     login(page, live_server.url, "alice", PASSWORD)
-    for path in LIST_PAGES:
+    detail_pages = [f"/instances/{instance.pk}/", f"/rules/{Rule.objects.get().pk}/", f"/clusters/{cluster.pk}/",
+                    f"/rules/jobs/{ConversionJob.objects.first().pk}/", f"/clusters/jobs/{LabelJob.objects.get().pk}/"]
+    for path in LIST_PAGES + detail_pages:
         page.goto(live_server.url + path)
         found = page.evaluate(OVERFLOW)
         assert found["pageWidth"] <= found["viewport"], (path, found)
         for table in found["tables"]:
             assert table["width"] <= table["room"], (path, table)
+        assert found["duplicates"] == [], path
         if path in ("/instances/events/", "/rules/jobs/", "/clusters/nodes/", "/clusters/jobs/"):
             assert found["tables"], path  # the crowded rows are there to be measured
 
