@@ -156,7 +156,7 @@ def rule_validate(request, pk: int):
 
 
 @require_POST
-@role_required(read_role=Role.OPERATOR, write_role=Role.VIEWER)
+@role_required(read_role=Role.OPERATOR)
 def rule_validate_draft(request):
     """The validation box of the rule form: the criteria as typed, before they are saved. Changes
     nothing. `?rule=<pk>` when editing (its instance is fixed); a new rule names its instance."""
