@@ -587,12 +587,12 @@ def test_label_job_rows_update_with_the_progress(kube_emulator, register, client
     live = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
     text = live.content.decode()
     assert text.lstrip().startswith('<div id="job-live"') and 'hx-trigger="every 1s"' in text
-    assert text.count('data-status="pending"') == 2  # the rows come with every poll
+    assert text.count('data-status="pending"><td>') == 2  # the rows come with every poll
     run_label_job(job.pk)
     done = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1, "status": "done"},
                       HTTP_HX_REQUEST="true")
     assert done.status_code == 286 and "every 1s" not in done.content.decode()
-    assert done.content.decode().count('data-status="done"') == 2 and "Show the final per-node results" not in \
+    assert done.content.decode().count('data-status="done"><td>') == 2 and "Show the final per-node results" not in \
         done.content.decode()
 
 
