@@ -48,7 +48,7 @@ def crowded_console() -> Instance:
                                tag_pattern="v" + "[0-9]" * 40, description=LONG)
     for number in range(3):
         job = ConversionJob.objects.create(
-            instance=instance, namespace="team", repository=f"{'deep/' * 8}app-{number}", source_tag="1.0." + LONG,
+            instance=instance, namespace="team", repository=f"{'deep/' * 8}app-{number}", source_tag=f"release-{number}-" + "x" * 110,
             source_digest=DIGEST, status=ConversionStatus.FAILED, reason="The registry answered: " + LONG,
             rule=rule, finished_at=timezone.now())
         PushEvent.objects.create(
@@ -60,7 +60,7 @@ def crowded_console() -> Instance:
     cluster = Cluster.objects.create(name="cluster-" + "c" * 50, server=f"https://{'k' * 80}.example.com:6443",
                                      token="t", auth_method=AuthMethod.TOKEN, description=LONG)
     node = Node.objects.create(cluster=cluster, name="node-" + "n" * 60, os_image="Ubuntu " + LONG,
-                               kernel_version="6.1." + LONG, compatibility=Compatibility.INCOMPATIBLE,
+                               kernel_version="6.1." + "k" * 100, compatibility=Compatibility.INCOMPATIBLE,
                                reasons=["Container runtime " + LONG + " is not supported"])
     job = LabelJob.objects.create(selection="selector " + LONG, status=JobStatus.FAILED, total=1, failed=1)
     LabelResult.objects.create(job=job, cluster=cluster, node=node, node_name=node.name,
@@ -134,7 +134,7 @@ def test_validation_box_in_the_new_rule_form(page, live_server, make_user):
     page.get_by_label("Namespace").fill("team-a")
     page.get_by_label("Repository pattern").fill("app|web")
     page.get_by_label("Tag pattern").fill(r"v\d+")
-    address = page.get_by_label("Image address")
+    address = page.locator("#id_address")
 
     address.fill("team-a/app:v1")  # the short form: the instance's host is implied
     address.press("Enter")  # Enter in the box validates; it does not create the rule
@@ -155,7 +155,7 @@ def test_validation_box_in_the_new_rule_form(page, live_server, make_user):
         "full address registry.example.com:5000/team/app:1.0.")
     expect(page.locator("#validation-result")).to_have_count(0)
 
-    page.get_by_label("Name", exact=True).fill("apps")
+    page.locator("#id_name").fill("apps")
     page.get_by_role("button", name="Create rule").click()
     expect(page.get_by_role("heading", name="Rule apps")).to_be_visible()
     assert Rule.objects.get().tag_pattern == "stable"
