@@ -186,18 +186,23 @@
     button.click();
   });
 
-  // A form whose chosen <option> carries data-confirm asks that question (e.g. "Uninstall the suite from …").
-  document.addEventListener("submit", function (event) {
-    var form = event.target;
-    if (!(form instanceof HTMLFormElement) || !form.dataset.confirm) return;
-    var chosen = form.querySelector("option[data-confirm]:checked");
-    if (!chosen) return;
-    form.dataset.confirm = chosen.dataset.confirm;
-    if (chosen.dataset.confirmButton) form.dataset.confirmButton = chosen.dataset.confirmButton;
-  }, true);
+  // A form whose chosen <option> carries data-confirm asks that question (e.g. "Uninstall the suite from …"):
+  // the form's own question follows the choice, before the confirmation reads it at submit.
+  function confirmFromOption(root) {
+    (root || document).querySelectorAll("form[data-confirm]").forEach(function (form) {
+      var chosen = form.querySelector("option[data-confirm]:checked");
+      if (!chosen) return;
+      form.dataset.confirm = chosen.dataset.confirm;
+      if (chosen.dataset.confirmButton) form.dataset.confirmButton = chosen.dataset.confirmButton;
+    });
+  }
 
-  document.addEventListener("DOMContentLoaded", function () { applyShownWhen(document); });
-  document.addEventListener("htmx:afterSettle", function (event) { applyShownWhen(event.target); });
+  document.addEventListener("change", function (event) {
+    if (event.target.tagName === "SELECT" && event.target.form) confirmFromOption(event.target.form.parentElement);
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { applyShownWhen(document); confirmFromOption(document); });
+  document.addEventListener("htmx:afterSettle", function () { applyShownWhen(document); confirmFromOption(document); });
 })();
 
 /* --- uifix: the kubectl command for the checked nodes (clusters/_label_panel.html) --- */
