@@ -48,7 +48,8 @@ def crowded_console() -> Instance:
                                tag_pattern="v" + "[0-9]" * 40, description=LONG)
     for number in range(3):
         job = ConversionJob.objects.create(
-            instance=instance, namespace="team", repository=f"{'deep/' * 8}app-{number}", source_tag=f"release-{number}-" + "x" * 110,
+            instance=instance, namespace="team", repository=f"{'deep/' * 8}app-{number}",
+            source_tag=f"release-{number}-" + "x" * 110,
             source_digest=DIGEST, status=ConversionStatus.FAILED, reason="The registry answered: " + LONG,
             rule=rule, finished_at=timezone.now())
         PushEvent.objects.create(
