@@ -8,6 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from core.text import is_hidden
+
 register = template.Library()
 
 
@@ -80,7 +82,12 @@ def pagination(context, page):
 
 @register.simple_tag
 def copy_button(value, what: str = "") -> str:
-    """A small button that copies `value` (an address, a digest, a URL, a command) to the clipboard."""
+    """A small button that copies `value` (an address, a digest, a URL, a command) to the clipboard.
+
+    None for a value with hidden characters (bidi controls, zero-width spaces: core/text.py): the
+    page shows them revealed, and a copy would carry them along unseen."""
+    if any(is_hidden(character) for character in str(value)):
+        return ""
     return format_html('<button type="button" class="copy small" data-copy-value="{}" aria-label="Copy {}" '
                        'title="Copy {}">Copy</button>', value, what or value, what or "to the clipboard")
 
