@@ -21,6 +21,7 @@ from clusters.validators import (
     validate_image_tag,
     validate_label_selector,
 )
+from core.forms import preselect_single_choice
 from registries.models import Instance
 
 
@@ -69,6 +70,13 @@ class ClusterForm(forms.ModelForm):
                   "insecure_skip_tls_verify", "auto_label", "deploy_namespaces"]
         widgets = {"auth_method": forms.RadioSelect, "description": forms.Textarea(attrs={"rows": 2}),
                    "ca_data": forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN CERTIFICATE-----"})}
+
+    # Fields that belong to one connection method: the page shows only the chosen method's (app.js;
+    # without JavaScript every field shows, and clean() ignores the other method's).
+    shown_when = {
+        **dict.fromkeys(["kubeconfig", "context"], f"auth_method={AuthMethod.KUBECONFIG}"),
+        **dict.fromkeys(["server", "ca_data", "insecure_skip_tls_verify", "token"], f"auth_method={AuthMethod.TOKEN}"),
+    }
 
     field_order = ["name", "description", "auth_method", "kubeconfig", "context", "server", "ca_data",
                    "insecure_skip_tls_verify", "token", "auto_label", "deploy_namespaces"]
@@ -194,6 +202,10 @@ class SuiteForm(forms.Form):
                   "configuration.",
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        preselect_single_choice(self)
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("force") and cleaned.get("operation") != SuiteOperation.UNINSTALL:
@@ -239,6 +251,7 @@ class DeployForm(forms.ModelForm):
             "hx-get": reverse("clusters:deploy"), "hx-trigger": "change", "hx-include": "closest form",
             "hx-target": "#field-image", "hx-select": "#field-image", "hx-swap": "outerHTML",
         })
+        preselect_single_choice(self)
         self.fields["replicas"].validators.append(MinValueValidator(1))
         self.fields["replicas"].widget.attrs["min"] = 1
         instance = self._chosen_instance()

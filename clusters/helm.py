@@ -8,6 +8,7 @@ value can add lines to them.
 """
 
 import io
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -47,6 +48,29 @@ def values_yaml(params: SuiteParams, include_password: bool = True) -> str:
     if not include_password:
         header += "# dockerPassword was left out: fill it in before `helm install`.\n"
     return header + yaml.safe_dump(values(params, include_password), sort_keys=False)
+
+
+def _set_value(value) -> str:
+    """A value for `helm --set`: commas escaped (they separate pairs), then quoted for the shell."""
+    return shlex.quote(str(value).replace("\\", "\\\\").replace(",", "\\,"))
+
+
+def install_command(params: SuiteParams, include_password: bool = True) -> str:
+    """`helm install` of the downloaded archive with the suite's values spelled out (the same as its
+    values.yaml), ready to copy. The password is never written: when the archive leaves it out
+    (`include_password` off), a placeholder shows where it goes."""
+    pairs = [
+        ("image.repository", params.image), ("image.tag", params.version),
+        ("imagePullSecretsCrs.dockerServer", params.registry_host),
+        ("imagePullSecretsCrs.dockerUsername", params.username),
+        ("nodeLabel.key", params.label_key), ("nodeLabel.value", params.label_value),
+    ]
+    lines = [f"helm install {CHART_NAME} {CHART_NAME}-{CHART_VERSION}.tgz --namespace {shlex.quote(params.namespace)} "
+             "--create-namespace"]
+    lines += [f"  --set-string {key}={_set_value(value)}" for key, value in pairs if value != ""]
+    if params.password and not include_password:
+        lines.append("  --set-string imagePullSecretsCrs.dockerPassword='<registry password>'")
+    return " \\\n".join(lines)
 
 
 def chart_files(params: SuiteParams, include_password: bool = True) -> dict[str, str]:

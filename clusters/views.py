@@ -125,12 +125,11 @@ def cluster_detail(request, pk):
     page = Paginator(nodes, NODE_PAGE_SIZE).get_page(request.GET.get("page"))
     suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
     context = {
-        "cluster": cluster, "page": page, "suite": suite,
-        "suite_form": SuiteForm(initial={"instance": suite.instance_id if suite else None}),
+        "cluster": cluster, "page": page,
         "jobs": LabelJob.objects.filter(results__cluster=cluster).distinct()[:5],
         "deploys": cluster.deploys.exclude(status=DeployStatus.PREVIEWED)[:5],
         "compatibility_choices": Compatibility.choices,
-        "suite_terminal": SUITE_TERMINAL, "sync_busy": SYNC_BUSY, **_label_context(),
+        "sync_busy": SYNC_BUSY, **_label_context(), **_suite_context(request, cluster, suite),
     }
     template = "clusters/cluster_detail.html#nodes" if request.htmx else "clusters/cluster_detail.html"
     return render(request, template, context)
@@ -205,8 +204,14 @@ def label_create(request):
 
 @role_required()
 def job_list(request):
+    """Label jobs, newest first; while one on the page is pending or running, htmx refreshes the rows
+    every 2 seconds (286 stops it)."""
     page = Paginator(LabelJob.objects.select_related("requested_by"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "clusters/job_list.html", {"page": page})
+    live = any(job.status not in JOB_TERMINAL for job in page)
+    if request.htmx and request.GET.get("partial") == "rows":
+        return stop_polling_when(render(request, "clusters/job_list.html#rows", {"page": page, "live": live}),
+                                 not live)
+    return render(request, "clusters/job_list.html", {"page": page, "live": live})
 
 
 @role_required()
@@ -226,6 +231,22 @@ def job_detail(request, pk):
 
 
 # --- suite ---------------------------------------------------------------------------------
+def _suite_context(request, cluster: Cluster, suite: Suite | None) -> dict:
+    """The suite panel: its state, the operations that state allows, the Helm chart form (its own
+    field ids) and the `helm install` command with the values of the suite's instance filled in."""
+    chosen = suite.instance if suite and suite.instance else Instance.objects.order_by("name").first()
+    command = ""
+    if chosen is not None:
+        probe = Suite(cluster=cluster, namespace=suite.namespace, image=suite.image, version=suite.version) \
+            if suite else Suite(cluster=cluster)
+        probe.instance = chosen
+        command = helm.install_command(suite_params(probe), include_password=has_role(request.user, Role.ADMIN))
+    initial = {"instance": chosen.pk if chosen else None}
+    return {"cluster": cluster, "suite": suite, "suite_terminal": SUITE_TERMINAL,
+            "suite_form": SuiteForm(initial=initial), "helm_form": SuiteForm(initial=initial, auto_id="helm-%s"),
+            "helm_command": command, "helm_instance": chosen}
+
+
 @operator_writes
 @require_POST
 def suite_operate(request, pk):
@@ -254,7 +275,7 @@ def suite_status(request, pk):
     cluster = get_object_or_404(Cluster, pk=pk)
     suite = Suite.objects.filter(cluster=cluster).select_related("instance").first()
     response = render(request, "clusters/cluster_detail.html#suite-status",
-                      {"cluster": cluster, "suite": suite, "suite_terminal": SUITE_TERMINAL})
+                      _suite_context(request, cluster, suite))
     return stop_polling_when(response, suite is None or suite.status in SUITE_TERMINAL)
 
 

@@ -107,8 +107,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "core.context_processors.console",
             ],
-            # `|reveal` for text from outside, in every template without a {% load %}.
-            "builtins": ["core.templatetags.text_tags"],
+            # `|reveal` for text from outside, and `|duration`, `|ago`, `|at` (core/formatting.py), in every template.
+            "builtins": ["core.templatetags.text_tags", "core.templatetags.format_tags"],
         },
     },
 ]

@@ -1,12 +1,17 @@
-"""Pages of the console shell: dashboard and audit log."""
+"""Pages of the console shell: dashboard, audit log, the user's API access and the help pages."""
 
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.shortcuts import render
+from django.http import Http404
+from django.shortcuts import redirect, render
+from rest_framework.authtoken.models import Token
 
 from console import dashboard as dashboard_figures
+from console import help
+from core.auth import regenerate_token, token_expired, token_expires_at
 from core.filters import AuditEntryFilter
 from core.models import AuditEntry
-from core.roles import role_required
+from core.roles import Role, role_required
 
 AUDIT_PAGE_SIZE = 50
 
@@ -34,3 +39,32 @@ def audit_log(request):
         ),
     }
     return render(request, "console/audit.html", context)
+
+
+@role_required(write_role=Role.VIEWER)
+def api_access(request):
+    """The user's own API token: whether one exists and until when; POST (confirmed) makes a new
+    one, shown once on this answer, and the old one stops working. Changing one's own token needs
+    no more than being logged in with some role."""
+    token = Token.objects.filter(user=request.user).first()
+    revealed = None
+    if request.method == "POST":
+        if request.POST.get("confirm") != "true":
+            messages.error(request, "Tick the box to confirm: the current token stops working at once.")
+            return redirect("api-access")
+        token = revealed = regenerate_token(request.user)
+    context = {"token": token, "revealed": revealed, "expires_at": token_expires_at(token) if token else None,
+               "expired": token_expired(token) if token else False}
+    return render(request, "console/api_access.html", context)
+
+
+@role_required()
+def help_page(request, slug: str = ""):
+    """A README section inside the console; /help/ opens the first one."""
+    pages = help.sections()
+    if not pages:
+        raise Http404("This installation has no README to show.")
+    current = help.section(slug) if slug else pages[0]
+    if current is None:
+        raise Http404(f"No help section named '{slug}'.")
+    return render(request, "console/help.html", {"sections": pages, "section": current})

@@ -97,7 +97,9 @@ def parse_reference(text: str) -> ImageReference:
 
     components = path.split("/")
     if len(components) < 2:
-        raise InvalidReference("The address needs a namespace and a repository after the host: host/namespace/repo.")
+        found = f"'{path}' is only one of them" if path else "nothing follows it"
+        raise InvalidReference(f"The address needs a namespace and a repository after the host "
+                               f"({host}/namespace/repository); {found}.")
     for component in components:
         if not component:
             raise InvalidReference(
@@ -109,3 +111,29 @@ def parse_reference(text: str) -> ImageReference:
                 "(lower-case letters and digits, separated by '.', '_', '__' or dashes)."
             )
     return ImageReference(host, components[0], "/".join(components[1:]), tag=tag, digest=digest)
+
+
+def looks_like_host(component: str) -> bool:
+    """Docker's rule for the first component of an address: a registry host has a '.' or a ':'
+    (or is `localhost`, or an IPv6 literal); `team` or `library` is a namespace."""
+    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+
+
+def parse_on_host(text: str, host: str) -> ImageReference:
+    """Parse an address of one registry, whose host may be left out: `team/app:1.0` means
+    `<host>/team/app:1.0`. A first component that is a host (`host` itself, or see looks_like_host)
+    makes it a full address, which may name another registry (callers compare the host).
+
+    Refusals say plainly what is missing: an empty box, or a repository without a namespace.
+    """
+    address = (text or "").strip()
+    if not address:
+        raise InvalidReference(f"Enter an image address: namespace/repository:tag on {host} (e.g. team/app:1.0), "
+                               f"or the full address {host}/team/app:1.0.")
+    first, slash, _ = address.partition("/")
+    if slash and (first.lower() == host.lower() or looks_like_host(first)):
+        return parse_reference(address)
+    if not slash and not any(character.isspace() for character in address) and "://" not in address:
+        raise InvalidReference(f"'{address}' has no namespace: write namespace/repository:tag, e.g. team/{address} "
+                               f"(the host {host} may be left out).")
+    return parse_reference(f"{host}/{address}")

@@ -17,6 +17,7 @@ from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
+from django.db import transaction
 from django.db.models.signals import pre_save
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -40,6 +41,18 @@ def issue_token(user) -> Token:
         token.delete()
         token = Token.objects.create(user=user)
     return token
+
+
+def regenerate_token(user) -> Token:
+    """A new API token for `user`; the old one stops working at once. Both changes are audited
+    (core/audit.py names the token by its user and masks its key)."""
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)
+
+
+def token_expires_at(token: Token):
+    return token.created + timedelta(days=settings.APPARATE_TOKEN_LIFETIME_DAYS)
 
 
 class ExpiringTokenAuthentication(TokenAuthentication):

@@ -30,7 +30,7 @@ from converter.errors import (
 )
 from converter.estargz import PROFILES, LayerOptions
 from converter.image import AlreadyAccelerated, ImageRefused, LayerProgress, SuffixedTagRefused, convert_image
-from converter.reference import ImageReference, InvalidReference, parse_reference
+from converter.reference import ImageReference, InvalidReference, parse_on_host, parse_reference
 from converter.registry import (
     RegistryAuthError,
     RegistryError,
@@ -384,15 +384,7 @@ class JobActionRefused(ValidationError):
 
 def _as_reference(instance: Instance, reference: ImageReference | str) -> ImageReference:
     """A full address, or `namespace/repository:tag` taken as an image of the instance."""
-    if not isinstance(reference, str):
-        return reference
-    text = reference.strip()
-    if text.startswith(instance.host + "/"):
-        return parse_reference(text)
-    try:
-        return parse_reference(f"{instance.host}/{text}")
-    except InvalidReference:
-        return parse_reference(text)
+    return parse_on_host(reference, instance.host) if isinstance(reference, str) else reference
 
 
 def enqueue_job(job: ConversionJob) -> None:
@@ -754,7 +746,7 @@ def _requeue(job: ConversionJob, message: str) -> None:
     job.status = JobStatus.QUEUED
     job.attempts = job.retries = 0
     job.reason = ""
-    job.finished_at = None
+    job.started_at = job.finished_at = None  # the duration counts from this run's first attempt
     _log(job, message)
     job.save()
     enqueue_job(job)
@@ -781,6 +773,12 @@ def _audit(job: ConversionJob, action: str, old_status: str | None) -> None:
     """An audit entry for an action people take on a job (jobs themselves are machine records)."""
     record("update", job, {"action": {"old": None, "new": action},
                            "status": {"old": old_status, "new": job.status}})
+
+
+def as_sentence(text: str) -> str:
+    """`text` ending with a full stop (or its own ! ? …), so that a sentence can follow it."""
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?…" else f"{text}."
 
 
 def _log(job: ConversionJob, message: str, level: str = "info") -> None:
@@ -1087,16 +1085,17 @@ def _change_the_rule(job: ConversionJob, option: str) -> str:
 def _conversion_reason(error: ConversionError, job: ConversionJob) -> str:
     """Why a conversion failed, in words a person can act on; failures caused by the job's options
     name the option and where to change it."""
+    sentence = as_sentence(str(error))  # the converter's messages end without a full stop
     if isinstance(error, ImageRefused):
-        return f"{error} This image cannot be converted as it is."
+        return f"{sentence} This image cannot be converted as it is."
     if isinstance(error, InvalidOptionsError):
         option = next((name for word, name in _OPTION_WORDS if word in str(error)), "conversion")
-        return f"{error} {_change_the_rule(job, option)}"
+        return f"{sentence} {_change_the_rule(job, option)}"
     if isinstance(error, LayerTooLargeError):
-        return f"{error} The layer decompresses to more than the converter accepts; it cannot be converted."
+        return f"{sentence} The layer decompresses to more than the converter accepts; it cannot be converted."
     if isinstance(error, HostileArchiveError):
-        return f"{error} The layer tries something unsafe and is refused on purpose; rebuild the image."
+        return f"{sentence} The layer tries something unsafe and is refused on purpose; rebuild the image."
     if isinstance(error, CorruptLayerError):
-        return (f"{error} A layer is not a readable tar, tar+gzip or tar+zstd stream; push the image again (its "
+        return (f"{sentence} A layer is not a readable tar, tar+gzip or tar+zstd stream; push the image again (its "
                 "copy in the registry may be damaged).")
-    return f"{error} The image's layers could not be converted as they are (see the error)."
+    return f"{sentence} The image's layers could not be converted as they are (see the error)."

@@ -372,6 +372,16 @@ class DeleteRefused(Exception):
 DOORS = {"ui": "web UI", "api": "API"}
 
 
+def tags_of_digest(instance: Instance, path: str, digest: str) -> list[str]:
+    """Every tag of the repository that the rows know to point at `digest` (originals and accelerated
+    ones): deleting the manifest by digest takes all of them. Sorted; from the rows, no registry call."""
+    namespace, repository = _split(path)
+    sources = RegistryTag.objects.filter(instance=instance, namespace=namespace, repository=repository, digest=digest)
+    twins_there = AcceleratedImage.objects.filter(instance=instance, namespace=namespace, repository=repository,
+                                                  twin_digest=digest, state=TwinState.PRESENT)
+    return sorted({*sources.values_list("tag", flat=True), *twins_there.values_list("twin_tag", flat=True)})
+
+
 def delete_image(instance: Instance, path: str, digest: str, user=None, door: str = "ui") -> int:
     """Delete one image (manifest) by digest; its twin or source is a different manifest and stays.
 

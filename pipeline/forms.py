@@ -2,6 +2,7 @@
 
 from django import forms
 
+from core.forms import preselect_single_choice
 from registries.models import Instance
 
 
@@ -14,3 +15,7 @@ class ConvertNowForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "team/app:1.0", "spellcheck": "false"}),
         help_text="namespace/repository:tag on the instance (or the full address). Works without a rule.",
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        preselect_single_choice(self)

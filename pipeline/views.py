@@ -168,8 +168,9 @@ def image_delete(request, pk: int):
         else:
             messages.success(request, f"Deleted {path}@{digest} ({tag or 'untagged'}).")
         return success_redirect(request, back)
+    others = [other for other in catalogue.tags_of_digest(instance, path, digest) if other != tag]
     return render(request, "pipeline/image_confirm_delete.html",
-                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back})
+                  {"instance": instance, "path": path, "digest": digest, "tag": tag, "back": back, "others": others})
 
 
 def _image_params(request) -> tuple[str, str] | None:
@@ -307,8 +308,10 @@ def job_detail(request, pk: int):
     """
     job = get_object_or_404(ConversionJob.objects.select_related("instance", "rule", "event"), pk=pk)
     if request.htmx and request.GET.get("partial") == "progress":
+        # The page's Cancel/Retry buttons come along (out of band), so they follow the job's state.
         return stop_polling_when(render(request, "pipeline/job_detail.html#progress", {
-            "job": job, "result_twin": startup.twin_of_job(job)}), job.is_terminal)
+            "job": job, "result_twin": startup.twin_of_job(job), "retry_offered": actions.retry_offered(job)}),
+            job.is_terminal)
     return render(request, "pipeline/job_detail.html", {
         "job": job, "retry_offered": actions.retry_offered(job),
         "events": job.push_events.order_by("-received_at", "-id")[:EVENTS_PAGE_SIZE],

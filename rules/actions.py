@@ -4,9 +4,10 @@
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from converter.reference import ImageReference, parse_reference
+from converter.reference import ImageReference, parse_on_host
 from rules.matching import RuleEvaluation, evaluate_rule
 from rules.models import Rule
+from rules.validators import compile_uncached
 
 UP, DOWN = "up", "down"
 
@@ -59,7 +60,12 @@ def delete_rule(rule: Rule) -> None:
 
 
 def validate_address(rule: Rule, address: str) -> tuple[ImageReference, RuleEvaluation]:
-    """Check an image address against one rule; raises InvalidReference if it does not parse."""
-    reference = parse_reference(address)
+    """Check an image address against one rule, saved or not (the rule form tests the patterns being
+    typed). `team/app:1.0` means an image on the rule's instance. Raises InvalidReference if the address
+    does not parse, PatternError if a pattern of an unsaved rule does not compile."""
+    reference = parse_on_host(address, rule.instance.host)
+    for pattern in (rule.repository_pattern, rule.tag_pattern):
+        if pattern:
+            compile_uncached(pattern)  # a draft's pattern may not compile: say so before matching
     return reference, evaluate_rule(rule, reference)
 

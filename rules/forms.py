@@ -5,6 +5,7 @@ import json
 from django import forms
 from django.urls import reverse
 
+from core.forms import preselect_single_choice
 from registries.models import Instance
 from rules.models import Rule
 
@@ -65,6 +66,7 @@ class RuleForm(forms.ModelForm):
                 "hx-swap": "innerHTML",
                 "aria-describedby": f"check-{name} id_{name}_helptext",
             })
+        preselect_single_choice(self)
 
 
 def _instance_label(instance: Instance) -> str:
@@ -72,11 +74,11 @@ def _instance_label(instance: Instance) -> str:
 
 
 class AddressForm(forms.Form):
-    """The validation box: an image address to check against a rule."""
+    """The validation box: an image address to check against a rule. Blank is refused by the
+    parser, which says what to type (converter.reference.parse_on_host)."""
 
     address = forms.CharField(
-        label="Image address", max_length=4096,
-        widget=forms.TextInput(attrs={"placeholder": "registry.example.com/team/app:1.0", "spellcheck": "false"}),
+        label="Image address", max_length=4096, required=False,
+        widget=forms.TextInput(attrs={"placeholder": "team/app:1.0", "spellcheck": "false", "autocomplete": "off"}),
+        help_text="namespace/repository:tag; the instance's host may be left out.",
     )
-
-

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Min, Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -47,8 +47,15 @@ def rule_list(request):
         )
     filters = {"instance": instance.pk if instance else None, "q": search}
     query = urlencode({key: value for key, value in filters.items() if value})
+    page = Paginator(rules, PAGE_SIZE).get_page(request.GET.get("page"))
+    # ↑ is off on an instance's first rule and ↓ on its last (whatever the filter shows).
+    ends = {instance_id: (first, last) for instance_id, first, last in Rule.objects.values("instance_id")
+            .annotate(first=Min("position"), last=Max("position")).values_list("instance_id", "first", "last")}
+    for rule in page:
+        first, last = ends.get(rule.instance_id, (None, None))
+        rule.is_first, rule.is_last = rule.position == first, rule.position == last
     context = {
-        "page": Paginator(rules, PAGE_SIZE).get_page(request.GET.get("page")),
+        "page": page,
         "instances": Instance.objects.all(),
         "current_instance": instance,
         "search": search,
@@ -66,6 +73,7 @@ def rule_detail(request, pk: int):
 
 def _edit(request, rule: Rule, template_context: dict):
     form = RuleForm(request.POST or None, instance=rule, initial=template_context.pop("initial", None))
+    template_context.setdefault("address_form", AddressForm())
     if request.method == "POST" and form.is_valid():
         try:
             actions.save_rule(form.instance)
@@ -129,21 +137,53 @@ def rule_move(request, pk: int, direction: str):
     return success_redirect(request, url)
 
 
+def _validation(rule: Rule, form: AddressForm) -> dict:
+    """Run the validation box for `rule` (saved or a draft): the address's verdict, or why there is none."""
+    reference = evaluation = None
+    if form.is_valid():
+        try:
+            reference, evaluation = actions.validate_address(rule, form.cleaned_data["address"])
+        except (InvalidReference, PatternError) as error:
+            form.add_error("address", str(error))
+    return {"address_form": form, "reference": reference, "evaluation": evaluation}
+
+
 @require_POST
 @role_required(write_role=Role.VIEWER)
 def rule_validate(request, pk: int):
     """The validation box: an address in, the per-criterion breakdown out. Changes nothing."""
     rule = get_object_or_404(Rule.objects.select_related("instance"), pk=pk)
-    form = AddressForm(request.POST)
-    reference = evaluation = None
-    if form.is_valid():
-        try:
-            reference, evaluation = actions.validate_address(rule, form.cleaned_data["address"])
-        except InvalidReference as error:
-            form.add_error("address", str(error))
-    context = {"rule": rule, "address_form": form, "reference": reference, "evaluation": evaluation}
+    context = {"rule": rule, **_validation(rule, AddressForm(request.POST))}
     template = "rules/rule_detail.html#validation" if request.htmx else "rules/rule_detail.html"
     return render(request, template, context)
+
+
+@require_POST
+@role_required(read_role=Role.OPERATOR)
+def rule_validate_draft(request):
+    """The validation box of the rule form: the criteria as typed, before they are saved. Changes
+    nothing. `?rule=<pk>` when editing (its instance is fixed); a new rule names its instance."""
+    saved = request.GET.get("rule", "")
+    rule = get_object_or_404(Rule.objects.select_related("instance"), pk=saved) if saved.isdigit() else Rule()
+    if rule.pk is None and request.POST.get("instance", "").isdigit():
+        rule.instance = Instance.objects.filter(pk=request.POST["instance"]).first()
+    # As typed, unchecked: a pattern that does not compile is the verdict's business (validate_address).
+    rule.name = request.POST.get("name", "").strip() or rule.name or "(new rule)"
+    rule.namespace = request.POST.get("namespace", "").strip()
+    rule.repository_pattern = request.POST.get("repository_pattern", "")
+    rule.tag_pattern = request.POST.get("tag_pattern", "")
+    rule.enabled = bool(request.POST.get("enabled"))
+    form = AddressForm(request.POST)
+    if rule.instance_id is None:
+        form.is_valid()
+        form.add_error("address", "Choose the rule's instance first: the address is checked against its host.")
+        context = {"address_form": form}
+    else:
+        context = _validation(rule, form)
+    if request.htmx:
+        return render(request, "rules/rule_form.html#validation", {"rule": rule, **context})
+    typed = RuleForm(instance=rule, initial={**request.POST.dict(), "instance": rule.instance_id})
+    return render(request, "rules/rule_form.html", {"form": typed, "rule": rule, "has_accelerated": True, **context})
 
 
 @require_POST

@@ -195,9 +195,10 @@ def preflight(session: KubeSession, suite: Suite) -> list[dict]:
     existing = session.get_or_none("Namespace", suite.namespace)
     ours = existing is None or (existing["metadata"].get("labels") or {}).get(
         "app.kubernetes.io/managed-by") == "apparate"
-    checks.append({"check": f"Namespace {suite.namespace}", "ok": ours,
-                   "message": "will be created" if existing is None else "already managed by apparate" if ours else
-                   "exists and is not managed by apparate; choose another namespace"})
+    # Worded to stay true once the install ran (the page keeps showing the checks).
+    message = ("did not exist: the install creates it" if existing is None else "managed by apparate" if ours else
+               "exists and is not managed by apparate; choose another namespace")
+    checks.append({"check": f"Namespace {suite.namespace}", "ok": ours, "message": message})
     denied = []
     params = suite_params(suite)
     for obj in manifests.suite_objects(params):

@@ -8,6 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from core.text import is_hidden
+
 register = template.Library()
 
 
@@ -63,9 +65,50 @@ def sort_header(context, field: str, label: str, default: str = "", param: str =
     )
 
 
+@register.filter
+def shown_when(form, field_name: str) -> str:
+    """`name=value` when the form shows `field_name` only while its field `name` has that value
+    (a form's `shown_when` mapping; app.js hides the field otherwise); "" for fields always shown."""
+    return (getattr(form, "shown_when", None) or {}).get(field_name, "")
+
+
 @register.inclusion_tag("console/_pagination.html", takes_context=True)
 def pagination(context, page):
     """Previous/next links and "page X of Y" for a Paginator page, keeping the current filters."""
     query = context["request"].GET.copy()
     query.pop("page", None)
     return {"page": page, "query": query.urlencode()}
+
+
+@register.simple_tag
+def copy_button(value, what: str = "") -> str:
+    """A small button that copies `value` (an address, a digest, a URL, a command) to the clipboard.
+
+    None for a value with hidden characters (bidi controls, zero-width spaces: core/text.py): the
+    page shows them revealed, and a copy would carry them along unseen."""
+    if any(is_hidden(character) for character in str(value)):
+        return ""
+    return format_html('<button type="button" class="copy small" data-copy-value="{}" aria-label="Copy {}" '
+                       'title="Copy {}">Copy</button>', value, what or value, what or "to the clipboard")
+
+
+@register.simple_tag
+def copyable(value, what: str = "") -> str:
+    """`value` in monospace, wrapping anywhere, with a copy button after it; "—" when empty."""
+    if not value:
+        return "—"
+    return format_html('<span class="copyable"><span class="mono">{}</span> {}</span>', value,
+                       copy_button(value, what))
+
+
+@register.simple_tag
+def digest(value, what: str = "digest") -> str:
+    """A content digest, short (`sha256:0123456789ab…`) with the full value one click away (a
+    <details> that opens in place) and a copy button; "—" when empty."""
+    if not value:
+        return "—"
+    algorithm, _, hexdigits = str(value).partition(":")
+    short = f"{algorithm}:{hexdigits[:12]}…" if len(hexdigits) > 12 else str(value)
+    return format_html('<span class="digest"><details><summary class="mono" title="Show the whole digest">{}'
+                       '</summary><span class="mono full">{}</span></details> {}</span>', short, value,
+                       copy_button(value, what))

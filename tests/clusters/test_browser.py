@@ -72,7 +72,9 @@ def test_register_label_install_suite_and_deploy(page, live_server, kube_emulato
     page.get_by_role("link", name="emulated").click()
     page.locator("#suite-form").get_by_label("Registry instance").select_option(label="tcr")
     page.locator("#suite-form").get_by_role("button", name="Run").click()
-    page.locator("#confirm-dialog").get_by_role("button", name="Run").click()
+    dialog = page.locator("#confirm-dialog")  # the question names the chosen operation
+    expect(dialog).to_contain_text("Install the acceleration suite on emulated?")
+    dialog.get_by_role("button", name="Install").click()
     status = page.locator("#suite-status")
     emulated_agents.statuses["node-b"] = Status.failed(Code.FUSE_MISSING, fuse_missing("/dev/fuse"))
     with emulated_agents.running():

@@ -577,3 +577,78 @@ def test_registering_a_cluster_tests_and_syncs_it_in_a_worker(kube_emulator, cli
     listed = kube_emulator.count("GET", "^/api/v1/nodes$")
     assert "expired" in run_sync(cluster.pk, test_first=True)
     assert kube_emulator.count("GET", "^/api/v1/nodes$") == listed
+
+
+# --- Live pages, the suite panel and the cluster form (issue 9) ------------------------------------
+
+def test_label_job_rows_update_with_the_progress(kube_emulator, register, client_as):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    sync_nodes(cluster)
+    client = client_as(Role.OPERATOR)
+    ids = list(Node.objects.filter(name__in=["node-a", "node-b"]).values_list("pk", flat=True))
+    client.post(reverse("clusters:label"), {"operation": "label", "mode": "selected", "nodes": ids})
+    job = LabelJob.objects.get()
+    live = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1}, HTTP_HX_REQUEST="true")
+    text = live.content.decode()
+    assert text.lstrip().startswith('<div id="job-live"') and 'hx-trigger="every 1s"' in text
+    assert text.count('data-status="pending"><td>') == 2  # the rows come with every poll
+    run_label_job(job.pk)
+    done = client.get(reverse("clusters:job", args=[job.pk]), {"progress": 1, "status": "done"},
+                      HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "every 1s" not in done.content.decode()
+    assert done.content.decode().count('data-status="done"><td>') == 2 and "Show the final per-node results" not in \
+        done.content.decode()
+
+
+def test_suite_panel_offers_what_the_state_allows(kube_emulator, register, client_as, instance, admin_user,
+                                                  emulated_agents):
+    add_fleet(kube_emulator)
+    cluster = register(kube_emulator)
+    client = client_as(Role.OPERATOR)
+    page = client.get(reverse("clusters:detail", args=[cluster.pk])).content.decode()
+    assert page.count('id="id_instance"') == 1 and 'id="helm-instance"' in page  # no duplicate ids
+    assert 'data-confirm="Install the acceleration suite on prod?' in page and 'value="uninstall"' not in page
+    assert '<option value="' + str(instance.pk) + '" selected>tcr</option>' in page  # the only instance: chosen
+    assert "---------" not in page
+    assert ("helm install apparate apparate-1.0.0.tgz --namespace apparate-system --create-namespace \\\n"
+            "  --set-string image.repository=") in page
+    assert "--set-string imagePullSecretsCrs.dockerServer=registry.example.com" in page
+    assert "dockerPassword=&#x27;&lt;registry password&gt;&#x27;" in page  # operators fill it in
+    assert instance.password not in page and "s3cret" not in page
+
+    suite = request_suite_operation(cluster, SuiteOperation.INSTALL, admin_user, instance=instance)
+    busy = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="suite-actions" hx-swap-oob="true"' in busy and 'id="suite-busy"' in busy
+    run_suite_operation(suite.pk)
+    refresh_rollout(Suite.objects.get())
+    emulated_agents.tick()
+    refresh_rollout(Suite.objects.get())
+    done = client.get(reverse("clusters:suite-status", args=[cluster.pk]), HTTP_HX_REQUEST="true")
+    text = done.content.decode()
+    assert done.status_code == 286 and 'id="suite-actions" hx-swap-oob="true"' in text
+    assert 'data-confirm="Uninstall the acceleration suite from prod?' in text and 'value="install"' not in text
+    assert "Namespace apparate-system</strong>: did not exist: the install creates it" in text
+    assert "will be created" not in text
+
+
+def test_cluster_form_marks_each_methods_fields(client_as):
+    page = client_as(Role.ADMIN).get(reverse("clusters:create")).content.decode()
+    assert 'id="field-kubeconfig" data-shown-when="auth_method=kubeconfig"' in page
+    assert 'id="field-context" data-shown-when="auth_method=kubeconfig"' in page
+    for name in ("server", "ca_data", "insecure_skip_tls_verify", "token"):
+        assert f'id="field-{name}" data-shown-when="auth_method=token"' in page
+    assert 'id="field-name">' in page
+
+
+def test_label_job_list_refreshes_while_a_job_runs(client_as, db):
+    job = LabelJob.objects.create(selection="2 checked node(s)", total=2)
+    client = client_as(Role.VIEWER)
+    page = client.get(reverse("clusters:jobs")).content.decode()
+    assert 'hx-get="/clusters/jobs/?partial=rows"' in page and 'hx-trigger="every 2s"' in page
+    rows = client.get(reverse("clusters:jobs"), {"partial": "rows"}, HTTP_HX_REQUEST="true")
+    assert rows.status_code == 200 and rows.content.decode().lstrip().startswith('<tbody id="label-job-rows"')
+    LabelJob.objects.filter(pk=job.pk).update(status="succeeded", succeeded=2)
+    done = client.get(reverse("clusters:jobs"), {"partial": "rows"}, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and 'data-status="succeeded"' in done.content.decode()
+    assert "every 2s" not in client.get(reverse("clusters:jobs")).content.decode()

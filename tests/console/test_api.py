@@ -184,3 +184,63 @@ def test_saving_a_user_without_a_new_password_keeps_the_tokens(make_user, settin
     user.refresh_from_db()
     assert not user.password.startswith("md5$")
     assert Token.objects.filter(key=key).exists()
+
+
+# --- Missing or wrong credentials, and the API access page (issue 9) ----------------------------
+
+@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1/instances/", "/api/v1/audit/"])
+@pytest.mark.parametrize(
+    ("authorization", "detail"),
+    [
+        (None, "Authentication credentials were not provided."),
+        ("Token 0123456789abcdef0123456789abcdef01234567", "Invalid token."),
+        ("Token", "Invalid token header. No credentials provided."),
+    ],
+)
+def test_missing_or_wrong_token_answers_401_with_www_authenticate(path, authorization, detail):
+    client = APIClient()
+    if authorization:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"detail": detail}
+
+
+def test_api_access_page_shows_a_new_token_once_and_audits_it(client_as):
+    from rest_framework.authtoken.models import Token
+
+    web = client_as(Role.VIEWER)
+    page = web.get("/account/api/").content.decode()
+    assert "You have no API token yet." in page and 'href="/api/v1/docs/"' in page
+    unconfirmed = web.post("/account/api/", {})
+    assert unconfirmed.status_code == 302 and not Token.objects.exists()
+
+    created = web.post("/account/api/", {"confirm": "true"}).content.decode()
+    first = Token.objects.get()
+    assert f'<pre id="api-token-value" class="token-value">{first.key}</pre>' in created
+    again = web.get("/account/api/").content.decode()
+    assert first.key not in again and "Regenerate token" in again and "Expires" in again
+
+    regenerated = web.post("/account/api/", {"confirm": "true"}).content.decode()
+    second = Token.objects.get()
+    assert second.key != first.key and second.key in regenerated and first.key not in regenerated
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {first.key}")
+    assert client.get("/api/v1/audit/").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {second.key}")
+    assert client.get("/api/v1/audit/").status_code == 200
+    entries = AuditEntry.objects.filter(object_repr="API token of web-viewer").order_by("id")
+    assert [entry.action for entry in entries] == ["create", "delete", "create"]
+    assert all(first.key not in str(entry.changes) and second.key not in str(entry.changes) for entry in entries)
+
+
+def test_help_pages_render_the_readme_sections(client_as):
+    web = client_as(Role.VIEWER)
+    first = web.get("/help/")
+    assert first.status_code == 200 and "Overview" in first.content.decode()
+    rules = web.get("/help/rules/").content.decode()
+    assert '<h1>Rules</h1>' in rules and "<table>" in rules and 'href="/help/rest-api/"' in rules
+    assert web.get("/help/no-such-section/").status_code == 404
+    menu = web.get("/").content.decode()
+    assert 'href="/help/"' in menu and 'href="/api/v1/docs/"' in menu and 'href="/account/api/"' in menu

@@ -236,3 +236,27 @@ def test_audit_creation_lists_only_the_fields_given_a_value():
         "verify_tls": {"old": None, "new": True},
     })
     assert entry.change_rows() == [("name", "—", "hub"), ("verify_tls", "—", "yes")]
+
+
+def test_texts_a_new_user_tripped_on(client_as):
+    """Issue 9: the 403 page advises by role; the acceleration panel says earlier images are converted
+    too; a time is never followed by a second full stop."""
+    viewer = client_as(Role.VIEWER)
+    refused = viewer.get("/rules/new/")
+    text = refused.content.decode()
+    assert refused.status_code == 403 and "This needs the operator role." in text
+    assert "Viewers can look at everything but change nothing. To do this, ask an administrator to add you to the " \
+           "operator group" in text
+    assert "to the viewer group" not in text
+    nobody = client_as(Role.NONE).get("/").content.decode()
+    assert "Ask an administrator to add you to the viewer group (to look)" in nobody
+
+    instance = Instance.objects.create(name="main", url="https://registry.example.com", acceleration_enabled=True,
+                                       acceleration_changed_at=timezone.now())
+    admin = client_as(Role.ADMIN)
+    panel = admin.get(f"/instances/{instance.pk}/acceleration/?enabled=true").content.decode()
+    assert "Images pushed before now are converted too: the periodic reconciler finds the tags" in panel
+    assert "not converted until they are pushed again" not in panel
+    detail = admin.get(f"/instances/{instance.pk}/").content.decode()
+    assert re.search(r"since <time datetime=\"[^\"]+\" title=\"[^\"]+\">\d{4}-\d\d-\d\d \d\d:\d\d</time>\. ", detail)
+    assert "a.m.." not in detail and "p.m.." not in detail

@@ -2,7 +2,7 @@
 
 import pytest
 
-from converter.reference import ImageReference, InvalidReference, parse_reference
+from converter.reference import ImageReference, InvalidReference, parse_on_host, parse_reference
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -58,3 +58,46 @@ def test_long_near_miss_component_is_refused():
     # A shape that makes backtracking parsers explode; pytest-timeout guards the run.
     with pytest.raises(InvalidReference, match="not a valid repository path component"):
         parse_reference("h/ns/" + "a-" * 120 + "!")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("team-a/app:v1", "reg.local:5000/team-a/app:v1"),  # the short form: the instance's host is implied
+        ("  team/sub/app  ", "reg.local:5000/team/sub/app"),
+        ("REG.local:5000/team/app:1", "reg.local:5000/team/app:1"),
+        ("reg.local:5000/team/app:1", "reg.local:5000/team/app:1"),
+        ("other.example.com/team/app:1", "other.example.com/team/app:1"),  # another registry: callers compare
+        ("localhost/team/app", "localhost/team/app"),
+        (f"team/app@{DIGEST}", f"reg.local:5000/team/app@{DIGEST}"),
+    ],
+)
+def test_parse_on_host_accepts_the_short_form_and_full_addresses(text, expected):
+    assert str(parse_on_host(text, "reg.local:5000")) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "Enter an image address: namespace/repository:tag on reg.local:5000 (e.g. team/app:1.0), or the full "
+             "address reg.local:5000/team/app:1.0."),
+        ("   ", "Enter an image address: namespace/repository:tag on reg.local:5000 (e.g. team/app:1.0), or the "
+                "full address reg.local:5000/team/app:1.0."),
+        ("app:v1", "'app:v1' has no namespace: write namespace/repository:tag, e.g. team/app:v1 (the host "
+                   "reg.local:5000 may be left out)."),
+        ("reg.local:5000/app:v1", "The address needs a namespace and a repository after the host "
+                                  "(reg.local:5000/namespace/repository); 'app' is only one of them."),
+        ("reg.local:5000/", "The address needs a namespace and a repository after the host "
+                            "(reg.local:5000/namespace/repository); nothing follows it."),
+        ("team/App:1", "'App' is not a valid repository path component (lower-case letters and digits, separated "
+                       "by '.', '_', '__' or dashes)."),
+        ("team/app:-x", "'-x' is not a valid tag (letters, digits, '_', '.', '-'; at most 128 characters; not "
+                        "starting with '.' or '-')."),
+        ("team app", "An image address cannot contain spaces."),
+        ("team/", "The repository path has an empty component (two slashes in a row or a trailing slash)."),
+    ],
+)
+def test_parse_on_host_says_plainly_what_is_wrong(text, message):
+    with pytest.raises(InvalidReference) as raised:
+        parse_on_host(text, "reg.local:5000")
+    assert str(raised.value) == message

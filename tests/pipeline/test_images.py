@@ -293,3 +293,21 @@ def test_only_the_latest_refreshes_of_an_instance_are_kept(instance, push):
     kept = Operation.objects.filter(instance=instance, kind=OperationKind.REFRESH_IMAGES)
     assert kept.count() == operations.KEEP_REFRESHES + 1 and kept.filter(pk=latest.pk).exists()
     assert not kept.filter(pk=oldest.pk).exists()
+
+
+def test_deleting_an_image_names_the_other_tags_that_go_with_it(db, client_as):
+    instance = Instance.objects.create(name="quiet", url="https://registry.example.com")
+    shared, alone = "sha256:" + "aa" * 32, "sha256:" + "bb" * 32
+    for tag in ("1.0", "latest", "stable"):
+        RegistryTag.objects.create(instance=instance, namespace="team", repository="app", tag=tag, digest=shared)
+    RegistryTag.objects.create(instance=instance, namespace="team", repository="app", tag="2.0", digest=alone)
+    RegistryTag.objects.create(instance=instance, namespace="team", repository="web", tag="1.0", digest=shared)
+    operator = client_as(Role.OPERATOR)
+    page = operator.get(f"/instances/{instance.pk}/images/delete/?path=team/app&digest={shared}&tag=1.0")
+    text = page.content.decode()
+    assert "2 other tags of team/app point at the same image and go with it:" in text
+    assert "<li>team/app:latest</li><li>team/app:stable</li></ul>" in text
+    assert "team/web" not in text and "team/app:2.0" not in text
+    single = operator.get(f"/instances/{instance.pk}/images/delete/?path=team/app&digest={alone}&tag=2.0")
+    assert 'id="shared-digest"' not in single.content.decode()
+    assert "the console knows of no other tag pointing at it" in single.content.decode()

@@ -230,7 +230,7 @@ def test_retry_after_a_rule_change_runs_with_the_current_options(instance, make_
     actions.run_conversion(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
-    assert job.reason == ("chunk size 100 must be between 512 bytes and 1 GiB This comes from the job's 'chunk size' "
+    assert job.reason == ("chunk size 100 must be between 512 bytes and 1 GiB. This comes from the job's 'chunk size' "
                           "option: change it in rule 'team', then Retry the job (a retry re-reads the rule's current "
                           "options).")
     rule.chunk_size = 1 << 20

@@ -199,3 +199,39 @@ def test_dashboard_and_menu_show_jobs(client_as, instance, job):
     assert "Recent failed conversions" in page and "The registry refused it." in page
     assert "Failed: 1" in page and "Images accelerated" in page
     assert 'href="/rules/jobs/"' in page and 'href="/instances/images/"' in page
+
+
+def test_job_page_actions_follow_the_job_state(client_as, job):
+    """Cancel shows while the job is queued; the polled progress carries the actions out of band, so
+    Cancel goes once the job ran and Retry comes when it failed (issue 9: stale buttons)."""
+    client = client_as(Role.OPERATOR)
+    page = client.get(f"/rules/jobs/{job.pk}/").content.decode()
+    assert '<div class="actions" id="job-actions">' in page and ">Cancel</button>" in page
+    queued = client.get(f"/rules/jobs/{job.pk}/?partial=progress", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="job-actions" hx-swap-oob="true"' in queued and ">Cancel</button>" in queued
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    running = client.get(f"/rules/jobs/{job.pk}/?partial=progress", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="job-actions" hx-swap-oob="true"' in running and "Cancel" not in running and "Retry" not in running
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, reason="The registry refused it.")
+    failed = client.get(f"/rules/jobs/{job.pk}/?partial=progress", HTTP_HX_REQUEST="true")
+    assert failed.status_code == 286
+    assert ">Retry</button>" in failed.content.decode() and "Cancel" not in failed.content.decode()
+    viewer = client_as(Role.VIEWER).get(f"/rules/jobs/{job.pk}/?partial=progress", HTTP_HX_REQUEST="true")
+    assert 'id="job-actions" hx-swap-oob="true"' in viewer.content.decode() and "Retry" not in viewer.content.decode()
+
+
+def test_a_retried_jobs_duration_counts_from_its_new_run(client_as, job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timedelta(hours=5)
+    ConversionJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, started_at=long_ago,
+                                                   finished_at=long_ago + timedelta(seconds=0.449388))
+    job.refresh_from_db()
+    page = client_as(Role.VIEWER).get(f"/rules/jobs/{job.pk}/").content.decode()
+    assert '(<span id="job-duration">0.4 s</span>)' in page and "0:00:00.449388" not in page
+    actions.retry_job(job)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.started_at is None and job.finished_at is None
+    assert actions._start(job.pk).started_at > long_ago + timedelta(hours=4)  # the first attempt of the new run

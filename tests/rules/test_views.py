@@ -178,3 +178,53 @@ def test_live_pattern_check_rejects_unknown_fields(web, db):
 def test_pages_need_login(client, db):
     response = client.get("/rules/")
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_validation_box_takes_the_short_form_and_says_what_is_wrong(client_as, make_rule):
+    rule = make_rule("short", repository_pattern="app")
+    viewer = client_as(Role.VIEWER)  # the box changes nothing: viewers may use it
+    short = viewer.post(f"/rules/{rule.pk}/validate/", {"address": "team/app:v1"}, **HTMX).content.decode()
+    assert f"Matched: <span class=\"mono\">{HOST}/team/app:v1</span>" in short
+    empty = viewer.post(f"/rules/{rule.pk}/validate/", {"address": ""}, **HTMX).content.decode()
+    assert f"Enter an image address: namespace/repository:tag on {HOST} (e.g. team/app:1.0)" in empty
+    assert "This field is required" not in empty and "validation-result" not in empty
+    lone = viewer.post(f"/rules/{rule.pk}/validate/", {"address": "app"}, **HTMX).content.decode()
+    assert "&#x27;app&#x27; has no namespace: write namespace/repository:tag, e.g. team/app" in lone
+
+
+def test_rule_form_validates_the_criteria_as_typed(web, instance, make_rule):
+    page = web.get("/rules/new/").content.decode()
+    assert 'id="validation-box"' in page and 'hx-post="/rules/validate/"' in page
+    typed = form_data(instance, name="", repository_pattern="web|api", tag_pattern=r"v\d+", address="team/api:v2")
+    matched = web.post("/rules/validate/", typed, **HTMX).content.decode()
+    assert "would be accelerated by this rule once saved" in matched
+    assert "repository &#x27;api&#x27; fully matches &#x27;web|api&#x27;" in matched
+    missed = web.post("/rules/validate/", {**typed, "address": "team/api:latest"}, **HTMX).content.decode()
+    assert "Not matched" in missed and 'data-criterion="tag" data-passed="false"' in missed
+    broken = web.post("/rules/validate/", {**typed, "tag_pattern": "v(", "address": "team/api:v2"}, **HTMX)
+    assert "Invalid RE2 pattern" in broken.content.decode() and "validation-result" not in broken.content.decode()
+    no_instance = web.post("/rules/validate/", {**typed, "instance": ""}, **HTMX).content.decode()
+    assert "Choose the rule&#x27;s instance first" in no_instance
+    assert not Rule.objects.exists()  # nothing was saved
+
+    rule = make_rule("saved", repository_pattern="app")
+    edited = web.post(f"/rules/validate/?rule={rule.pk}", {**typed, "repository_pattern": "shop"}, **HTMX)
+    assert "repository &#x27;api&#x27; does not fully match &#x27;shop&#x27;" in edited.content.decode()
+    rule.refresh_from_db()
+    assert rule.repository_pattern == "app"  # the draft changed nothing
+    without_js = web.post("/rules/validate/", typed)  # a plain POST renders the form again, as typed
+    assert without_js.status_code == 200 and 'value="web|api"' in without_js.content.decode()
+
+
+def test_validating_a_draft_needs_the_operator_role(client_as, instance):
+    response = client_as(Role.VIEWER).post("/rules/validate/", form_data(instance, address="team/app:1"))
+    assert response.status_code == 403
+
+
+def test_move_buttons_are_off_at_the_ends(web, instance, make_rule):
+    for name in ("first", "middle", "last"):
+        make_rule(name)
+    page = web.get("/rules/").content.decode()
+    assert 'aria-label="Move first up" disabled' in page and 'aria-label="Move first down">' in page
+    assert 'aria-label="Move middle up">' in page and 'aria-label="Move middle down">' in page
+    assert 'aria-label="Move last down" disabled' in page and 'aria-label="Move last up">' in page
