@@ -375,7 +375,7 @@ DOORS = {"ui": "web UI", "api": "API"}
 def tags_of_digest(instance: Instance, path: str, digest: str) -> list[str]:
     """Every tag of the repository that the rows know to point at `digest` (originals and accelerated
     ones): deleting the manifest by digest takes all of them. Sorted; from the rows, no registry call."""
-    namespace, repository = _split(path)
+    namespace, repository = split_path(path)
     sources = RegistryTag.objects.filter(instance=instance, namespace=namespace, repository=repository, digest=digest)
     twins_there = AcceleratedImage.objects.filter(instance=instance, namespace=namespace, repository=repository,
                                                   twin_digest=digest, state=TwinState.PRESENT)

@@ -89,7 +89,7 @@ def test_pending_pods_say_no_node_carries_the_label_until_one_does(kube_emulator
     html = polled.content.decode()
     assert polled.status_code == 200  # still rolling out: the page keeps polling
     assert re.sub(r"<[^>]+>|\s+", " ", re.search(r'<p id="rollout-summary">(.*?)</p>', html, re.S)[1]).split() == \
-        ["Rolling", "out", "0", "of", "2", "pods", "ready", "(read", "0", "minutes", "ago", ")"]
+        ["Rolling", "out", "0", "of", "2", "pods", "ready", "(read", "just", "now", ")"]
     assert html.count(f'<span class="rollout-reason">{NO_LABELLED_NODE}</span> <a href="/clusters/nodes/?cluster='
                       f'{cluster.pk}">Go to the nodes</a>') == 2
     assert html.count(UNSCHEDULABLE.replace("'", "&#x27;")) == 2

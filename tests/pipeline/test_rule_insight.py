@@ -61,10 +61,10 @@ def test_pushes_matched_per_rule_and_when_last(local, client_as):
     add_event(local, None, "nightly", 1, "unmatched")  # matched no rule: counted nowhere
     viewer = client_as(Role.VIEWER)
     page = viewer.get("/rules/").content.decode()
-    assert figures(page) == {str(busy.pk): "3 last 5 minutes ago", str(quiet.pk): "0 none yet"}
+    assert figures(page) == {str(busy.pk): "3 last 5 min ago", str(quiet.pk): "0 none yet"}
     detail = viewer.get(f"/rules/{busy.pk}/").content.decode()
     shown = re.search(r'<dd id="rule-pushes-matched">(.*?)</dd>', detail, re.S)[1]
-    assert text(shown) == "3 last 5 minutes ago"
+    assert text(shown) == "3 last 5 min ago"
 
 
 def test_the_rule_list_costs_the_same_queries_for_two_rules_or_twenty(local, client_as):
