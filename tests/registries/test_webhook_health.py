@@ -116,7 +116,8 @@ def test_the_instance_page_shows_the_last_delivery_and_the_refusals(client_as, i
     assert re.search(r"Last delivery just now : 413 The body is larger than 10 bytes\. Accepted 1 last just now "
                      r"Refused 5 \(2 wrong or missing secret \(401\), 2 malformed \(400\), 1 too large \(413\)\)",
                      shown), shown
-    rows = re.findall(r"<tr><td[^>]*><time[^>]*>[^<]+</time></td><td>(\d+)</td><td>([^<]+)</td><td[^>]*>([^<]+)</td></tr>", html)
+    rows = re.findall(r"<tr><td[^>]*><time[^>]*>[^<]+</time></td><td>(\d+)</td><td>([^<]+)</td>"
+                      r"<td[^>]*>([^<]+)</td></tr>", html)
     assert [(status, unescape(reason), client) for status, reason, client in rows] == [
         (str(status), reason, "127.0.0.1") for status, reason in REASONS]
     assert instance.webhook_secret not in html
