@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "alice", "screenshot-password-1"
 DAYS = 14
+BASE_LAYER = {"platform": "", "digest": "sha256:" + "ba5e" * 16, "size": 30 * 1024 * 1024,
+              "startup_bytes": 412 * 1024}
 
 
 def free_port() -> int:
@@ -85,10 +87,17 @@ def seed() -> None:
                 result_digest="" if failed else f"sha256:{number + 10**6:064x}",
                 result_size=None if failed else chance.randint(40, 400) * 1024 * 1024)
             if not failed:
+                # A base layer every twin shares, and the image's own layer: what a node fetches to start each.
+                own_size = job.result_size - BASE_LAYER["size"]
+                own = {"platform": "", "digest": f"sha256:{number + 2 * 10**6:064x}", "size": own_size,
+                       "startup_bytes": int(own_size * chance.uniform(0.01, 0.06))}
+                layers = [BASE_LAYER, own]
                 AcceleratedImage.objects.create(
                     instance=harbor, namespace="shop", repository=repository, source_tag=tag,
                     source_digest=event.digest, twin_tag=f"{tag}-apparate", twin_digest=job.result_digest,
-                    job=job, twin_size=job.result_size, media_type="application/vnd.oci.image.manifest.v1+json")
+                    job=job, twin_size=job.result_size, media_type="application/vnd.oci.image.manifest.v1+json",
+                    startup_layers=layers, startup_bytes=sum(layer["startup_bytes"] for layer in layers),
+                    full_pull_bytes=sum(layer["size"] for layer in layers))
     cluster = Cluster.objects.create(name="prod", server="https://10.0.0.1:6443", token="demo")  # noqa: S106
     for index in range(6):
         Node.objects.create(cluster=cluster, name=f"node-{index}", labelled=index < 4)
