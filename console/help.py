@@ -1,8 +1,9 @@
 """The help pages: the README's sections, rendered inside the console (no internet needed).
 
 README.md is split at its `## ` headings; each section becomes a page (`/help/<slug>/`), rendered
-with Python-Markdown (fenced code, tables). The README is the project's own text, so its HTML is
-trusted; it is read once per process and kept.
+with Python-Markdown (fenced code, tables, heading ids). The README's `#anchor` links lead to the
+page that holds the heading. The README is the project's own text, so its HTML is trusted; it is
+read once per process and kept.
 """
 
 import functools
@@ -11,11 +12,14 @@ from dataclasses import dataclass
 
 import markdown
 from django.conf import settings
+from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
+from markdown.extensions.toc import slugify as heading_anchor
 
 README = settings.BASE_DIR / "README.md"
-EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+EXTENSIONS = ["fenced_code", "tables", "sane_lists", "toc"]  # toc: headings get GitHub's anchors as ids
+ANCHOR_LINK = re.compile(r'href="#([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,17 @@ class Section:
 
     @property
     def html(self) -> SafeString:
-        return mark_safe(markdown.markdown(self.text, extensions=EXTENSIONS))  # noqa: S308 - our own README
+        html = markdown.markdown(self.text, extensions=EXTENSIONS)
+        return mark_safe(ANCHOR_LINK.sub(self._link, html))  # noqa: S308 - our own README
+
+    def _link(self, match: re.Match) -> str:
+        """A README `#anchor` link, pointed at the help page that holds the heading."""
+        anchor = match.group(1)
+        page = anchor_pages().get(anchor)
+        if page is None or page == self.slug:
+            return match.group(0)
+        target = reverse("help-section", args=[page])
+        return f'href="{target}"' if anchor == page else f'href="{target}#{anchor}"'
 
 
 @functools.cache
@@ -48,6 +62,18 @@ def sections() -> tuple[Section, ...]:
     found.append((title, lines))
     texts = [(name, "\n".join(body).strip()) for name, body in found]
     return tuple(Section(slugify(name), name, text) for name, text in texts if text)
+
+
+@functools.cache
+def anchor_pages() -> dict[str, str]:
+    """The anchor of every README heading (as GitHub and the toc extension write it) → the slug of
+    the help page it is on."""
+    pages = {}
+    for item in sections():
+        pages[heading_anchor(item.title, "-")] = item.slug
+        for heading in re.finditer(r"^#{3,6} (.+)$", item.text, re.MULTILINE):
+            pages.setdefault(heading_anchor(heading.group(1).strip(), "-"), item.slug)
+    return pages
 
 
 def section(slug: str) -> Section | None:

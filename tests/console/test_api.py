@@ -242,5 +242,14 @@ def test_help_pages_render_the_readme_sections(client_as):
     rules = web.get("/help/rules/").content.decode()
     assert '<h1>Rules</h1>' in rules and "<table>" in rules and 'href="/help/rest-api/"' in rules
     assert web.get("/help/no-such-section/").status_code == 404
+    # The README's #links lead to the page holding the heading, whose id is that anchor.
+    assert 'id="convert-existing-images-backfill"' in rules
+    assert 'href="/help/conversion-pipeline/#operations"' in rules
+    instances = web.get("/help/registry-instances-and-webhooks/").content.decode()
+    assert 'href="/help/rules/#convert-existing-images-backfill"' in instances
+    assert 'href="/help/conversion-pipeline/#reconciler"' in instances
+    assert 'href="#reconciler"' not in instances and 'href="#convert-existing-images-backfill"' not in instances
+    overview = web.get("/help/").content.decode()
+    assert 'href="/help/clusters/"' in overview and 'href="/help/rest-api/"' in overview
     menu = web.get("/").content.decode()
     assert 'href="/help/"' in menu and 'href="/api/v1/docs/"' in menu and 'href="/account/api/"' in menu
