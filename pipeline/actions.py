@@ -19,6 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models.constants import OnConflict
+from django.db.models.sql.subqueries import InsertQuery
 from django.utils import timezone
 
 from converter.errors import (
@@ -281,10 +283,11 @@ def _store_one(event: PushEvent) -> None:
 
 def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, ImageReference]]) -> None:
     """The jobs of stored "conversion requested" events, as request_conversion_for_event would make
-    them, in three statements for any number: INSERT the new jobs (skipping content that has a job
-    with those options already, e.g. from Convert now), read them back, and set each event's job.
-    The new jobs are enqueued after commit (enqueue_jobs); an existing one gets the push's tag as a
-    twin tag."""
+    them. Usually one statement for any number: the new jobs INSERTed and each event's job set from
+    what the INSERT returns (_insert_jobs). Content that has a job with those options already (e.g.
+    from Convert now) is skipped by that INSERT; those jobs are read back in one SELECT, get the
+    push's tag as a twin tag, and are set on their events in one UPDATE. The new jobs are enqueued
+    after commit (enqueue_jobs)."""
     jobs = []
     for event, reference in requested:
         options = options_of(event.matched_rule)
@@ -297,29 +300,55 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
         _log(job, f"Requested ({JobTrigger.WEBHOOK.label.lower()}) for {job.source}@{event.digest} by rule "
                   f"'{event.matched_rule.name}'.")
         jobs.append(job)
-    ConversionJob.objects.bulk_create(jobs, ignore_conflicts=True)
+    created_ids = _insert_jobs(jobs)
+    created, existing = [], []
+    for (event, reference), job in zip(requested, jobs, strict=True):
+        if event.pk in created_ids:
+            job.pk = event.job_id = created_ids[event.pk]
+            event.job = job
+            created.append(job)
+            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk,
+                        JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
+        else:
+            existing.append((event, reference, job))
+    if existing:
+        _join_existing_jobs(instance, existing)
+    enqueue_jobs(created)
 
+
+def _insert_jobs(jobs: list[ConversionJob]) -> dict[int, int]:
+    """INSERT the jobs, skipping any whose content has a job with those options already, and set
+    each new job on its event, in one statement; returns {event id: new job id}."""
+    fields = [field for field in ConversionJob._meta.concrete_fields if not field.primary_key]
+    query = InsertQuery(ConversionJob, on_conflict=OnConflict.IGNORE)  # what bulk_create builds
+    query.insert_values(fields, jobs)
+    [(insert, params)] = query.get_compiler(connection=connection).as_sql()
+    events = PushEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH new AS ({insert} RETURNING id, event_id) "  # noqa: S608
+            f"UPDATE {events} SET job_id = new.id FROM new WHERE {events}.id = new.event_id "
+            f"RETURNING {events}.id, new.id", params)
+        return dict(cursor.fetchall())
+
+
+def _join_existing_jobs(instance: Instance, existing: list[tuple[PushEvent, ImageReference, ConversionJob]]) -> None:
+    """Events whose content has a job with those options already: each joins that job with its tag
+    (a twin tag), in one SELECT and one UPDATE for any number."""
     def key(job):
         return job.namespace, job.repository, job.source_digest, job.format, job.options_key
 
-    digests = sorted({job.source_digest for job in jobs})
+    digests = sorted({job.source_digest for _, _, job in existing})
     stored = {key(job): job for job in ConversionJob.objects.raw(
         f"SELECT id, namespace, repository, source_digest, format, options_key, event_id "  # noqa: S608
         f"FROM {ConversionJob._meta.db_table} WHERE instance_id = %s AND source_digest IN ({_placeholders(digests)})",
         [instance.pk, *digests])}
-    created = []
-    for (event, reference), job in zip(requested, jobs, strict=True):
+    for event, reference, job in existing:
         found = stored[key(job)]
         found.instance = instance
-        if found.event_id == event.pk:
-            created.append(found)
-            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", found.pk,
-                        JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
-        else:
-            add_twin_tag(found, reference.tag)
+        add_twin_tag(found, reference.tag)
         event.job = found
-    enqueue_jobs(created)
-    _set_jobs([event for event, _ in requested])
+    _set_jobs([event for event, _, _ in existing])
 
 
 def _set_jobs(events: list[PushEvent]) -> None:
