@@ -245,25 +245,47 @@ class _Delivery:
         return event
 
     def flush(self) -> None:
-        """Store the pending events in one INSERT, then the jobs they request."""
+        """Store the pending events in one INSERT, then the jobs they request (see _insert_events)."""
         pending, self._pending = self._pending, []
         self._pending_ids, self._pending_requested = set(), set()
         events = [event for event, _ in pending]
         if not any(event.outcome == PushOutcome.CONVERSION_REQUESTED for event in events):
             PushEvent.objects.bulk_create(events)  # the one-request-per-content constraint cannot fire
         else:
-            try:
-                with transaction.atomic():
-                    PushEvent.objects.bulk_create(events)
-            except IntegrityError:
-                for event in events:
-                    _store_one(event)
+            for event in _insert_events(events):
+                _store_one(event)
         for event in events:
             self._remember(event)
         requested = [(event, reference) for event, reference in pending
                      if event.outcome == PushOutcome.CONVERSION_REQUESTED]
         if requested:
             _request_conversions(self.instance, requested)
+
+
+def _inserting(model, objs: list, fields: list | None = None) -> tuple[str, list]:
+    """The INSERT … ON CONFLICT DO NOTHING that bulk_create(ignore_conflicts=True) would run, as SQL
+    and parameters, for a statement that goes on (RETURNING, or inside a WITH)."""
+    query = InsertQuery(model, on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields or [field for field in model._meta.concrete_fields if not field.primary_key], objs)
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    return sql, params
+
+
+def _insert_events(events: list[PushEvent]) -> list[PushEvent]:
+    """INSERT the events of a batch (their delivery ids differ) in one statement without a
+    savepoint: an event the one-request-per-content constraint refuses is skipped by the INSERT and
+    returned, for _store_one. The instance lock makes that a backstop that should never be needed."""
+    sql, params = _inserting(PushEvent, events)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING id, delivery_id", params)
+        stored = {delivery_id: pk for pk, delivery_id in cursor.fetchall()}
+    refused = []
+    for event in events:
+        if event.delivery_id in stored:
+            event.pk, event._state.adding, event._state.db = stored[event.delivery_id], False, connection.alias
+        else:
+            refused.append(event)
+    return refused
 
 
 def _store_one(event: PushEvent) -> None:
@@ -319,10 +341,7 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
 def _insert_jobs(jobs: list[ConversionJob]) -> dict[int, int]:
     """INSERT the jobs, skipping any whose content has a job with those options already, and set
     each new job on its event, in one statement; returns {event id: new job id}."""
-    fields = [field for field in ConversionJob._meta.concrete_fields if not field.primary_key]
-    query = InsertQuery(ConversionJob, on_conflict=OnConflict.IGNORE)  # what bulk_create builds
-    query.insert_values(fields, jobs)
-    [(insert, params)] = query.get_compiler(connection=connection).as_sql()
+    insert, params = _inserting(ConversionJob, jobs)
     events = PushEvent._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
