@@ -6,6 +6,7 @@ the re-creation of deleted twins are audited with their actor and door (core.aud
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 import random
@@ -19,8 +20,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models.constants import OnConflict
-from django.db.models.sql.subqueries import InsertQuery
 from django.utils import timezone
 
 from converter.errors import (
@@ -262,13 +261,23 @@ class _Delivery:
             _request_conversions(self.instance, requested)
 
 
-def _inserting(model, objs: list, fields: list | None = None) -> tuple[str, list]:
-    """The INSERT … ON CONFLICT DO NOTHING that bulk_create(ignore_conflicts=True) would run, as SQL
-    and parameters, for a statement that goes on (RETURNING, or inside a WITH)."""
-    query = InsertQuery(model, on_conflict=OnConflict.IGNORE)
-    query.insert_values(fields or [field for field in model._meta.concrete_fields if not field.primary_key], objs)
-    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+def _inserting(model, objs: list) -> tuple[str, list]:
+    """INSERT … ON CONFLICT DO NOTHING of every column of the objects, as SQL and parameters, for a
+    statement that goes on (RETURNING, or inside a WITH): the values bulk_create would store
+    (defaults, auto_now timestamps), without building its query each time."""
+    table, columns, row, fields = _insert_shape(model)
+    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs for field in fields]
+    sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(objs))} ON CONFLICT DO NOTHING"  # noqa: S608
     return sql, params
+
+
+@functools.cache
+def _insert_shape(model) -> tuple[str, str, str, list]:
+    """The table, its column list, one row of placeholders and the fields, for _inserting."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    return (quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields),
+            f"({', '.join(['%s'] * len(fields))})", fields)
 
 
 def _insert_events(events: list[PushEvent]) -> list[PushEvent]:
