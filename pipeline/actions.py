@@ -50,7 +50,7 @@ from pipeline.models import MAX_LOG_LINES, ConversionJob, PushEvent, options_key
 from pipeline.naming import is_twin_tag, suffix, twin_tag
 from registries.models import Instance
 from rules.choices import DEFAULT_CHUNK_SIZE, Compression
-from rules.matching import match_image, rules_in_order
+from rules.matching import match_image, match_verdict, rules_in_order
 from rules.models import Rule, options_of
 
 logger = logging.getLogger("apparate.jobs")
@@ -112,7 +112,7 @@ def _decide(instance: Instance, push: PushRecord, delivery: "_Delivery") -> _Dec
         return _Decision(skipped, PushReason.ACCELERATION_OFF, (
             f"Acceleration is off for instance '{instance.name}'. Enable it on the instance page and push the "
             "image again to convert it."))
-    outcome = match_image(instance, reference, delivery.rules())
+    outcome = match_verdict(instance, reference, delivery.rules())
     if outcome.rule is None:
         if outcome.closest is None:
             detail = (
