@@ -336,6 +336,7 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
     for (event, reference), job in zip(requested, jobs, strict=True):
         if event.pk in created_ids:
             job.pk = event.job_id = created_ids[event.pk]
+            job._state.adding, job._state.db = False, connection.alias
             event.job = job
             created.append(job)
             logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk,
