@@ -5,8 +5,11 @@ comes with a per-criterion breakdown in plain sentences, so the validation box a
 events can explain exactly which part of a rule an image failed.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from django.db import connection
 
 from converter.reference import ImageReference
 from rules.models import Rule
@@ -106,11 +109,29 @@ def evaluate_rule(rule: Rule, reference: ImageReference) -> RuleEvaluation:
 def rules_in_order(instance: "Instance") -> list[Rule]:
     """The instance's rules in matching order, for match_image: one plain statement (the webhook
     intake reads them for every delivery), each rule pointing at `instance` as given."""
-    rules = list(Rule.objects.raw(
-        f"SELECT * FROM {Rule._meta.db_table} WHERE instance_id = %s ORDER BY position, id", [instance.pk]))  # noqa: S608
-    for rule in rules:
+    columns, converters = _rule_columns()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {Rule._meta.db_table} WHERE instance_id = %s "  # noqa: S608
+                       "ORDER BY position, id", [instance.pk])
+        rows = cursor.fetchall()
+    rules = []
+    for row in rows:
+        values = list(row)
+        for index, convert in converters:
+            values[index] = convert(values[index], None, connection)
+        rule = Rule.from_db(connection.alias, None, values)
         rule.instance = instance
+        rules.append(rule)
     return rules
+
+
+@functools.cache
+def _rule_columns() -> tuple[str, list]:
+    """Every column of a rule, in field order, and the fields' own conversions of what the database
+    returns (the JSON list), for rules_in_order: what a queryset does, without its cost per call."""
+    fields = Rule._meta.concrete_fields
+    return (", ".join(field.column for field in fields),
+            [(index, field.from_db_value) for index, field in enumerate(fields) if hasattr(field, "from_db_value")])
 
 
 def match_image(instance: "Instance", reference: ImageReference, rules: list[Rule] | None = None) -> MatchOutcome:

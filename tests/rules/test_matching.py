@@ -190,3 +190,19 @@ def test_the_intake_verdict_is_match_images_verdict(instance, make_rule):
             assert fast.rule == full.rule, address
             assert (fast.closest and fast.closest.criteria) == (full.closest and full.closest.criteria), address
     assert match_verdict(instance, ref("team/app:1.2"), []).closest is None
+
+
+def test_rules_in_order_reads_each_rule_as_the_orm_does(instance, make_rule):
+    from rules.matching import rules_in_order
+    from rules.models import Rule
+
+    make_rule("second", position=2, prioritized_files=["bin/app", "etc/app.conf"], enabled=False)
+    make_rule("first", position=1, tag_pattern=r"v\d+")
+    read = rules_in_order(instance)
+    assert [rule.name for rule in read] == ["first", "second"]
+    for rule in read:
+        stored = Rule.objects.get(pk=rule.pk)
+        assert {f.attname: getattr(rule, f.attname) for f in Rule._meta.concrete_fields} == \
+               {f.attname: getattr(stored, f.attname) for f in Rule._meta.concrete_fields}
+        assert rule.instance is instance and not rule._state.adding
+    assert read[1].prioritized_files == ["bin/app", "etc/app.conf"]
