@@ -6,6 +6,7 @@ the re-creation of deleted twins are audited with their actor and door (core.aud
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 import random
@@ -49,7 +50,7 @@ from pipeline.models import MAX_LOG_LINES, ConversionJob, PushEvent, options_key
 from pipeline.naming import is_twin_tag, suffix, twin_tag
 from registries.models import Instance
 from rules.choices import DEFAULT_CHUNK_SIZE, Compression
-from rules.matching import match_image, rules_in_order
+from rules.matching import match_image, match_verdict, rules_in_order
 from rules.models import Rule, options_of
 
 logger = logging.getLogger("apparate.jobs")
@@ -111,7 +112,7 @@ def _decide(instance: Instance, push: PushRecord, delivery: "_Delivery") -> _Dec
         return _Decision(skipped, PushReason.ACCELERATION_OFF, (
             f"Acceleration is off for instance '{instance.name}'. Enable it on the instance page and push the "
             "image again to convert it."))
-    outcome = match_image(instance, reference, delivery.rules())
+    outcome = match_verdict(instance, reference, delivery.rules())
     if outcome.rule is None:
         if outcome.closest is None:
             detail = (
@@ -243,25 +244,57 @@ class _Delivery:
         return event
 
     def flush(self) -> None:
-        """Store the pending events in one INSERT, then the jobs they request."""
+        """Store the pending events in one INSERT, then the jobs they request (see _insert_events)."""
         pending, self._pending = self._pending, []
         self._pending_ids, self._pending_requested = set(), set()
         events = [event for event, _ in pending]
         if not any(event.outcome == PushOutcome.CONVERSION_REQUESTED for event in events):
             PushEvent.objects.bulk_create(events)  # the one-request-per-content constraint cannot fire
         else:
-            try:
-                with transaction.atomic():
-                    PushEvent.objects.bulk_create(events)
-            except IntegrityError:
-                for event in events:
-                    _store_one(event)
+            for event in _insert_events(events):
+                _store_one(event)
         for event in events:
             self._remember(event)
         requested = [(event, reference) for event, reference in pending
                      if event.outcome == PushOutcome.CONVERSION_REQUESTED]
         if requested:
             _request_conversions(self.instance, requested)
+
+
+def _inserting(model, objs: list) -> tuple[str, list]:
+    """INSERT … ON CONFLICT DO NOTHING of every column of the objects, as SQL and parameters, for a
+    statement that goes on (RETURNING, or inside a WITH): the values bulk_create would store
+    (defaults, auto_now timestamps), without building its query each time."""
+    table, columns, row, fields = _insert_shape(model)
+    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs for field in fields]
+    sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(objs))} ON CONFLICT DO NOTHING"  # noqa: S608
+    return sql, params
+
+
+@functools.cache
+def _insert_shape(model) -> tuple[str, str, str, list]:
+    """The table, its column list, one row of placeholders and the fields, for _inserting."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    return (quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields),
+            f"({', '.join(['%s'] * len(fields))})", fields)
+
+
+def _insert_events(events: list[PushEvent]) -> list[PushEvent]:
+    """INSERT the events of a batch (their delivery ids differ) in one statement without a
+    savepoint: an event the one-request-per-content constraint refuses is skipped by the INSERT and
+    returned, for _store_one. The instance lock makes that a backstop that should never be needed."""
+    sql, params = _inserting(PushEvent, events)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING id, delivery_id", params)
+        stored = {delivery_id: pk for pk, delivery_id in cursor.fetchall()}
+    refused = []
+    for event in events:
+        if event.delivery_id in stored:
+            event.pk, event._state.adding, event._state.db = stored[event.delivery_id], False, connection.alias
+        else:
+            refused.append(event)
+    return refused
 
 
 def _store_one(event: PushEvent) -> None:
@@ -281,10 +314,11 @@ def _store_one(event: PushEvent) -> None:
 
 def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, ImageReference]]) -> None:
     """The jobs of stored "conversion requested" events, as request_conversion_for_event would make
-    them, in three statements for any number: INSERT the new jobs (skipping content that has a job
-    with those options already, e.g. from Convert now), read them back, and set each event's job.
-    The new jobs are enqueued after commit (enqueue_jobs); an existing one gets the push's tag as a
-    twin tag."""
+    them. Usually one statement for any number: the new jobs INSERTed and each event's job set from
+    what the INSERT returns (_insert_jobs). Content that has a job with those options already (e.g.
+    from Convert now) is skipped by that INSERT; those jobs are read back in one SELECT, get the
+    push's tag as a twin tag, and are set on their events in one UPDATE. The new jobs are enqueued
+    after commit (enqueue_jobs)."""
     jobs = []
     for event, reference in requested:
         options = options_of(event.matched_rule)
@@ -297,29 +331,53 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
         _log(job, f"Requested ({JobTrigger.WEBHOOK.label.lower()}) for {job.source}@{event.digest} by rule "
                   f"'{event.matched_rule.name}'.")
         jobs.append(job)
-    ConversionJob.objects.bulk_create(jobs, ignore_conflicts=True)
+    created_ids = _insert_jobs(jobs)
+    created, existing = [], []
+    for (event, reference), job in zip(requested, jobs, strict=True):
+        if event.pk in created_ids:
+            job.pk = event.job_id = created_ids[event.pk]
+            job._state.adding, job._state.db = False, connection.alias
+            event.job = job
+            created.append(job)
+            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", job.pk,
+                        JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
+        else:
+            existing.append((event, reference, job))
+    if existing:
+        _join_existing_jobs(instance, existing)
+    enqueue_jobs(created)
 
+
+def _insert_jobs(jobs: list[ConversionJob]) -> dict[int, int]:
+    """INSERT the jobs, skipping any whose content has a job with those options already, and set
+    each new job on its event, in one statement; returns {event id: new job id}."""
+    insert, params = _inserting(ConversionJob, jobs)
+    events = PushEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH new AS ({insert} RETURNING id, event_id) "  # noqa: S608
+            f"UPDATE {events} SET job_id = new.id FROM new WHERE {events}.id = new.event_id "
+            f"RETURNING {events}.id, new.id", params)
+        return dict(cursor.fetchall())
+
+
+def _join_existing_jobs(instance: Instance, existing: list[tuple[PushEvent, ImageReference, ConversionJob]]) -> None:
+    """Events whose content has a job with those options already: each joins that job with its tag
+    (a twin tag), in one SELECT and one UPDATE for any number."""
     def key(job):
         return job.namespace, job.repository, job.source_digest, job.format, job.options_key
 
-    digests = sorted({job.source_digest for job in jobs})
+    digests = sorted({job.source_digest for _, _, job in existing})
     stored = {key(job): job for job in ConversionJob.objects.raw(
         f"SELECT id, namespace, repository, source_digest, format, options_key, event_id "  # noqa: S608
         f"FROM {ConversionJob._meta.db_table} WHERE instance_id = %s AND source_digest IN ({_placeholders(digests)})",
         [instance.pk, *digests])}
-    created = []
-    for (event, reference), job in zip(requested, jobs, strict=True):
+    for event, reference, job in existing:
         found = stored[key(job)]
         found.instance = instance
-        if found.event_id == event.pk:
-            created.append(found)
-            logger.info("job=%s action=requested trigger=%s instance=%s image=%s digest=%s", found.pk,
-                        JobTrigger.WEBHOOK, instance.pk, job.source, event.digest)
-        else:
-            add_twin_tag(found, reference.tag)
+        add_twin_tag(found, reference.tag)
         event.job = found
-    enqueue_jobs(created)
-    _set_jobs([event for event, _ in requested])
+    _set_jobs([event for event, _, _ in existing])
 
 
 def _set_jobs(events: list[PushEvent]) -> None:

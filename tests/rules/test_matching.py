@@ -167,3 +167,42 @@ def test_pathological_patterns_match_in_linear_time(make_rule, instance):
     outcome = match_image(instance, ref("team/" + "a" * 200 + "b:" + "x" * 120))
     assert outcome.rule is None
     assert outcome.closest.first_failure.name == "repository"
+
+
+def test_the_intake_verdict_is_match_images_verdict(instance, make_rule):
+    """match_verdict (the webhook intake's) names the same rule, or the same closest rule with the
+    same first failure, as match_image, over rules that fail on every criterion in turn."""
+    from rules.matching import match_verdict, rules_in_order
+
+    make_rule("other namespace", namespace="ops", repository_pattern="app")
+    make_rule("disabled", repository_pattern="app", tag_pattern=r"\d+\.\d+", enabled=False)
+    make_rule("tags only", repository_pattern="app", tag_pattern=r"\d+\.\d+")
+    make_rule("any web", repository_pattern="web-[a-z]+")
+    make_rule("blank", namespace="edge")
+    addresses = [ref("team/app:1.2"), ref("team/app:latest"), ref("team/app"), ref("team/web-x:v1"),
+                 ref("edge/anything:1"), ref("team/none:1"), ref("ops/app:x"), ref(f"team/app@sha256:{'a' * 64}"),
+                 parse_reference("elsewhere.example/team/app:1.2")]
+    for acceleration in (True, False):
+        instance.acceleration_enabled = acceleration
+        rules = rules_in_order(instance)
+        for address in addresses:
+            full, fast = match_image(instance, address, rules), match_verdict(instance, address, rules)
+            assert fast.rule == full.rule, address
+            assert (fast.closest and fast.closest.criteria) == (full.closest and full.closest.criteria), address
+    assert match_verdict(instance, ref("team/app:1.2"), []).closest is None
+
+
+def test_rules_in_order_reads_each_rule_as_the_orm_does(instance, make_rule):
+    from rules.matching import rules_in_order
+    from rules.models import Rule
+
+    make_rule("second", position=2, prioritized_files=["bin/app", "etc/app.conf"], enabled=False)
+    make_rule("first", position=1, tag_pattern=r"v\d+")
+    read = rules_in_order(instance)
+    assert [rule.name for rule in read] == ["first", "second"]
+    for rule in read:
+        stored = Rule.objects.get(pk=rule.pk)
+        assert {f.attname: getattr(rule, f.attname) for f in Rule._meta.concrete_fields} == \
+               {f.attname: getattr(stored, f.attname) for f in Rule._meta.concrete_fields}
+        assert rule.instance is instance and not rule._state.adding
+    assert read[1].prioritized_files == ["bin/app", "etc/app.conf"]
