@@ -58,51 +58,65 @@ class MatchOutcome:
         return self.rule is not None
 
 
-def _pattern(name: str, pattern: str, value: str) -> Criterion:
+def _pattern(name: str, pattern: str, value: str, passed: bool) -> Criterion:
     if not pattern:
         return Criterion(name, True, f"any {name} matches (the pattern is blank); '{value}' included")
-    if full_match(pattern, value):
+    if passed:
         return Criterion(name, True, f"{name} '{value}' fully matches '{pattern}'")
     return Criterion(name, False, f"{name} '{value}' does not fully match '{pattern}'")
 
 
-def _tag(rule: Rule, reference: ImageReference) -> Criterion:
+def _tag(rule: Rule, reference: ImageReference, passed: bool) -> Criterion:
     if reference.tag is None and reference.digest is not None:
-        if not rule.tag_pattern:
+        if passed:
             return Criterion(TAG, True, "any tag matches (the pattern is blank), including a digest-only address")
         return Criterion(
             TAG, False, f"the address has a digest but no tag, so the tag pattern '{rule.tag_pattern}' cannot match",
         )
-    return _pattern(TAG, rule.tag_pattern, reference.tag or "latest")
+    return _pattern(TAG, rule.tag_pattern, reference.tag or "latest", passed)
+
+
+def _passes(rule: Rule, reference: ImageReference, host: str) -> tuple[bool, ...]:
+    """Which criteria the address passes, in CRITERIA order: the one place a verdict is decided
+    (evaluate_rule words it; match_verdict uses it bare)."""
+    if reference.tag is None and reference.digest is not None:
+        tag = not rule.tag_pattern
+    else:
+        tag = not rule.tag_pattern or full_match(rule.tag_pattern, reference.tag or "latest")
+    return (reference.host == host, reference.namespace == rule.namespace,
+            not rule.repository_pattern or full_match(rule.repository_pattern, reference.repository), tag,
+            rule.enabled and rule.instance.acceleration_enabled)
 
 
 def evaluate_rule(rule: Rule, reference: ImageReference) -> RuleEvaluation:
     """Check one rule against an image address, criterion by criterion (none short-circuits)."""
     instance = rule.instance
-    if reference.host == instance.host:
+    host_passed, namespace_passed, repository_passed, tag_passed, enabled_passed = _passes(
+        rule, reference, instance.host)
+    if host_passed:
         host = Criterion(HOST, True, f"host '{reference.host}' is the host of instance '{instance.name}'")
     else:
         host = Criterion(
             HOST, False, f"host '{reference.host}' is not '{instance.host}', the host of instance '{instance.name}'",
         )
-    if reference.namespace == rule.namespace:
+    if namespace_passed:
         namespace = Criterion(NAMESPACE, True, f"namespace '{reference.namespace}' is the rule's namespace")
     else:
         namespace = Criterion(
             NAMESPACE, False, f"namespace '{reference.namespace}' is not the rule's namespace '{rule.namespace}'",
         )
-    if not rule.enabled:
+    if enabled_passed:
+        enabled = Criterion(ENABLED, True, f"rule '{rule.name}' is enabled")
+    elif not rule.enabled:
         enabled = Criterion(ENABLED, False, f"rule '{rule.name}' is disabled")
-    elif not instance.acceleration_enabled:
+    else:
         enabled = Criterion(
             ENABLED, False, f"rule '{rule.name}' is enabled, but acceleration is off for instance '{instance.name}'",
         )
-    else:
-        enabled = Criterion(ENABLED, True, f"rule '{rule.name}' is enabled")
     return RuleEvaluation(
         rule=rule,
-        criteria=(host, namespace, _pattern(REPOSITORY, rule.repository_pattern, reference.repository),
-                  _tag(rule, reference), enabled),
+        criteria=(host, namespace, _pattern(REPOSITORY, rule.repository_pattern, reference.repository,
+                                            repository_passed), _tag(rule, reference, tag_passed), enabled),
     )
 
 
@@ -167,16 +181,6 @@ def match_verdict(instance: "Instance", reference: ImageReference, rules: list[R
     evaluation = evaluate_rule(closest, reference)
     return MatchOutcome(rule=None, evaluations=(evaluation,), closest=evaluation)
 
-
-def _passes(rule: Rule, reference: ImageReference, host: str) -> tuple[bool, ...]:
-    """Which criteria of evaluate_rule the address passes, in CRITERIA order, without the sentences."""
-    if reference.tag is None and reference.digest is not None:
-        tag = not rule.tag_pattern
-    else:
-        tag = not rule.tag_pattern or full_match(rule.tag_pattern, reference.tag or "latest")
-    return (reference.host == host, reference.namespace == rule.namespace,
-            not rule.repository_pattern or full_match(rule.repository_pattern, reference.repository), tag,
-            rule.enabled and rule.instance.acceleration_enabled)
 
 
 def explain(outcome: MatchOutcome) -> str:
