@@ -12,6 +12,7 @@ fixed (a seeded random generator), so a new screenshot differs only where the pa
 import argparse
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -146,6 +147,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"{arguments.output}: {arguments.output.stat().st_size} bytes")
     return 0
 
