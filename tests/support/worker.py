@@ -67,8 +67,10 @@ def start_worker(log_path: Path, **env: str) -> Worker:
         "CELERY_TASK_ALWAYS_EAGER": "",
         "DJANGO_SETTINGS_MODULE": "console.settings",
         "PYTHONUNBUFFERED": "1",
-        # Spool under the test's own directory: a killed worker's leftovers never reach the system temp dir.
+        # Spool and temp files under the test's own directory: a killed worker's leftovers (its spool,
+        # the pool's pymp-* directories) never reach the system temp dir.
         "APPARATE_JOB_WORKDIR": str(log_path.parent / "spool"),
+        "TMPDIR": str(log_path.parent),
         **env,
     }
     command = [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel", "INFO", "--pool", "prefork",
