@@ -350,15 +350,22 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
 
 def _insert_jobs(jobs: list[ConversionJob]) -> dict[int, int]:
     """INSERT the jobs, skipping any whose content has a job with those options already, and set
-    each new job on its event, in one statement; returns {event id: new job id}."""
+    each new job on its event; returns {event id: new job id}. One statement on PostgreSQL (a
+    data-modifying WITH); SQLite (`make run`) has none, so there the events are updated after."""
     insert, params = _inserting(ConversionJob, jobs)
     events = PushEvent._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH new AS ({insert} RETURNING id, event_id) "  # noqa: S608
-            f"UPDATE {events} SET job_id = new.id FROM new WHERE {events}.id = new.event_id "
-            f"RETURNING {events}.id, new.id", params)
-        return dict(cursor.fetchall())
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH new AS ({insert} RETURNING id, event_id) "  # noqa: S608
+                f"UPDATE {events} SET job_id = new.id FROM new WHERE {events}.id = new.event_id "
+                f"RETURNING {events}.id, new.id", params)
+            return dict(cursor.fetchall())
+        cursor.execute(f"{insert} RETURNING event_id, id", params)
+        created = dict(cursor.fetchall())
+    if created:
+        _set_jobs(created)
+    return created
 
 
 def _join_existing_jobs(instance: Instance, existing: list[tuple[PushEvent, ImageReference, ConversionJob]]) -> None:
@@ -377,17 +384,18 @@ def _join_existing_jobs(instance: Instance, existing: list[tuple[PushEvent, Imag
         found.instance = instance
         add_twin_tag(found, reference.tag)
         event.job = found
-    _set_jobs([event for event, _, _ in existing])
+    _set_jobs({event.pk: event.job_id for event, _, _ in existing})
 
 
-def _set_jobs(events: list[PushEvent]) -> None:
-    """Store each event's job in one UPDATE (bulk_update's statement, without its cost per call)."""
-    cases = " ".join(["WHEN %s THEN %s"] * len(events))
+def _set_jobs(jobs_of_events: dict[int, int]) -> None:
+    """Store each event's job ({event id: job id}) in one UPDATE (bulk_update's statement, without
+    its cost per call)."""
+    cases = " ".join(["WHEN %s THEN %s"] * len(jobs_of_events))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {PushEvent._meta.db_table} SET job_id = CASE id {cases} END "  # noqa: S608
-            f"WHERE id IN ({_placeholders(events)})",
-            [value for event in events for value in (event.pk, event.job_id)] + [event.pk for event in events])
+            f"WHERE id IN ({_placeholders(list(jobs_of_events))})",
+            [value for pair in jobs_of_events.items() for value in pair] + list(jobs_of_events))
 
 
 def _locked_for_delivery(instance_id: int) -> Instance:

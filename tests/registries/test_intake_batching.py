@@ -2,7 +2,11 @@
 records every push in order, decides each push exactly as a delivery of that push alone would, and
 checks the webhook secret without decrypting it at each request."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -17,6 +21,7 @@ from registries.models import Instance
 from tests.registries.conftest import digest_of, envelope, manifest_event
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
 
 # What one delivery costs, whatever the number of pushes in it (in a test, atomic blocks are savepoints):
 # the instance by its URL; SAVEPOINT, the instance locked, its earlier events of these deliveries or
@@ -203,3 +208,32 @@ def test_the_secret_of_another_instance_stays_refused_when_both_are_cached(insta
     assert post_webhook(other, envelope()).status_code == 202
     assert post_webhook(instance, envelope()).status_code == 202
     assert post_webhook(instance, envelope(), secret=other.webhook_secret).status_code == 401
+
+
+SQLITE_DELIVERY = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from pipeline import actions
+from pipeline.intake.records import PushRecord
+from registries.models import Instance
+from rules.models import Rule
+instance = Instance.objects.create(name="main", url="http://registry.example", acceleration_enabled=True)
+Rule.objects.create(instance=instance, name="team", namespace="team")
+pushes = [PushRecord("distribution", f"delivery-{tag}", "team", "app", tag, "sha256:" + digit * 64, "")
+          for tag, digit in (("1.0", "a"), ("2.0", "b"), ("2.1", "b"))]
+for event in actions.record_pushes(instance, pushes):
+    print(event.tag, event.outcome, event.job.source_tag if event.job else None)
+"""
+
+
+def test_a_matching_delivery_is_recorded_on_sqlite_as_make_run_uses_it(tmp_path):
+    """`make run` keeps its data in SQLite, which has no data-modifying WITH: the intake's writes work there too."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "CELERY_BROKER_URL": "memory://",
+           "APPARATE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "console.settings", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", SQLITE_DELIVERY], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == ["1.0 conversion_requested 1.0", "2.0 conversion_requested 2.0",
+                                       "2.1 skipped 2.0"]
