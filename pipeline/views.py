@@ -218,11 +218,12 @@ def rule_preview(request):
     """The rule form's live preview: which known tags of the instance the namespace and patterns
     being typed would match (`rule` names the rule being edited, `instance` a new rule's instance).
     Changes nothing and reads no registry."""
-    rule = Rule.objects.select_related("instance").filter(pk=request.POST["rule"]).first() if request.POST.get(
-        "rule", "").isdigit() else None
-    instance_id = request.POST.get("instance", "")
-    instance = rule.instance if rule else Instance.objects.filter(pk=instance_id).first() if (
-        instance_id.isdigit()) else None
+    rule_id, instance_id = request.POST.get("rule", ""), request.POST.get("instance", "")
+    rule = Rule.objects.select_related("instance").filter(pk=rule_id).first() if rule_id.isdigit() else None
+    if rule is not None:
+        instance = rule.instance
+    else:
+        instance = Instance.objects.filter(pk=instance_id).first() if instance_id.isdigit() else None
     namespace = request.POST.get("namespace", "").strip()
     preview = None if instance is None else catalogue.preview_rule(
         instance, namespace, request.POST.get("repository_pattern", ""), request.POST.get("tag_pattern", ""))
