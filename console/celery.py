@@ -1,8 +1,9 @@
 """The Celery application shared by the web process and the workers.
 
 A worker gets its run identity when it starts (before its pool forks), reports in at once when it
-is ready and then every APPARATE_HEARTBEAT_INTERVAL seconds from its main process, and clears the
-spool directories that jobs of dead worker runs left on this machine.
+is ready and then every APPARATE_HEARTBEAT_INTERVAL seconds from its main process, clears the
+spool directories that jobs of dead worker runs left on this machine, and (on PostgreSQL) hands
+the jobs of webhook deliveries to the queue from its main process (pipeline.dispatch).
 """
 
 import os
@@ -30,6 +31,7 @@ def _report_in(sender, **kwargs):
     from django.db import connection
 
     from core.actions import record_heartbeat, start_heartbeat_thread
+    from pipeline.dispatch import start_dispatcher_thread
     from pipeline.reconciler import sweep_job_workdirs
 
     try:
@@ -38,3 +40,4 @@ def _report_in(sender, **kwargs):
     finally:
         connection.close()  # the pool's processes never share the main process's connection
     start_heartbeat_thread()
+    start_dispatcher_thread()

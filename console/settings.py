@@ -280,6 +280,10 @@ CELERY_BEAT_SCHEDULE: dict = {}
 APPARATE_HEARTBEAT_INTERVAL = float(os.environ.get("APPARATE_HEARTBEAT_INTERVAL", "15"))
 APPARATE_ORPHAN_CHECK_INTERVAL = float(os.environ.get("APPARATE_ORPHAN_CHECK_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE["console-heartbeat"] = {"task": "console.tasks.heartbeat", "schedule": APPARATE_HEARTBEAT_INTERVAL}
+# On PostgreSQL, the jobs webhook deliveries make are handed to workers by a dispatcher thread of each
+# worker: at once on the database's notification, and every APPARATE_DISPATCH_POLL seconds in any case
+# (pipeline.dispatch).
+APPARATE_DISPATCH_POLL = float(os.environ.get("APPARATE_DISPATCH_POLL", "5"))
 
 LOGGING = {
     "version": 1,

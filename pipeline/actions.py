@@ -41,7 +41,7 @@ from converter.registry import (
 )
 from core.actions import current_worker
 from core.audit import record
-from pipeline import startup, twins
+from pipeline import dispatch, startup, twins
 from pipeline.catalogue import read_image
 from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason, PushSource
 from pipeline.intake import PushRecord, is_image_manifest, is_signature_tag
@@ -317,8 +317,9 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
     them. Usually one statement for any number: the new jobs INSERTed and each event's job set from
     what the INSERT returns (_insert_jobs). Content that has a job with those options already (e.g.
     from Convert now) is skipped by that INSERT; those jobs are read back in one SELECT, get the
-    push's tag as a twin tag, and are set on their events in one UPDATE. The new jobs are enqueued
-    after commit (enqueue_jobs)."""
+    push's tag as a twin tag, and are set on their events in one UPDATE. The new jobs go to workers
+    through the database on PostgreSQL (pipeline.dispatch), elsewhere after commit (enqueue_jobs)."""
+    awaiting_dispatch = dispatch.by_database()
     jobs = []
     for event, reference in requested:
         options = options_of(event.matched_rule)
@@ -326,7 +327,7 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
             instance=instance, namespace=reference.namespace, repository=reference.repository,
             source_digest=event.digest, source_tag=reference.tag, format=options["format"],
             options=options, options_key=options_key(options), rule=event.matched_rule, event=event,
-            trigger=JobTrigger.WEBHOOK,
+            trigger=JobTrigger.WEBHOOK, awaiting_dispatch=awaiting_dispatch,
         )
         _log(job, f"Requested ({JobTrigger.WEBHOOK.label.lower()}) for {job.source}@{event.digest} by rule "
                   f"'{event.matched_rule.name}'.")
@@ -345,22 +346,26 @@ def _request_conversions(instance: Instance, requested: list[tuple[PushEvent, Im
             existing.append((event, reference, job))
     if existing:
         _join_existing_jobs(instance, existing)
-    enqueue_jobs(created)
+    if not awaiting_dispatch:
+        enqueue_jobs(created)
 
 
 def _insert_jobs(jobs: list[ConversionJob]) -> dict[int, int]:
     """INSERT the jobs, skipping any whose content has a job with those options already, and set
     each new job on its event; returns {event id: new job id}. One statement on PostgreSQL (a
-    data-modifying WITH); SQLite (`make run`) has none, so there the events are updated after."""
+    data-modifying WITH), which also notifies the dispatchers (delivered on commit; PostgreSQL
+    folds a transaction's identical notifications into one); SQLite (`make run`) has no such
+    statement, so there the events are updated after."""
     insert, params = _inserting(ConversionJob, jobs)
     events = PushEvent._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"WITH new AS ({insert} RETURNING id, event_id) "  # noqa: S608
+                f"WITH new AS ({insert} RETURNING id, event_id), linked AS ("  # noqa: S608
                 f"UPDATE {events} SET job_id = new.id FROM new WHERE {events}.id = new.event_id "
-                f"RETURNING {events}.id, new.id", params)
-            return dict(cursor.fetchall())
+                f"RETURNING {events}.id AS event_id, new.id AS job_id) "
+                f"SELECT event_id, job_id, pg_notify(%s, '') FROM linked", [*params, dispatch.CHANNEL])
+            return {event_id: job_id for event_id, job_id, _ in cursor.fetchall()}
         cursor.execute(f"{insert} RETURNING event_id, id", params)
         created = dict(cursor.fetchall())
     if created:

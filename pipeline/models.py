@@ -207,6 +207,10 @@ class ConversionJob(InRepository, models.Model):
         max_length=300, blank=True,
         help_text="The worker run (hostname#session) that runs the job; a gone run's job is queued again.",
     )
+    awaiting_dispatch = models.BooleanField(
+        default=False, editable=False,
+        help_text="Made by a webhook delivery on PostgreSQL and not yet handed to a worker (pipeline.dispatch).",
+    )
     result_tag = models.CharField(max_length=128, blank=True)
     result_digest = models.CharField(max_length=135, blank=True)
     result_size = models.BigIntegerField(null=True, blank=True, help_text="Total size of the accelerated image.")
@@ -221,7 +225,10 @@ class ConversionJob(InRepository, models.Model):
                 violation_error_message="This image is already converted (or queued) with these options.",
             ),
         ]
-        indexes = [models.Index(fields=["instance", "namespace", "repository", "source_tag"])]
+        indexes = [
+            models.Index(fields=["instance", "namespace", "repository", "source_tag"]),
+            models.Index(fields=["id"], condition=models.Q(awaiting_dispatch=True), name="rules_job_awaiting_dispatch"),
+        ]
 
     def __str__(self):
         return f"job #{self.pk} {self.source}"

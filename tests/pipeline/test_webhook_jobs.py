@@ -6,6 +6,7 @@ import time
 import pytest
 
 from pipeline.choices import JobStatus, PushOutcome
+from pipeline.dispatch import dispatch_awaiting_jobs
 from pipeline.models import ConversionJob, PushEvent
 from tests.registries.conftest import envelope, manifest_event
 
@@ -25,7 +26,9 @@ def test_twenty_deliveries_and_three_rules_make_one_job(instance, make_rule, cli
                                    HTTP_AUTHORIZATION=instance.webhook_secret)
             assert response.status_code < 300
     job = ConversionJob.objects.get()
-    assert len(callbacks) == 1  # enqueued once
+    # nothing sent from the requests: on PostgreSQL the job awaits the dispatcher, which sends it once
+    assert callbacks == [] and job.awaiting_dispatch
+    assert dispatch_awaiting_jobs() == [job.pk] and dispatch_awaiting_jobs() == []
     requested = PushEvent.objects.get(outcome=PushOutcome.CONVERSION_REQUESTED)
     assert requested.matched_rule == first and job.rule == first and job.event == requested
     assert job.options["chunk_size"] == 1 << 20
@@ -59,20 +62,23 @@ def test_known_content_pushed_under_a_new_tag_is_already_seen_and_gets_a_twin_ta
     assert seen.reason_detail.endswith(f"'latest-apparate' will be tagged when job #{job.pk} (queued) succeeds.")
 
 
-def test_a_delivery_of_many_matching_pushes_publishes_one_message(instance, make_rule, client,
-                                                                   django_capture_on_commit_callbacks):
+def test_a_delivery_of_many_matching_pushes_sends_no_message_from_the_request(instance, make_rule, client,
+                                                                              django_capture_on_commit_callbacks):
     make_rule("team")
     body = envelope(*[manifest_event(f"team/app{n}", "1.0") for n in range(50)])
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(f"/webhooks/registry/{instance.pk}/", data=body, content_type="application/json",
                                HTTP_AUTHORIZATION=instance.webhook_secret)
     assert response.status_code == 202
-    assert ConversionJob.objects.count() == 50
-    assert len(callbacks) == 1  # one fan-out message for the 50 jobs, not 50 publishes in the request
+    assert callbacks == []
+    jobs = sorted(ConversionJob.objects.filter(awaiting_dispatch=True).values_list("pk", flat=True))
+    assert len(jobs) == 50
+    assert dispatch_awaiting_jobs(limit=20) == jobs[:20]  # oldest first, a batch at a time
+    assert dispatch_awaiting_jobs() == jobs[20:]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_fan_out_message_runs_every_job_of_a_delivery(instance, make_rule, push, client, celery_worker):
+def test_every_job_of_a_delivery_is_dispatched_to_a_worker_and_runs(instance, make_rule, push, client, celery_worker):
     make_rule("team")
     digests = [push(f"team/fan{n}:1.0") for n in range(3)]
     body = envelope(*[manifest_event(f"team/fan{n}", "1.0", digest) for n, digest in enumerate(digests)])

@@ -217,6 +217,7 @@ from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from pipeline import actions
 from pipeline.intake.records import PushRecord
+from pipeline.models import ConversionJob
 from registries.models import Instance
 from rules.models import Rule
 instance = Instance.objects.create(name="main", url="http://registry.example", acceleration_enabled=True)
@@ -225,15 +226,23 @@ pushes = [PushRecord("distribution", f"delivery-{tag}", "team", "app", tag, "sha
           for tag, digit in (("1.0", "a"), ("2.0", "b"), ("2.1", "b"))]
 for event in actions.record_pushes(instance, pushes):
     print(event.tag, event.outcome, event.job.source_tag if event.job else None)
+print("awaiting dispatch:", sorted(set(ConversionJob.objects.values_list("awaiting_dispatch", flat=True))))
+from console.celery import app
+with app.connection_for_write() as broker:
+    print("messages:", broker.default_channel.queue_declare("celery", passive=True).message_count)
 """
 
 
 def test_a_matching_delivery_is_recorded_on_sqlite_as_make_run_uses_it(tmp_path):
-    """`make run` keeps its data in SQLite, which has no data-modifying WITH: the intake's writes work there too."""
+    """`make run` keeps its data in SQLite, which has no data-modifying WITH and no NOTIFY: the intake's
+    writes work there too, and its jobs are sent after commit."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "CELERY_BROKER_URL": "memory://",
            "APPARATE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "console.settings", "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-c", SQLITE_DELIVERY], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines() == ["1.0 conversion_requested 1.0", "2.0 conversion_requested 2.0",
-                                       "2.1 skipped 2.0"]
+                                       "2.1 skipped 2.0",
+                                       # no dispatcher without NOTIFY: the two jobs went out after commit,
+                                       # in one fan-out message
+                                       "awaiting dispatch: [False]", "messages: 1"]
