@@ -5,7 +5,9 @@ Two troubles get their own status instead of a generic 500:
   it (DRF's parsers ignore Django's upload limits, so the check runs first, in a middleware);
 - database trouble (a lock held too long, a statement timeout, a database that does not answer) is
   answered 503 with Retry-After: the request may well succeed a moment later, and registries
-  retry webhook deliveries that get a 5xx.
+  retry webhook deliveries that get a 5xx;
+- so is a task queue (message broker) that does not answer when the work a request started, once
+  its transaction committed, is handed to a worker.
 """
 
 import logging
@@ -15,6 +17,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template import loader
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ logger = logging.getLogger(__name__)
 MACHINE_PATH_PREFIXES = ("/api/", "/webhooks/", "/metrics")
 # Webhook bodies have their own limit (APPARATE_WEBHOOK_MAX_BYTES), checked after the secret.
 OWN_BODY_LIMIT_PREFIXES = ("/webhooks/",)
-DATABASE_RETRY_AFTER_SECONDS = 10
+RETRY_AFTER_SECONDS = 10
 
 
 def is_machine_client(request) -> bool:
@@ -78,11 +81,19 @@ def server_error(request):
     error = sys.exception()
     if isinstance(error, (OperationalError, InterfaceError)):
         logger.warning("database trouble on %s %s: %s", request.method, request.path, error)
-        message = ("The database is busy or unavailable right now, so this request could not be completed. "
-                   f"Try again in {DATABASE_RETRY_AFTER_SECONDS} seconds.")
-        return error_response(request, 503, message, "503.html",
-                              {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+        return _try_again_later(request, "The database is busy or unavailable right now, so this request could "
+                                         "not be completed.")
+    if isinstance(error, BrokerUnavailable):
+        logger.warning("task queue unavailable on %s %s: %s", request.method, request.path, error)
+        return _try_again_later(request, "The task queue (the message broker) is unavailable right now, so the work "
+                                         "this request started could not be handed to a worker.")
     return error_response(request, 500, "Server error; it has been logged.", "500.html")
+
+
+def _try_again_later(request, trouble: str):
+    """503 with Retry-After: `trouble`, and when to try again."""
+    return error_response(request, 503, f"{trouble} Try again in {RETRY_AFTER_SECONDS} seconds.", "503.html",
+                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def not_found(request, exception=None):

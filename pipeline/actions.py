@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from converter.errors import (
     ConversionError,
@@ -459,25 +460,36 @@ def _as_reference(instance: Instance, reference: ImageReference | str) -> ImageR
 
 
 def enqueue_job(job: ConversionJob) -> None:
-    """Send the job to a worker once the current transaction commits (the task is guarded, so a
-    second message for the same job is harmless)."""
-    from pipeline.tasks import convert_image_task
-
-    job_id = job.pk
-    transaction.on_commit(lambda: convert_image_task.delay(job_id))
+    """Send the job to a worker once the current transaction commits (see enqueue_jobs)."""
+    enqueue_jobs([job])
 
 
 def enqueue_jobs(jobs: list[ConversionJob]) -> None:
-    """Send new jobs to workers once the current transaction commits: one job as enqueue_job does,
-    more (a delivery of many pushes) in one message that a worker fans out, so that the request
-    publishes once, not once per job. A message that is lost leaves queued jobs to the reconciler."""
-    from pipeline.tasks import enqueue_jobs_task
+    """Send jobs to workers once the current transaction commits: one job in its own message, more
+    (a delivery of many pushes) in one message that a worker fans out, so that the request
+    publishes once, not once per job. The task is guarded, so a second message for a job is
+    harmless; a message that is lost leaves queued jobs to the reconciler."""
+    job_ids = [job.pk for job in jobs]
+    if job_ids:
+        transaction.on_commit(lambda: _send_jobs(job_ids))
 
-    if len(jobs) == 1:
-        enqueue_job(jobs[0])
-    elif jobs:
-        job_ids = [job.pk for job in jobs]
-        transaction.on_commit(lambda: enqueue_jobs_task.delay(job_ids))
+
+def _send_jobs(job_ids: list[int]) -> None:
+    """Publish the jobs' message. When the broker does not answer, on PostgreSQL the jobs wait for
+    the workers' dispatchers instead (pipeline.dispatch), which send them once it is back; elsewhere
+    the error stands (the request answers 503: core.errors)."""
+    from pipeline.tasks import convert_image_task, enqueue_jobs_task
+
+    try:
+        if len(job_ids) == 1:
+            convert_image_task.delay(job_ids[0])
+        else:
+            enqueue_jobs_task.delay(job_ids)
+    except BrokerUnavailable as error:
+        if not dispatch.by_database():
+            raise
+        ConversionJob.objects.filter(pk__in=job_ids).update(awaiting_dispatch=True)
+        logger.warning("jobs=%s action=left-to-dispatcher broker-error=%s", job_ids, error)
 
 
 def add_twin_tag(job: ConversionJob, tag: str) -> bool:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from converter.reference import parse_reference
 from converter.registry import RegistryError
@@ -34,10 +35,23 @@ KEEP_REFRESHES = 20  # finished Images refreshes kept per instance
 
 
 def _enqueue(operation: Operation) -> None:
+    """Send the operation to a worker once the current transaction commits. When the broker does not
+    answer, the operation ends as failed with that reason, so that it does not stand in the way of
+    the next request as one under way, and the error stands (the request answers 503: core.errors)."""
     from pipeline.tasks import run_operation_task
 
     operation_id = operation.pk
-    transaction.on_commit(lambda: run_operation_task.delay(operation_id))
+
+    def send() -> None:
+        try:
+            run_operation_task.delay(operation_id)
+        except BrokerUnavailable:
+            Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
+                status=OperationStatus.FAILED, finished_at=timezone.now(),
+                error="The task queue (the message broker) was unavailable, so no worker started this. Try again.")
+            raise
+
+    transaction.on_commit(send)
 
 
 def request_refresh(instance: Instance, requested_by=None) -> Operation:
