@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template import loader
-from kombu.exceptions import OperationalError as BrokerUnavailable
+
+from core.queue import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from converter.errors import (
     ConversionError,
@@ -42,6 +41,7 @@ from converter.registry import (
 )
 from core.actions import current_worker
 from core.audit import record
+from core.queue import BrokerUnavailable
 from pipeline import dispatch, startup, twins
 from pipeline.catalogue import read_image
 from pipeline.choices import ACTIVE, TERMINAL, JobStatus, JobTrigger, PushOutcome, PushReason, PushSource

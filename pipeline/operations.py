@@ -14,11 +14,11 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from converter.reference import parse_reference
 from converter.registry import RegistryError
 from core.audit import record
+from core.queue import UNAVAILABLE_REASON, send_on_commit
 from pipeline import actions, catalogue, reconciler, startup
 from pipeline.choices import OPERATION_ACTIVE, OperationKind, OperationStatus
 from pipeline.models import Operation
@@ -41,17 +41,9 @@ def _enqueue(operation: Operation) -> None:
     from pipeline.tasks import run_operation_task
 
     operation_id = operation.pk
-
-    def send() -> None:
-        try:
-            run_operation_task.delay(operation_id)
-        except BrokerUnavailable:
-            Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
-                status=OperationStatus.FAILED, finished_at=timezone.now(),
-                error="The task queue (the message broker) was unavailable, so no worker started this. Try again.")
-            raise
-
-    transaction.on_commit(send)
+    send_on_commit(lambda: run_operation_task.delay(operation_id),
+                   lambda: Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
+                       status=OperationStatus.FAILED, finished_at=timezone.now(), error=UNAVAILABLE_REASON))
 
 
 def request_refresh(instance: Instance, requested_by=None) -> Operation:

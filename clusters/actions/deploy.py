@@ -33,6 +33,7 @@ from clusters.kube import KubeError, KubeSession, ref, session_for
 from clusters.models import Cluster, DeployRequest, Suite
 from converter.reference import ImageReference
 from core.audit import record
+from core.queue import UNAVAILABLE_REASON, send_on_commit
 from pipeline import twins
 from pipeline.choices import JobStatus as ConversionStatus
 from pipeline.models import AcceleratedImage
@@ -245,7 +246,9 @@ def confirm_deploy(deploy_id, user, digest: str) -> DeployRequest:
             ("cluster", deploy.cluster.name), ("namespace", deploy.namespace), ("name", deploy.name),
             ("replicas", deploy.replicas), ("image", deploy.image), ("accelerated", deploy.accelerated),
             ("plan_digest", deploy.plan_digest))})
-        transaction.on_commit(lambda: run_deploy_task.delay(deploy.pk))
+        send_on_commit(lambda: run_deploy_task.delay(deploy.pk),
+                       lambda: DeployRequest.objects.filter(pk=deploy.pk, status=DeployStatus.PENDING).update(
+                           status=DeployStatus.FAILED, message=UNAVAILABLE_REASON, finished_at=timezone.now()))
     return deploy
 
 

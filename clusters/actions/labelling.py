@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from clusters.choices import (
@@ -23,6 +23,7 @@ from clusters.kube import KubeError, KubeSession, session_for
 from clusters.models import Cluster, LabelJob, LabelResult, Node
 from clusters.validators import parse_label_selector, selector_matches
 from core.audit import record
+from core.queue import UNAVAILABLE_REASON, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,17 @@ def request_labelling(user, nodes, operation: str, force: bool = False, selectio
         record("create", job, {"operation": {"old": None, "new": operation}, "force": {"old": None, "new": force},
                                "selection": {"old": None, "new": selection},
                                "nodes": {"old": None, "new": len(results)}})
-        transaction.on_commit(lambda: run_label_job.delay(job.pk))
+        send_on_commit(lambda: run_label_job.delay(job.pk), lambda: _not_sent(job.pk))
     return job
+
+
+def _not_sent(job_id: int) -> None:
+    """A label job the broker could not take: failed, and each of its pending nodes with it, for that reason."""
+    now = timezone.now()
+    failed = LabelResult.objects.filter(job_id=job_id, status=LabelResultStatus.PENDING).update(
+        status=LabelResultStatus.FAILED, message=UNAVAILABLE_REASON, finished_at=now)
+    LabelJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
+        status=JobStatus.FAILED, last_error=UNAVAILABLE_REASON, finished_at=now, failed=F("failed") + failed)
 
 def _backoff(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not crypto)

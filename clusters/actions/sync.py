@@ -28,6 +28,7 @@ from clusters.choices import (
 from clusters.compatibility import verdict
 from clusters.kube import KubeError, KubeSession, session_for
 from clusters.models import Cluster, LabelJob, Node, Suite
+from core.queue import UNAVAILABLE_REASON, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +222,10 @@ def request_sync(cluster: Cluster, test_first: bool = False) -> Cluster:
     with transaction.atomic():
         queued = Cluster.objects.filter(pk=cluster.pk).exclude(sync_status=SyncStatus.QUEUED).update(
             sync_status=SyncStatus.QUEUED)
-        if queued:
-            transaction.on_commit(lambda: sync_cluster_nodes.delay(cluster.pk, test_first))
+        if queued:  # a sync the broker could not take does not stay queued for nobody
+            send_on_commit(lambda: sync_cluster_nodes.delay(cluster.pk, test_first),
+                           lambda: Cluster.objects.filter(pk=cluster.pk, sync_status=SyncStatus.QUEUED).update(
+                               sync_status=SyncStatus.IDLE, sync_message=UNAVAILABLE_REASON))
     cluster.sync_status = SyncStatus.QUEUED
     return cluster
 
