@@ -406,8 +406,13 @@ def _set_jobs(jobs_of_events: dict[int, int]) -> None:
 
 def _locked_for_delivery(instance_id: int) -> Instance:
     """The instance row, locked until the delivery commits, with only what deciding reads (the
-    credentials are not decrypted for a push); one plain statement, as it runs for every delivery."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    credentials are not decrypted for a push); one plain statement, as it runs for every delivery.
+
+    FOR NO KEY UPDATE: it serializes deliveries to the instance, but leaves alone the foreign-key
+    checks of rows that reference the instance (FOR KEY SHARE), e.g. those of a worker finishing a
+    job that the delivery then locks; FOR UPDATE would deadlock with that worker."""
+    lock = (" FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else
+            " FOR UPDATE" if connection.features.has_select_for_update else "")
     for instance in Instance.objects.raw(
             f"SELECT id, name, url, acceleration_enabled FROM {Instance._meta.db_table} WHERE id = %s{lock}",  # noqa: S608
             [instance_id]):

@@ -105,15 +105,18 @@ def test_two_workers_meeting_a_new_base_layer_convert_it_once(celery_worker_fact
 
 def test_a_conversion_runs_start_to_finish_while_another_session_holds_the_instance_row(
         transactional_db, instance, make_rule, reg, push):
-    """Starting and finishing a job lock the job row only. Locking the instance row as well made a
-    worker wait for, and deadlock with, a delivery that holds the instance and then locks a job."""
+    """Starting and finishing a job lock the job row only, and a delivery's lock on the instance
+    (FOR NO KEY UPDATE) leaves the foreign-key checks of the job's writes alone. Either lock made a
+    worker wait for, and deadlock with, a delivery that holds the instance and then locks the job:
+    pipeline_burst saw "deadlock detected" at the COMMIT of a succeeding job while FOR UPDATE was
+    the delivery's lock."""
     digest = push("team/app:1.0")
     job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=make_rule())
     locked, release = threading.Event(), threading.Event()
 
-    def holder():  # FOR NO KEY UPDATE: like a delivery's lock, but not in the way of foreign-key checks
+    def holder():  # a delivery's own lock on the instance, held as a delivery holds it
         with transaction.atomic():
-            Instance.objects.select_for_update(no_key=True).get(pk=instance.pk)
+            actions._locked_for_delivery(instance.pk)
             locked.set()
             release.wait(60)
 
