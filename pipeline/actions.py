@@ -19,7 +19,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from converter.errors import (
@@ -1040,13 +1040,18 @@ def run_conversion(job_id: int) -> ConversionJob | None:
             return _registry_failure(job_id, progress, error)
         except ConversionError as error:
             return _finish(job_id, progress, JobStatus.FAILED, str(error), _conversion_reason(error, job))
+        except OperationalError as error:
+            return _database_failure(job_id, progress, error)
         except Exception as error:
             logger.exception("job=%s action=crash", job_id)
             return _finish(job_id, progress, JobStatus.FAILED, f"{type(error).__name__}: {error}",
                            "The conversion stopped on an unexpected error (see the worker log); retry the job.")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        job = _succeed(job_id, progress, result, time.monotonic() - started, sizes)
+        try:
+            job = _succeed(job_id, progress, result, time.monotonic() - started, sizes)
+        except OperationalError as error:  # the image is in the registry; the next attempt finds its layers cached
+            return _database_failure(job_id, progress, error)
     if [tag for tag in job.twin_tags if tag != job.source_tag]:
         _enqueue_twin_tags(job)
     return job
@@ -1134,21 +1139,39 @@ _REGISTRY_HINTS = [
 ]
 
 
+def _retry_later(job: ConversionJob, progress: _Progress, message: str) -> None:
+    """Put a job whose attempt failed on something passing back to queued, and raise RetryLater."""
+    countdown = _backoff(job.attempts)
+    with transaction.atomic():
+        locked = ConversionJob.objects.select_for_update().get(pk=job.pk)
+        locked.status = JobStatus.QUEUED
+        locked.retries += 1
+        locked.last_error = message
+        locked.layers = progress.snapshot()
+        _log(locked, f"Attempt {locked.attempts} failed: {message} Retrying in {countdown:.0f}s.", "warning")
+        locked.save()
+    logger.warning("job=%s action=retry-later attempt=%s countdown=%.1f error=%s", job.pk, job.attempts, countdown,
+                   message)
+    raise RetryLater(countdown)
+
+
+def _database_failure(job_id: int, progress: _Progress, error: OperationalError) -> ConversionJob:
+    """A database error in an attempt (a deadlock, a lock wait past its timeout, a lost connection):
+    its transaction rolled back, so the attempt runs again, up to APPARATE_JOB_MAX_ATTEMPTS."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = f"The database refused a write ({first_line})."
+    job = ConversionJob.objects.get(pk=job_id)
+    if job.attempts < settings.APPARATE_JOB_MAX_ATTEMPTS:
+        _retry_later(job, progress, message)
+    return _finish(job_id, progress, JobStatus.FAILED, message,
+                   f"The database kept refusing the job's writes after {job.attempts} attempts ({first_line}). "
+                   "Check the database's health and the worker log, then retry the job.")
+
+
 def _registry_failure(job_id: int, progress: _Progress, error: RegistryError) -> ConversionJob:
     job = ConversionJob.objects.get(pk=job_id)
     if error.transient and job.attempts < settings.APPARATE_JOB_MAX_ATTEMPTS:
-        countdown = _backoff(job.attempts)
-        with transaction.atomic():
-            locked = ConversionJob.objects.select_for_update().get(pk=job_id)
-            locked.status = JobStatus.QUEUED
-            locked.retries += 1
-            locked.last_error = error.message
-            locked.layers = progress.snapshot()
-            _log(locked, f"Attempt {locked.attempts} failed: {error.message} Retrying in {countdown:.0f}s.", "warning")
-            locked.save()
-        logger.warning("job=%s action=retry-later attempt=%s countdown=%.1f error=%s", job_id, job.attempts,
-                       countdown, error.message)
-        raise RetryLater(countdown)
+        _retry_later(job, progress, error.message)
     if error.transient:
         reason = (f"The registry kept failing after {job.attempts} attempts ({error.message}). Check that it is "
                   "up and healthy, then retry the job.")

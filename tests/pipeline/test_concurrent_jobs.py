@@ -8,6 +8,7 @@
   then the job).
 """
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -21,7 +22,7 @@ from converter.cache import CachedLayer
 from pipeline import actions
 from pipeline.choices import JobStatus
 from pipeline.layer_cache import DatabaseLayerCache
-from pipeline.models import ConversionJob, LayerCacheEntry
+from pipeline.models import AcceleratedImage, ConversionJob, LayerCacheEntry
 from registries.models import Instance
 from tests.support.images import Platform, push_image
 
@@ -135,3 +136,57 @@ def test_a_conversion_runs_start_to_finish_while_another_session_holds_the_insta
             cursor.execute("SET lock_timeout = 0")
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 1, job.reason
+
+
+@contextlib.contextmanager
+def twins_table_locked():
+    """Another session holds the twins' table (ACCESS EXCLUSIVE) while this one waits at most 300 ms
+    for a lock: the job's write of its twin times out, as under a deadlock or a long migration."""
+    locked, release = threading.Event(), threading.Event()
+
+    def holder():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {AcceleratedImage._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(60)
+
+    held = in_other_session(holder)
+    assert locked.wait(30)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '300ms'")
+    try:
+        yield
+    finally:
+        release.set()
+        held.result(timeout=30)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")  # the settings' own, from the connection's options
+
+
+LOCK_TIMEOUT = "The database refused a write (canceling statement due to lock timeout)."
+
+
+def test_a_job_whose_write_times_out_on_a_lock_is_queued_again_and_then_succeeds(
+        transactional_db, instance, make_rule, reg, push):
+    digest = push("team/app:1.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=make_rule())
+    with twins_table_locked(), pytest.raises(actions.RetryLater) as later:
+        actions.run_conversion(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.retries, job.last_error) == (JobStatus.QUEUED, 1, 1, LOCK_TIMEOUT)
+    assert job.log[-1]["message"] == f"Attempt 1 failed: {LOCK_TIMEOUT} Retrying in {later.value.countdown:.0f}s."
+    assert actions.run_conversion(job.pk).status == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    assert job.attempts == 2 and job.twins.get().twin_tag == "1.0-apparate"
+
+
+def test_a_job_whose_writes_keep_timing_out_fails_with_the_reason(transactional_db, instance, make_rule, reg, push,
+                                                                   settings):
+    settings.APPARATE_JOB_MAX_ATTEMPTS = 1
+    digest = push("team/app:1.0")
+    job, _ = actions.request_conversion(instance, f"{reg.host}/team/app:1.0", digest, rule=make_rule())
+    with twins_table_locked():
+        finished = actions.run_conversion(job.pk)
+    assert (finished.status, finished.last_error) == (JobStatus.FAILED, LOCK_TIMEOUT)
+    assert finished.reason == ("The database kept refusing the job's writes after 1 attempts (canceling statement due "
+                               "to lock timeout). Check the database's health and the worker log, then retry the job.")
