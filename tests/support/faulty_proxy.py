@@ -8,6 +8,10 @@ each one. Faults are injected per path pattern:
     proxy.fail(r"/blobs/", status=429, times=1, headers={"Retry-After": "1"})
     proxy.fail(r"/v2/$", reset=True, times=1)                # drop the connection without answering
     proxy.stall_bodies_over(512 * 1024, times=1)             # send part of the next big body, then hang
+    proxy.delay(0.03, r"/manifests/", method="HEAD")         # every such request waits 30 ms first
+
+`peak_in_flight("HEAD")` tells how many requests (of a method, or of any) it was answering at once at
+most: what a client's concurrency looks like from the registry's side.
 
 With `bearer=(user, password)` the proxy also plays a token-auth registry front: requests without a
 valid token get `401` with a `Bearer realm=".../token",service=...,scope=...` challenge, and
@@ -57,6 +61,13 @@ class Fault:
 
 
 @dataclass
+class Delay:
+    pattern: re.Pattern
+    method: str | None
+    seconds: float
+
+
+@dataclass
 class Seen:
     method: str
     path: str
@@ -74,6 +85,9 @@ class TokenGrant:
 @dataclass
 class ProxyState:
     faults: list[Fault] = field(default_factory=list)
+    delays: list[Delay] = field(default_factory=list)
+    in_flight: dict[str | None, int] = field(default_factory=dict)  # per method, and None: any
+    peaks: dict[str | None, int] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     token_requests: list[dict] = field(default_factory=list)
     tokens: dict[str, TokenGrant] = field(default_factory=dict)
@@ -136,6 +150,16 @@ class FaultyProxy:
         with self.state.lock:
             self.state.faults.append(Fault(re.compile(pattern), method, status, times, headers or {}, reset))
 
+    def delay(self, seconds: float, pattern: str = "", method: str | None = None) -> None:
+        """Hold every request matching `pattern` (and method, if given) for `seconds` before answering it."""
+        with self.state.lock:
+            self.state.delays.append(Delay(re.compile(pattern), method, seconds))
+
+    def peak_in_flight(self, method: str | None = None) -> int:
+        """The most requests (of `method`, or of any method) being answered at the same time so far."""
+        with self.state.lock:
+            return self.state.peaks.get(method, 0)
+
     def stall_bodies_over(self, size: int, times: int = 1) -> None:
         """The next `times` response bodies longer than `size` bytes stop after `size` bytes and hang
         (a registry that stalls mid-blob) until the proxy stops."""
@@ -189,9 +213,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
+        state = self.proxy.state
+        with state.lock:
+            for key in (None, self.command):
+                state.in_flight[key] = state.in_flight.get(key, 0) + 1
+                state.peaks[key] = max(state.peaks.get(key, 0), state.in_flight[key])
+        try:
+            self._answer_request()
+        finally:
+            with state.lock:
+                for key in (None, self.command):
+                    state.in_flight[key] -= 1
+
+    def _answer_request(self) -> None:
         body = self._read_body()
         parts = urlsplit(self.path)
         state = self.proxy.state
+        with state.lock:
+            delay = sum(d.seconds for d in state.delays if d.pattern.search(parts.path)
+                        and (d.method is None or d.method == self.command))
+        if delay:
+            time.sleep(delay)
         with state.lock:
             fault = next((f for f in state.faults if f.remaining > 0 and f.pattern.search(parts.path)
                           and (f.method is None or f.method == self.command)), None)
