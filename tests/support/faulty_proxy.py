@@ -156,7 +156,8 @@ class FaultyProxy:
             self.state.delays.append(Delay(re.compile(pattern), method, seconds))
 
     def peak_in_flight(self, method: str | None = None) -> int:
-        """The most requests (of `method`, or of any method) being answered at the same time so far."""
+        """The most requests (of `method`, or of any method) in the proxy at the same time so far, each
+        counted from its arrival until its answer starts."""
         with self.state.lock:
             return self.state.peaks.get(method, 0)
 
@@ -181,6 +182,7 @@ class FaultyProxy:
 class _Handler(BaseHTTPRequestHandler):
     proxy: FaultyProxy
     protocol_version = "HTTP/1.1"
+    _in_flight = False  # this connection's current request counts in peak_in_flight
     # Headers and body leave in separate writes: without TCP_NODELAY the body waits for the client's
     # delayed ACK of the headers (40 ms on Linux), which would add that much to every GET.
     disable_nagle_algorithm = True
@@ -221,12 +223,24 @@ class _Handler(BaseHTTPRequestHandler):
             for key in (None, self.command):
                 state.in_flight[key] = state.in_flight.get(key, 0) + 1
                 state.peaks[key] = max(state.peaks.get(key, 0), state.in_flight[key])
+        self._in_flight = True
         try:
             self._answer_request()
         finally:
-            with state.lock:
+            self._leave()
+
+    def _leave(self) -> None:
+        """The request stops counting as in flight, before its answer starts: a client never has the
+        answer while the request still counts, so the peak is never more than the client had at once."""
+        if self._in_flight:
+            self._in_flight = False
+            with self.proxy.state.lock:
                 for key in (None, self.command):
-                    state.in_flight[key] -= 1
+                    self.proxy.state.in_flight[key] -= 1
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._leave()
+        super().send_response(code, message)
 
     def _answer_request(self) -> None:
         body = self._read_body()
