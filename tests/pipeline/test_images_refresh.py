@@ -25,8 +25,6 @@ from pipeline.models import AcceleratedImage, RegistryTag
 from registries.models import Instance
 from tests.support.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, push_raw, sha256
 
-pytestmark = pytest.mark.registry
-
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
 LAYER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # an empty gzip
 FAILING = {"status": 500, "times": 1000}  # every attempt, in both refreshes
@@ -110,15 +108,17 @@ def test_one_thread_and_eight_give_the_same_rows_report_and_errors(db, reg, faul
     assert [twin[2] for twin in rows[1]] == ["1.0-apparate", "orphan-apparate"]
     assert refreshed(instances[8], settings, 8) == (report, progress, rows)
 
-    # the registry changes: a tag moves, a twin goes, a HEAD fails now; the rows left before are read again
+    # the registry changes: a tag moves, a twin goes, one more HEAD fails (and leaves its row)
     put(reg, "team/app", {"2.0": manifest("two again")})
     shutil.rmtree(reg.root / "data/docker/registry/v2/repositories/team/app/_manifests/tags/1.0-apparate")
     for proxy in proxies.values():
         proxy.fail(r"/manifests/shared$", method="HEAD", **FAILING)
+    listed = requests.get(f"{reg.url}/v2/team/app/tags/list", timeout=10).json()["tags"]
     again = refreshed(instances[1], settings, 1)
     assert (again[0].missing, again[0].found, len(again[0].errors)) == (1, 0, 4)
     assert [error.split(": ", 1)[0] for error in again[0].errors] == [
         f"team/app:{tag}" for tag in listed if tag in ("a-broken", "z-broken", "9-apparate", "shared")]
+    assert {tag: digest for _, _, tag, digest, *_ in again[2][0]}["shared"] == sha256(shared)
     assert again[2][1][0][8] == "missing"
     assert refreshed(instances[8], settings, 8) == again
     assert AuditEntry.objects.count() == audited  # a refresh audits nothing, with any number of threads
