@@ -31,7 +31,7 @@ def env_list(name: str, default: str) -> list[str]:
 def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
     """An integer setting from minimum to maximum; anything else stops the start with a message naming it."""
     value = os.environ.get(name, str(default)).strip()
-    if not value.isdigit() or not minimum <= int(value) <= maximum:
+    if not (value.isascii() and value.isdigit()) or not minimum <= int(value) <= maximum:
         raise ImproperlyConfigured(f"{name} must be a whole number from {minimum} to {maximum}, not '{value}'.")
     return int(value)
 
