@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from console.local_secrets import load_or_create_local_secrets, make_private
 
@@ -25,6 +26,14 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
+    """An integer setting from minimum to maximum; anything else stops the start with a message naming it."""
+    value = os.environ.get(name, str(default)).strip()
+    if not (value.isascii() and value.isdigit()) or not minimum <= int(value) <= maximum:
+        raise ImproperlyConfigured(f"{name} must be a whole number from {minimum} to {maximum}, not '{value}'.")
+    return int(value)
 
 
 # The local secrets file is only read (and created) when a key is not given in the environment.
@@ -386,6 +395,9 @@ CELERY_BEAT_SCHEDULE["pipeline-measure-startup"] = {
 }
 # The Images page reads rows; a view enqueues a background refresh when they are older than this (seconds).
 APPARATE_IMAGES_REFRESH_AGE = float(os.environ.get("APPARATE_IMAGES_REFRESH_AGE", "300"))
+# Manifest HEADs and reads one Images refresh has in flight at once (1: one after another). More
+# threads than this mostly meet the registry's rate limits.
+APPARATE_IMAGES_REFRESH_CONCURRENCY = env_int("APPARATE_IMAGES_REFRESH_CONCURRENCY", 8, 1, 32)
 # Redis/SQS brokers: seconds before a message taken by a worker that vanished is delivered again.
 APPARATE_BROKER_VISIBILITY_TIMEOUT = float(os.environ.get("APPARATE_BROKER_VISIBILITY_TIMEOUT", "3600"))
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):

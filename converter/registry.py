@@ -9,6 +9,9 @@ Behaviour worth knowing:
 - Auth: anonymous first; on a 401 the `WWW-Authenticate` challenge decides. `Basic` sends the
   configured credentials; `Bearer` fetches a token from the challenge's realm (with `service` and
   `scope`, and the credentials as Basic auth when given) and caches it per scope until it expires.
+- Threads: one client may serve several threads at once. Each has its own HTTP session; the
+  authentication state is shared behind a lock, so a token is still fetched once per scope (see
+  `RegistryClient`).
 - Credentials stay home. The registry's origin is the scheme, host and port of its base URL.
   Basic credentials and Bearer tokens go only to that origin; the credentials also go to the token
   realm when it is HTTPS (any host, like Docker Hub's auth.docker.io) or the registry's own origin,
@@ -52,6 +55,7 @@ import re
 import socket
 import ssl
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -386,6 +390,23 @@ class RegistryClient:
 
     Repositories are passed as their API path, `namespace/repository` (`ImageReference.path`).
     Use it as a context manager, or call `close()`, to remove the temporary CA file.
+
+    One client may be used from several threads at once (the Images refresh HEADs tags from a
+    pool), and it shares what is worth sharing while keeping apart what is not safe to share:
+
+    - Each thread gets its own `requests.Session`, made on its first request with the same settings.
+      requests does not promise that a Session is thread-safe (its cookie jar, for one, is iterated
+      without a lock while another thread's response may be adding to it). Each thread keeps its own
+      connections, which also spares sizing a shared pool to the number of threads; `close()`
+      closes every thread's session.
+    - The authentication state (the scheme learnt from a challenge, the Bearer challenge, the token
+      cache) is one for the whole client, behind a lock: a token is fetched once per scope however
+      many threads need it at the same moment (the others wait for it), and a 401 drops the cached
+      token only when it is the one that request carried, so a request sent before another thread's
+      fetch does not throw away the fresh token.
+    - Retries and backoff keep their state in each call's own variables.
+
+    `close()` must not race with requests still under way in other threads.
     """
 
     def __init__(self, base_url: str, username: str | None = None, password: str | None = None,
@@ -402,12 +423,12 @@ class RegistryClient:
         self._password = password or ""
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.upload_chunk_size = upload_chunk_size
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = USER_AGENT
         # Proxies come from HTTP(S)_PROXY / NO_PROXY like in other registry tools; .netrc and
         # REQUESTS_CA_BUNDLE are ignored, so only the configured credentials and CAs apply.
-        self._session.trust_env = False
-        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._local = threading.local()  # this thread's session
+        self._sessions: list[requests.Session] = []  # every thread's, for close()
+        self._sessions_lock = threading.Lock()
         self._ca_file: str | None = None
         if ca_bundle_pem and verify is not False:
             handle, self._ca_file = tempfile.mkstemp(prefix="apparate-ca-", suffix=".pem")
@@ -415,7 +436,8 @@ class RegistryClient:
                 bundle.write(Path(certifi.where()).read_text() + "\n" + ca_bundle_pem.strip() + "\n")
             self._finalizer = weakref.finalize(self, _remove_file, self._ca_file)
             verify = self._ca_file
-        self._session.verify = verify
+        self._verify = verify
+        self._auth_lock = threading.Lock()  # guards the three below
         self._scheme: str | None = None  # "basic" | "bearer" once a challenge was seen
         self._challenge: dict[str, str] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -434,8 +456,27 @@ class RegistryClient:
             probe.close()
         return cls(f"http://{host}", **options)
 
+    @property
+    def _session(self) -> requests.Session:
+        """The calling thread's session (see the class doc), made on its first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            session.trust_env = False
+            session.proxies = self._proxies
+            session.verify = self._verify
+            with self._sessions_lock:
+                self._sessions.append(session)
+            self._local.session = session
+        return session
+
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
         if self._ca_file:
             self._finalizer()
             self._ca_file = None
@@ -500,7 +541,7 @@ class RegistryClient:
             if (response.status_code == 401 and auth and not authenticated_retry
                     and _origin(response.url) == self.origin):
                 challenge = response.headers.get("WWW-Authenticate", "")
-                if challenge and self._learn_challenge(challenge, scope, label):
+                if challenge and self._learn_challenge(challenge, scope, label, request_headers.get("Authorization")):
                     _release(response)
                     authenticated_retry = True
                     continue
@@ -583,30 +624,39 @@ class RegistryClient:
             return []
 
     def _auth_headers(self, scope: str | None) -> dict[str, str]:
-        if self._scheme == "basic" and self.username:
-            return {"Authorization": requests.auth._basic_auth_str(self.username, self._password)}
-        if self._scheme == "bearer":
-            key = scope or ""
-            cached = self._tokens.get(key)
-            if cached is None or cached[1] <= time.monotonic():
-                self._tokens[key] = self._fetch_token(scope)
-            return {"Authorization": f"Bearer {self._tokens[key][0]}"}
-        return {}
+        """The Authorization header for a request of `scope`, fetching a token when none is cached.
+        Under the lock: threads needing the same scope at once wait for one fetch."""
+        with self._auth_lock:
+            if self._scheme == "basic" and self.username:
+                return {"Authorization": requests.auth._basic_auth_str(self.username, self._password)}
+            if self._scheme == "bearer":
+                key = scope or ""
+                cached = self._tokens.get(key)
+                if cached is None or cached[1] <= time.monotonic():
+                    self._tokens[key] = self._fetch_token(scope)
+                return {"Authorization": f"Bearer {self._tokens[key][0]}"}
+            return {}
 
-    def _learn_challenge(self, header: str, scope: str | None, label: str) -> bool:
-        """Record a 401 challenge; True if a retry with new credentials makes sense."""
+    def _learn_challenge(self, header: str, scope: str | None, label: str, sent: str | None) -> bool:
+        """Record a 401 challenge to a request that carried the Authorization `sent` (None: none);
+        True if a retry with new credentials makes sense."""
         scheme, params = parse_challenge(header)
-        if scheme == "basic":
-            if self._scheme == "basic" or not self.username:
-                return False
-            self._scheme = "basic"
-            return True
-        if scheme == "bearer":
-            if not params.get("realm"):
-                raise RegistryProtocolError(f"{label} failed: the Bearer challenge names no token realm.")
-            self._scheme, self._challenge = "bearer", params
-            self._tokens.pop(scope or "", None)  # none yet, expired or revoked: fetch one (once, see _send)
-            return True
+        with self._auth_lock:
+            if scheme == "basic":
+                if (sent or "").startswith("Basic ") or not self.username:
+                    return False  # the credentials themselves were refused
+                self._scheme = "basic"
+                return True
+            if scheme == "bearer":
+                if not params.get("realm"):
+                    raise RegistryProtocolError(f"{label} failed: the Bearer challenge names no token realm.")
+                self._scheme, self._challenge = "bearer", params
+                cached = self._tokens.get(scope or "")
+                # none yet, expired or revoked: fetch one (once, see _send). A token another thread
+                # cached after this request left is kept: this answer says nothing about it.
+                if cached is not None and sent == f"Bearer {cached[0]}":
+                    del self._tokens[scope or ""]
+                return True
         raise RegistryAuthError(f"{label} failed: unsupported authentication scheme '{scheme}'.", status=401)
 
     def _fetch_token(self, scope: str | None) -> tuple[str, float]:

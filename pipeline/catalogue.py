@@ -3,13 +3,17 @@
 `refresh_images` runs in a worker (an Images refresh operation): it walks the registry's catalog,
 tag lists and manifests through the instance's client and updates the rows: `RegistryTag` for
 source tags, `AcceleratedImage` for twins (a twin found that the console has no row for is
-recorded; a present twin that is gone is marked missing). `list_images` builds one page from those
-rows alone, so a page view costs a few queries whatever the size of the registry. A twin whose
-source tag is gone is an orphan. Deleting goes by manifest digest and touches only the image asked
+recorded; a present twin that is gone is marked missing). The registry is read from a pool of
+threads; the rows are read and written by the refresh's own thread only. `list_images` builds one
+page from those rows alone, so a page view costs a few queries whatever the size of the registry.
+A twin whose source tag is gone is an orphan. Deleting goes by manifest digest and touches only the image asked
 for: the accelerated manifest has no `subject` and shares no manifest with its source.
 """
 
 import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -87,8 +91,67 @@ def split_path(path: str) -> tuple[str, str]:
     return (namespace, repository) if slash else ("", path)
 
 
-def _refresh_repository(instance: Instance, client: RegistryClient, path: str, sizes: dict[str, int],
-                        report: RefreshReport) -> None:
+def _source_current(row: RegistryTag | None, head: ManifestInfo) -> bool:
+    """The source tag's row already says what the HEAD says (and knows the size and, when the
+    registry tells it, the media type): only its `seen_at` moves."""
+    return row is not None and row.digest == head.digest and row.size is not None and (
+        row.media_type or not head.media_type)
+
+
+def _source_needs_read(head: ManifestInfo, sized) -> bool:
+    """A changed source tag is read when its digest's size is not in `sized` (digests of known size)
+    or the HEAD gave no media type."""
+    return head.digest not in sized or not head.media_type
+
+
+def _twin_current(row: AcceleratedImage | None, head: ManifestInfo) -> bool:
+    """The twin's row is present, at the HEAD's digest, with its size: nothing to read."""
+    return row is not None and row.is_present and row.twin_digest == head.digest and row.twin_size is not None
+
+
+def _reads_ahead(tags: list[str], heads: list[Future], known: dict[str, RegistryTag],
+                 rows: dict[str, AcceleratedImage], sizes: dict[str, int]) -> list[str]:
+    """The digests the walk in `_refresh_repository` will read, in order, if every read succeeds:
+    what the pool starts reading as soon as the HEADs are in. Waits for the HEADs."""
+    sized, wanted = set(sizes), {}
+    for tag, pending in zip(tags, heads, strict=True):
+        if pending.exception() is not None or (head := pending.result()) is None:
+            continue
+        if is_twin_tag(tag):
+            needed = not _twin_current(rows.get(tag), head)
+        else:
+            needed = not _source_current(known.get(tag), head) and _source_needs_read(head, sized)
+        if needed:
+            wanted[head.digest] = None
+            sized.add(head.digest)
+    return list(wanted)
+
+
+class _Reads:
+    """`read_image` of one repository's manifests by digest, on the pool, started ahead for the digests
+    given. A successful read serves every tag of its digest (same digest, same manifest); a failed one
+    is raised to the tag that asked, and the next tag that asks reads it again, as the walk did when
+    it read for each tag in turn."""
+
+    def __init__(self, pool: ThreadPoolExecutor, client: RegistryClient, path: str, ahead: list[str]):
+        self._pool, self._client, self._path = pool, client, path
+        self._reads = {digest: self._start(digest) for digest in ahead}
+
+    def _start(self, digest: str) -> Future:
+        return self._pool.submit(read_image, self._client, self._path, digest)
+
+    def __call__(self, digest: str) -> ImageRead:
+        read = self._reads.pop(digest, None) or self._start(digest)
+        image = read.result()  # a RegistryError leaves nothing behind to reuse
+        self._reads[digest] = read
+        return image
+
+
+def _refresh_repository(instance: Instance, client: RegistryClient, pool: ThreadPoolExecutor, path: str,
+                        sizes: dict[str, int], report: RefreshReport) -> None:
+    """Bring one repository's rows up to date. The registry is read on `pool` (every tag's HEAD at
+    once, then the manifests that need reading), the rows are written here in tag order, so the
+    report and the rows come out as if each tag were read in turn."""
     namespace, repository = split_path(path)
     listed_at = timezone.now()
     try:
@@ -98,16 +161,18 @@ def _refresh_repository(instance: Instance, client: RegistryClient, path: str, s
     except RegistryError as error:
         report.errors.append(f"{path}: {error.message}")
         return
+    heads = [pool.submit(client.head_manifest, path, tag) for tag in tags]
     report.repositories += 1
     known = {row.tag: row for row in RegistryTag.objects.filter(instance=instance, namespace=namespace,
                                                                 repository=repository)}
     rows = twins.of_repository(instance, namespace, repository)
     jobs = {job.result_digest: job for job in ConversionJob.objects.filter(
         instance=instance, namespace=namespace, repository=repository).exclude(result_digest="").order_by("created_at")}
+    read = _Reads(pool, client, path, _reads_ahead(tags, heads, known, rows, sizes))
     unchanged = []
-    for tag in tags:
+    for tag, pending in zip(tags, heads, strict=True):
         try:
-            head = client.head_manifest(path, tag)
+            head = pending.result()
         except RegistryError as error:
             report.errors.append(f"{path}:{tag}: {error.message}")
             continue
@@ -115,19 +180,18 @@ def _refresh_repository(instance: Instance, client: RegistryClient, path: str, s
             continue
         if is_twin_tag(tag):
             report.twins += 1
-            _refresh_twin(instance, client, path, tag, head, rows.get(tag), jobs, sizes, report)
+            _refresh_twin(instance, read, path, tag, head, rows.get(tag), jobs, sizes, report)
             continue
         report.tags += 1
         row = known.get(tag)
-        if row is not None and row.digest == head.digest and row.size is not None and (
-                row.media_type or not head.media_type):
+        if _source_current(row, head):
             unchanged.append(row.pk)
             continue
         values = {"digest": head.digest, "size": sizes.get(head.digest), "media_type": head.media_type, "error": "",
                   "seen_at": timezone.now()}
-        if values["size"] is None or not values["media_type"]:
+        if _source_needs_read(head, sizes):
             try:
-                image = read_image(client, path, head.digest)
+                image = read(head.digest)
             except RegistryError as error:
                 values["error"] = error.message
             else:
@@ -144,17 +208,18 @@ def _refresh_repository(instance: Instance, client: RegistryClient, path: str, s
             twin_tag__in=present), "Images refresh", listed_at)
 
 
-def _refresh_twin(instance, client, path: str, tag: str, head: ManifestInfo, row: AcceleratedImage | None,
-                  jobs: dict[str, ConversionJob], sizes: dict[str, int], report: RefreshReport) -> None:
+def _refresh_twin(instance, read: Callable[[str], ImageRead], path: str, tag: str, head: ManifestInfo,
+                  row: AcceleratedImage | None, jobs: dict[str, ConversionJob], sizes: dict[str, int],
+                  report: RefreshReport) -> None:
     """A twin tag seen in the registry: (re)record its row when it is new, back, changed, or its media
     type is not known yet."""
     digest = head.digest
-    if row is not None and row.is_present and row.twin_digest == digest and row.twin_size is not None:
+    if _twin_current(row, head):
         if not row.media_type and head.media_type:  # recorded before media types were
             AcceleratedImage.objects.filter(pk=row.pk).update(media_type=head.media_type)
         return
     try:
-        image = read_image(client, path, digest)
+        image = read(digest)
     except RegistryError as error:
         report.errors.append(f"{path}:{tag}: {error.message}")
         return
@@ -174,20 +239,33 @@ def _refresh_twin(instance, client, path: str, tag: str, head: ManifestInfo, row
     )
 
 
+@contextmanager
+def _registry_pool() -> Iterator[ThreadPoolExecutor]:
+    """The threads that read the registry for one refresh, APPARATE_IMAGES_REFRESH_CONCURRENCY of them.
+    They only call the registry client (thread-safe, see RegistryClient): every row is read and
+    written by the refresh's own thread. Leaving early (an error, a time limit) drops what is queued."""
+    pool = ThreadPoolExecutor(settings.APPARATE_IMAGES_REFRESH_CONCURRENCY, thread_name_prefix="images-refresh")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def refresh_images(instance: Instance, progress=None) -> RefreshReport:
     """Walk the instance's registry and bring the Images rows up to date (see the module doc).
 
     Raises RegistryError when the catalog cannot be read (nothing is changed then); errors on single
-    repositories or tags are reported and leave their rows as they were.
+    repositories or tags are reported and leave their rows as they were. The manifests are read
+    APPARATE_IMAGES_REFRESH_CONCURRENCY at a time (see `_refresh_repository`).
     """
     report = RefreshReport()
     sizes = {digest: size for digest, size in RegistryTag.objects.filter(instance=instance).exclude(
         size=None).values_list("digest", "size")}
-    with instance.registry_client() as client:
+    with instance.registry_client() as client, _registry_pool() as pool:
         listed_at = timezone.now()
         paths = client.catalog()
         for number, path in enumerate(paths, 1):
-            _refresh_repository(instance, client, path, sizes, report)
+            _refresh_repository(instance, client, pool, path, sizes, report)
             if progress is not None and number % PROGRESS_EVERY == 0:
                 progress(number, len(paths))
     listed = {split_path(path) for path in paths}

@@ -8,6 +8,10 @@ each one. Faults are injected per path pattern:
     proxy.fail(r"/blobs/", status=429, times=1, headers={"Retry-After": "1"})
     proxy.fail(r"/v2/$", reset=True, times=1)                # drop the connection without answering
     proxy.stall_bodies_over(512 * 1024, times=1)             # send part of the next big body, then hang
+    proxy.delay(0.03, r"/manifests/", method="HEAD")         # every such request waits 30 ms first
+
+`peak_in_flight("HEAD")` tells how many requests (of a method, or of any) it was answering at once at
+most: what a client's concurrency looks like from the registry's side.
 
 With `bearer=(user, password)` the proxy also plays a token-auth registry front: requests without a
 valid token get `401` with a `Bearer realm=".../token",service=...,scope=...` challenge, and
@@ -57,6 +61,13 @@ class Fault:
 
 
 @dataclass
+class Delay:
+    pattern: re.Pattern
+    method: str | None
+    seconds: float
+
+
+@dataclass
 class Seen:
     method: str
     path: str
@@ -74,6 +85,9 @@ class TokenGrant:
 @dataclass
 class ProxyState:
     faults: list[Fault] = field(default_factory=list)
+    delays: list[Delay] = field(default_factory=list)
+    in_flight: dict[str | None, int] = field(default_factory=dict)  # per method, and None: any
+    peaks: dict[str | None, int] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     token_requests: list[dict] = field(default_factory=list)
     tokens: dict[str, TokenGrant] = field(default_factory=dict)
@@ -136,6 +150,17 @@ class FaultyProxy:
         with self.state.lock:
             self.state.faults.append(Fault(re.compile(pattern), method, status, times, headers or {}, reset))
 
+    def delay(self, seconds: float, pattern: str = "", method: str | None = None) -> None:
+        """Hold every request matching `pattern` (and method, if given) for `seconds` before answering it."""
+        with self.state.lock:
+            self.state.delays.append(Delay(re.compile(pattern), method, seconds))
+
+    def peak_in_flight(self, method: str | None = None) -> int:
+        """The most requests (of `method`, or of any method) in the proxy at the same time so far, each
+        counted from its arrival until its answer starts."""
+        with self.state.lock:
+            return self.state.peaks.get(method, 0)
+
     def stall_bodies_over(self, size: int, times: int = 1) -> None:
         """The next `times` response bodies longer than `size` bytes stop after `size` bytes and hang
         (a registry that stalls mid-blob) until the proxy stops."""
@@ -157,6 +182,10 @@ class FaultyProxy:
 class _Handler(BaseHTTPRequestHandler):
     proxy: FaultyProxy
     protocol_version = "HTTP/1.1"
+    _in_flight = False  # this connection's current request counts in peak_in_flight
+    # Headers and body leave in separate writes: without TCP_NODELAY the body waits for the client's
+    # delayed ACK of the headers (40 ms on Linux), which would add that much to every GET.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
@@ -189,9 +218,39 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
+        state = self.proxy.state
+        with state.lock:
+            for key in (None, self.command):
+                state.in_flight[key] = state.in_flight.get(key, 0) + 1
+                state.peaks[key] = max(state.peaks.get(key, 0), state.in_flight[key])
+        self._in_flight = True
+        try:
+            self._answer_request()
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """The request stops counting as in flight, before its answer starts: a client never has the
+        answer while the request still counts, so the peak is never more than the client had at once."""
+        if self._in_flight:
+            self._in_flight = False
+            with self.proxy.state.lock:
+                for key in (None, self.command):
+                    self.proxy.state.in_flight[key] -= 1
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._leave()
+        super().send_response(code, message)
+
+    def _answer_request(self) -> None:
         body = self._read_body()
         parts = urlsplit(self.path)
         state = self.proxy.state
+        with state.lock:
+            delay = sum(d.seconds for d in state.delays if d.pattern.search(parts.path)
+                        and (d.method is None or d.method == self.command))
+        if delay:
+            time.sleep(delay)
         with state.lock:
             fault = next((f for f in state.faults if f.remaining > 0 and f.pattern.search(parts.path)
                           and (f.method is None or f.method == self.command)), None)
