@@ -58,6 +58,25 @@ def twin_of(manifest: bytes) -> bytes:
     return json.dumps(document).encode()
 
 
+def push_repositories(registry_url: str, repos: int, tags: int, twin_every: int) -> None:
+    """Push `repos` repositories `bench/appNN` of `tags` one-layer images `vN` each, with a stand-in
+    twin `vN-apparate` of every `twin_every`-th (none when 0), from 8 threads."""
+    from tests.support.images import OCI_MANIFEST, push_raw
+
+    def push(repo: int) -> None:
+        manifests, blobs = [], []
+        for number in range(tags):
+            parts, manifest = image(f"{repo}-{number}")
+            blobs += parts
+            manifests.append((f"v{number}", OCI_MANIFEST, manifest))
+            if twin_every and number % twin_every == 0:
+                manifests.append((f"v{number}-apparate", OCI_MANIFEST, twin_of(manifest)))
+        push_raw(registry_url, f"bench/app{repo:02d}", blobs, manifests)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(push, range(repos)))
+
+
 def timed(get, views: int) -> tuple[float, int]:
     """Median seconds of `views` calls (after one warm-up) and the SQL queries of one call."""
     from django.db import connection
@@ -103,7 +122,6 @@ def main() -> None:
     from pipeline.choices import OperationKind, OperationStatus
     from pipeline.models import AcceleratedImage, Operation, RegistryTag
     from registries.models import Instance
-    from tests.support.images import OCI_MANIFEST, push_raw
     from tests.support.registry import start_registry
 
     call_command("migrate", verbosity=0)
@@ -114,19 +132,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="apparate-bench-images-"))
     registry = start_registry(work / "registry")
     try:
-        def push(repo: int) -> None:
-            manifests, blobs = [], []
-            for number in range(args.tags):
-                parts, manifest = image(f"{repo}-{number}")
-                blobs += parts
-                manifests.append((f"v{number}", OCI_MANIFEST, manifest))
-                if number % args.twin_every == 0:
-                    manifests.append((f"v{number}-apparate", OCI_MANIFEST, twin_of(manifest)))
-            push_raw(registry.url, f"bench/app{repo:02d}", blobs, manifests)
-
         started = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(push, range(args.repos)))
+        push_repositories(registry.url, args.repos, args.tags, args.twin_every)
         pushed = time.monotonic() - started
         instance = Instance.objects.create(name="bench-images", url=registry.url)
         empty = Instance.objects.create(name="bench-empty", url="http://127.0.0.1:9")

@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +57,11 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from bench.images_page import image, twin_of
+    from bench.images_page import push_repositories
     from pipeline import catalogue
     from pipeline.models import AcceleratedImage, RegistryTag
     from registries.models import Instance
     from tests.support.faulty_proxy import FaultyProxy
-    from tests.support.images import OCI_MANIFEST, push_raw
     from tests.support.registry import start_registry
 
     call_command("migrate", verbosity=0)
@@ -73,18 +71,7 @@ def main() -> None:
     registry = start_registry(work / "registry")
     proxy = None
     try:
-        def push(repo: int) -> None:
-            manifests, blobs = [], []
-            for number in range(args.tags):
-                parts, manifest = image(f"{repo}-{number}")
-                blobs += parts
-                manifests.append((f"v{number}", OCI_MANIFEST, manifest))
-                if args.twin_every and number % args.twin_every == 0:
-                    manifests.append((f"v{number}-apparate", OCI_MANIFEST, twin_of(manifest)))
-            push_raw(registry.url, f"bench/app{repo:02d}", blobs, manifests)
-
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(push, range(args.repos)))
+        push_repositories(registry.url, args.repos, args.tags, args.twin_every)
         proxy = FaultyProxy(registry.url)
         proxy.delay(args.delay_ms / 1000)
         warm = Instance.objects.create(name="bench-refresh-warm-up", url=proxy.url)
