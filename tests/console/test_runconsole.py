@@ -133,7 +133,7 @@ def manage(*args, env, check=True):
 
 def test_runconsole_serves_and_runs_a_worker_on_embedded_defaults(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
-    env |= {"APPARATE_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env |= {"APPARATE_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
     manage("migrate", "--noinput", env=env)
     database = tmp_path / "apparate.sqlite3"
     assert database.exists() and (tmp_path / "local-secrets.json").exists()
@@ -206,7 +206,9 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_job_succeeds_with_no_spool
     spool = tmp_path / "spool"
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
-    env |= {"APPARATE_VAR_DIR": str(var), "APPARATE_JOB_WORKDIR": str(spool), "PYTHONUNBUFFERED": "1"}
+    # the killed worker's pool leaves its pymp-* directory under the test's own TMPDIR
+    env |= {"APPARATE_VAR_DIR": str(var), "APPARATE_JOB_WORKDIR": str(spool), "PYTHONUNBUFFERED": "1",
+            "TMPDIR": str(tmp_path)}
     manage("migrate", "--noinput", env=env)
     setup = ("from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
              "from registries.models import Instance; import json; "
