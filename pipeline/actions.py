@@ -1008,7 +1008,8 @@ def run_conversion(job_id: int) -> ConversionJob | None:
     APPARATE_JOB_PROGRESS_INTERVAL, and finishes the job: succeeded (its twin recorded);
     skipped (suffixed tag, already accelerated); failed with an actionable reason (permanent errors,
     or transient ones after APPARATE_JOB_MAX_ATTEMPTS attempts). A transient failure with attempts
-    left puts the job back to queued and raises RetryLater.
+    left (the registry's, or a database error such as a deadlock) puts the job back to queued and
+    raises RetryLater.
     """
     with _exclusive(job_id) as mine:
         if not mine:
