@@ -17,6 +17,7 @@ Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python be
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -151,6 +152,7 @@ def main() -> None:
     finally:
         registry.process.terminate()
         registry.process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
 
     # The registry is stopped: every view below is served from rows.
     client = Client(HTTP_HOST="localhost")

@@ -127,11 +127,12 @@ def main() -> None:
 
     postgres = args.postgres or (os.environ.get("DATABASE_URL", "") if os.environ.get("DATABASE_URL", "").startswith(
         ("postgres://", "postgresql://")) else "")
-    databases = [("SQLite", f"sqlite:///{tempfile.mkdtemp(prefix='apparate-bench-')}/bench.sqlite3")]
-    if postgres:
-        databases.append(("PostgreSQL", postgres))
     load_before = os.getloadavg()[0]
-    outcomes = [(label, run_child(label, url, args)) for label, url in databases]
+    with tempfile.TemporaryDirectory(prefix="apparate-bench-") as sqlite_dir:  # removed afterwards
+        databases = [("SQLite", f"sqlite:///{sqlite_dir}/bench.sqlite3")]
+        if postgres:
+            databases.append(("PostgreSQL", postgres))
+        outcomes = [(label, run_child(label, url, args)) for label, url in databases]
     total = outcomes[0][1]["nodes"]
     print(f"nodes: {total} in {args.clusters} clusters, concurrency {args.concurrency} per cluster; "
           f"{args.repeat} rounds, medians; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
