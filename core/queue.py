@@ -17,7 +17,7 @@ __all__ = ["UNAVAILABLE_REASON", "BrokerUnavailable", "send_on_commit"]
 UNAVAILABLE_REASON = "The task queue (the message broker) was unavailable, so no worker started this. Try again."
 
 
-def send_on_commit(send: Callable[[], object], unavailable: Callable[[], object] | None = None) -> None:
+def send_on_commit(send: Callable[[], object], unavailable: Callable[[], object]) -> None:
     """Call `send` (a task's delay or apply_async) once the current transaction commits; when the
     broker does not answer, call `unavailable` first, then raise BrokerUnavailable."""
 
@@ -25,8 +25,7 @@ def send_on_commit(send: Callable[[], object], unavailable: Callable[[], object]
         try:
             send()
         except BrokerUnavailable:
-            if unavailable is not None:
-                unavailable()
+            unavailable()
             raise
 
     transaction.on_commit(run)

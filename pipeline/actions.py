@@ -493,7 +493,7 @@ def _send_jobs(job_ids: list[int]) -> None:
     except BrokerUnavailable as error:
         if not dispatch.by_database():
             raise
-        ConversionJob.objects.filter(pk__in=job_ids).update(awaiting_dispatch=True)
+        dispatch.leave_to_dispatchers(job_ids)
         logger.warning("jobs=%s action=left-to-dispatcher broker-error=%s", job_ids, error)
 
 

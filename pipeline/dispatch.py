@@ -37,6 +37,12 @@ def by_database() -> bool:
     return connection.vendor == "postgresql"
 
 
+def leave_to_dispatchers(job_ids: list[int]) -> None:
+    """Mark jobs whose message could not be sent as awaiting dispatch: the dispatchers' next round
+    (at the latest APPARATE_DISPATCH_POLL seconds on) sends them once the broker answers again."""
+    ConversionJob.objects.filter(pk__in=job_ids).update(awaiting_dispatch=True)
+
+
 def dispatch_awaiting_jobs(limit: int = CLAIM_BATCH) -> list[int]:
     """Claim up to `limit` awaiting jobs, oldest first, and send each its conversion message; the
     claim commits only when every message went out. Returns the ids sent."""

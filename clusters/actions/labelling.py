@@ -85,6 +85,7 @@ def _not_sent(job_id: int) -> None:
     LabelJob.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
         status=JobStatus.FAILED, last_error=UNAVAILABLE_REASON, finished_at=now, failed=F("failed") + failed)
 
+
 def _backoff(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not crypto)
 
